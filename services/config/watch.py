@@ -1,0 +1,267 @@
+"""Watch streams: replay from the log, then live revisions, in order, none lost or repeated.
+
+The Redis Stream `devmesh:config:{ns}:log` is the source of truth; pub/sub only wakes the
+processes that watch a namespace. Each process keeps one `Feed` per watched namespace: a
+task that reads new log entries (on a wake-up, or every `poll_interval` in case a wake-up
+was lost while the pub/sub connection was down) and offers them to every local watcher.
+
+A watcher registers with the feed *before* it replays the log, so every revision reaches
+it by the replay, the feed, or both; it drops what it has already sent. Its queue is
+bounded: a watcher that falls that far behind is cut off with RESOURCE_EXHAUSTED instead
+of growing the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from services.config import models
+from services.config.names import ALL_ENVIRONMENTS, BASE_ENVIRONMENT, namespace_name
+from services.config.store import WAKE_CHANNEL, ConfigStore
+from services.runtime.errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
+from services.runtime.logging import get_logger
+
+log = get_logger(__name__)
+
+REPLAY_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Every revision up to `revision` has been delivered or did not concern the watcher."""
+
+    revision: int
+
+
+class _Closed:
+    """Queue sentinel: the server is draining."""
+
+
+_CLOSED = _Closed()
+
+
+class Watcher:
+    def __init__(self, environment: str, queue_size: int) -> None:
+        self.environment = environment
+        self.queue: asyncio.Queue[models.Revision | _Closed] = asyncio.Queue(queue_size)
+        self.overflowed = False
+
+    def wants(self, action: str, environment: str) -> bool:
+        return (
+            self.environment == ALL_ENVIRONMENTS
+            or not environment  # namespace-level: created, updated, deleted
+            or environment in (self.environment, BASE_ENVIRONMENT)
+        )
+
+    def offer(self, revision: models.Revision) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(revision)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def close(self) -> None:
+        # Make room if needed: a closing watcher must see the sentinel.
+        while self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(_CLOSED)
+
+
+class Feed:
+    """One namespace's log, read once per process and fanned out to local watchers."""
+
+    def __init__(self, store: ConfigStore, ns: str, poll_interval: float) -> None:
+        self.store = store
+        self.ns = ns
+        self.cursor = 0  # last revision read from the log
+        self.watchers: set[Watcher] = set()
+        self.wake = asyncio.Event()
+        self._poll_interval = poll_interval
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self.cursor = await self.store.log_head(self.ns)
+        self._task = asyncio.create_task(self._run(), name=f"watch-feed-{self.ns}")
+        self.ready.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self._poll_interval)
+            self.wake.clear()
+            try:
+                await self.read_new()
+            except RedisError as exc:
+                log.warning("config.watch.feed_read_failed", namespace=self.ns, error=type(exc).__name__)
+
+    async def read_new(self) -> None:
+        while True:
+            entries = await self.store.log_after(self.ns, self.cursor, REPLAY_PAGE)
+            if not entries:
+                return
+            records = await self.store.revisions(self.ns, [rev for rev, _, _ in entries])
+            for rev, action, environment in entries:
+                record = records.get(rev) or models.Revision(self.ns, rev, action, environment)
+                for watcher in self.watchers:
+                    if watcher.wants(action, environment):
+                        watcher.offer(record)
+                self.cursor = rev
+            if len(entries) < REPLAY_PAGE:
+                return
+
+
+class WatchHub:
+    def __init__(self, store: ConfigStore, *, queue_size: int, progress_interval: float) -> None:
+        self.store = store
+        self._queue_size = queue_size
+        self._progress_interval = progress_interval
+        self._feeds: dict[str, Feed] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="watch-wake-listener")
+
+    async def stop(self) -> None:
+        """End every open watch stream (UNAVAILABLE: resume elsewhere) and stop the feeds."""
+        self._closing = True
+        for feed in list(self._feeds.values()):
+            for watcher in feed.watchers:
+                watcher.close()
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self.store.redis.pubsub()
+            try:
+                await pubsub.subscribe(WAKE_CHANNEL)
+                backoff = 0.1
+                # Wake-ups sent while we were disconnected are lost: catch up now.
+                for feed in self._feeds.values():
+                    feed.wake.set()
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    data = message["data"]
+                    woken = self._feeds.get(data.decode() if isinstance(data, bytes) else str(data))
+                    if woken is not None:
+                        woken.wake.set()
+            except (RedisError, OSError) as exc:
+                log.warning("config.watch.listener_disconnected", error=type(exc).__name__, retry_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _feed(self, ns: str) -> Feed:
+        while True:
+            existing = self._feeds.get(ns)
+            if existing is not None:
+                await existing.ready.wait()
+                if self._feeds.get(ns) is existing:  # else its start failed: try again with a new one
+                    return existing
+                continue
+            feed = self._feeds[ns] = Feed(self.store, ns, self._progress_interval)
+            try:
+                await feed.start()
+            except BaseException:
+                del self._feeds[ns]
+                feed.ready.set()
+                raise
+            return feed
+
+    async def _release(self, feed: Feed, watcher: Watcher) -> None:
+        feed.watchers.discard(watcher)
+        if not feed.watchers and self._feeds.get(feed.ns) is feed:
+            del self._feeds[feed.ns]
+            await feed.stop()
+
+    async def watch(self, ns: str, environment: str, since: int) -> AsyncIterator[models.Revision | Progress]:
+        """Revisions after `since` that concern `environment`, then live ones, with progress beats."""
+        if self._closing:
+            raise Unavailable("the server is shutting down; reconnect", reason="SHUTTING_DOWN")
+        namespace = await self.store.namespace(ns)
+        if namespace is None:
+            raise NotFound(
+                f"namespace {ns!r} does not exist",
+                resource_type="Namespace",
+                resource_name=namespace_name(ns),
+            )
+        if since > namespace.revision:
+            raise OutOfRange(
+                f"since_revision {since} is ahead of the namespace's latest revision, {namespace.revision}",
+                reason="REVISION_IN_FUTURE",
+                metadata={"latest_revision": str(namespace.revision)},
+            )
+        feed = await self._feed(ns)
+        watcher = Watcher(environment, self._queue_size)
+        feed.watchers.add(watcher)
+        try:
+            sent = since
+            async for record in self._replay(ns, watcher, since):
+                sent = record.revision
+                yield record
+            while True:
+                if watcher.overflowed:
+                    raise ResourceExhausted(
+                        f"the watcher fell more than {self._queue_size} revisions behind; "
+                        f"resume with since_revision={sent}",
+                        retry_after=1.0,
+                        reason="WATCHER_TOO_SLOW",
+                        metadata={"since_revision": str(sent)},
+                    )
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), self._progress_interval)
+                except TimeoutError:
+                    yield Progress(max(sent, feed.cursor))
+                    continue
+                if isinstance(item, _Closed):
+                    raise Unavailable(
+                        f"the server is shutting down; resume with since_revision={sent}",
+                        retry_after=0.1,
+                        reason="SHUTTING_DOWN",
+                        metadata={"since_revision": str(sent)},
+                    )
+                if item.revision > sent:
+                    sent = item.revision
+                    yield item
+        finally:
+            await self._release(feed, watcher)
+
+    async def _replay(self, ns: str, watcher: Watcher, since: int) -> AsyncIterator[models.Revision]:
+        oldest = await self.store.log_oldest(ns)
+        if oldest and since + 1 < oldest:
+            raise OutOfRange(
+                f"revision {since} is older than the retained watch log, which starts at {oldest}; "
+                "re-read the current state, then watch from its revision",
+                reason="REVISION_COMPACTED",
+                metadata={"oldest_revision": str(oldest)},
+            )
+        cursor = since
+        while True:
+            entries = await self.store.log_after(ns, cursor, REPLAY_PAGE)
+            if not entries:
+                return
+            records = await self.store.revisions(ns, [rev for rev, _, _ in entries])
+            for rev, action, environment in entries:
+                cursor = rev
+                if watcher.wants(action, environment):
+                    yield records.get(rev) or models.Revision(ns, rev, action, environment)
+            if len(entries) < REPLAY_PAGE:
+                return

@@ -1,0 +1,132 @@
+"""Innermost interceptor: decode the request, turn typed errors into google.rpc.Status.
+
+- ServiceError -> its code, message and details (ErrorInfo first, RequestInfo last).
+- A dependency failure a translator recognises (Redis down, ...) -> that error, usually
+  UNAVAILABLE with RetryInfo.
+- A request that does not parse -> INVALID_ARGUMENT (grpc would say UNKNOWN and leak the
+  exception type).
+- Anything else -> INTERNAL with a generic message; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
+from grpc import aio
+
+from services.runtime import request_context
+from services.runtime.errors import Internal, InvalidArgument, ServiceError
+from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior
+from services.runtime.logging import get_logger
+from services.runtime.methods import MethodInfo
+
+log = get_logger(__name__)
+
+ErrorTranslator = Callable[[BaseException], ServiceError | None]
+
+
+async def abort_with(context: aio.ServicerContext, error: ServiceError, info: MethodInfo) -> None:
+    """End the call with `error` as a google.rpc.Status in `grpc-status-details-bin`.
+
+    Every interceptor that refuses a call (limits, auth) uses this, so all refusals look alike.
+    """
+    status = error.to_status(info.error_domain)
+    rid = request_context.request_id.get()
+    if rid:
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.RequestInfo(request_id=rid))
+        status.details.append(packed)
+    code = _GRPC_CODES[status.code]
+    await context.abort(
+        code, status.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+    )
+
+
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class ErrorInterceptor(CallInterceptor):
+    def __init__(self, translators: Sequence[ErrorTranslator] = ()) -> None:
+        super().__init__()
+        self._translators = list(translators)
+
+    def wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        # Receive raw bytes and decode in _call/_stream, where a failure can become INVALID_ARGUMENT.
+        decode = handler.request_deserializer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                functools.partial(self._call, info, handler.unary_unary, decode),
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.unary_stream_rpc_method_handler(
+            functools.partial(self._stream, info, handler.unary_stream, decode),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _map(self, exc: Exception, info: MethodInfo) -> ServiceError:
+        if isinstance(exc, ServiceError):
+            return exc
+        for translate in self._translators:
+            translated = translate(exc)
+            if translated is not None:
+                log.warning(
+                    "rpc.dependency_failed",
+                    method=info.full_method,
+                    error=type(exc).__name__,
+                    reason=translated.reason,
+                )
+                return translated
+        log.error("rpc.internal_error", method=info.full_method, exc_info=exc)
+        rid = request_context.request_id.get()
+        return Internal(
+            f"internal error; quote request id {rid} when reporting it" if rid else "internal error"
+        )
+
+    @staticmethod
+    def _decode(raw: bytes, decode: Callable[[bytes], Any] | None) -> Any:
+        if decode is None:
+            return raw
+        try:
+            return decode(raw)
+        except DecodeError as exc:
+            raise InvalidArgument(
+                f"the request could not be parsed: {exc}", reason="MALFORMED_REQUEST"
+            ) from None
+
+    async def _call(
+        self,
+        info: MethodInfo,
+        behavior: UnaryBehavior,
+        decode: Callable[[bytes], Any] | None,
+        raw: bytes,
+        context: aio.ServicerContext,
+    ) -> Any:
+        try:
+            return await behavior(self._decode(raw, decode), context)
+        except (asyncio.CancelledError, aio.AbortError):
+            raise
+        except Exception as exc:
+            await abort_with(context, self._map(exc, info), info)
+
+    async def _stream(
+        self,
+        info: MethodInfo,
+        behavior: StreamBehavior,
+        decode: Callable[[bytes], Any] | None,
+        raw: bytes,
+        context: aio.ServicerContext,
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(self._decode(raw, decode), context):
+                yield response
+        except (asyncio.CancelledError, aio.AbortError):
+            raise
+        except Exception as exc:
+            await abort_with(context, self._map(exc, info), info)

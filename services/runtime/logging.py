@@ -1,0 +1,47 @@
+"""structlog configured for one JSON object per line on stderr.
+
+Every line carries the request id of the call it belongs to (from the context var), so
+domain code logs `log.info("config.environment.updated", namespace=..., revision=...)` and
+the line can be joined with the `rpc.completed` line of the same call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from services.runtime import request_context
+
+
+def _add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    rid = request_context.request_id.get()
+    if rid and "request_id" not in event:
+        event["request_id"] = rid
+    return event
+
+
+def configure(level: str = "info", *, stream: Any = None) -> None:
+    """Route structlog and stdlib logging to JSON lines at `level`."""
+    numeric = logging.getLevelName(level.upper())
+    logging.basicConfig(level=numeric, stream=stream or sys.stderr, format="%(message)s", force=True)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_request_id,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(logger_name=name)

@@ -1,0 +1,162 @@
+"""Host any set of devmesh services in one grpc.aio server.
+
+A service contributes a `ServiceBinding` (how to register its servicers, which proto
+services it serves, what it depends on, what to start and stop). `Server` adds the
+interceptor chain, grpc.health.v1 per service, reflection, metrics, and a graceful drain:
+NOT_SERVING first, then stop accepting, then `shutdown_grace` seconds for in-flight calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime import redis_client, telemetry
+from services.runtime.health import Dependency, HealthMonitor
+from services.runtime.interceptors import build_chain
+from services.runtime.logging import get_logger
+from services.runtime.settings import RuntimeSettings, SettingsError
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the runtime hands a service when building it: settings and shared clients."""
+
+    settings: RuntimeSettings
+    redis: redis_client.Redis
+    environ: Mapping[str, str]
+    durable: redis_client.DurableWriter = field(init=False)
+    redis_dependency: Dependency = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.durable = redis_client.DurableWriter(
+            self.redis, self.settings.redis_wait_aof, self.settings.redis_timeout
+        )
+        self.redis_dependency = Dependency("redis", lambda: redis_client.ping(self.redis))
+
+
+@dataclass
+class ServiceBinding:
+    """One devmesh service as the server hosts it."""
+
+    name: str
+    proto_services: Sequence[str]
+    register: Callable[[aio.Server], None]
+    dependencies: Sequence[Dependency] = ()
+    start: Callable[[], Awaitable[None]] | None = None
+    stop: Callable[[], Awaitable[None]] | None = None
+
+
+ServiceFactory = Callable[[Runtime], ServiceBinding]
+
+
+class Server:
+    def __init__(self, runtime: Runtime, factories: Sequence[ServiceFactory]) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        self.bindings = [factory(runtime) for factory in factories]
+        self.grpc = aio.server(
+            interceptors=build_chain(
+                max_unary=settings.max_concurrent_rpcs,
+                max_streams=settings.max_concurrent_streams,
+                translators=[redis_client.translate_error],
+            ),
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        self.monitor = HealthMonitor(
+            self.health,
+            {name: b.dependencies for b in self.bindings for name in b.proto_services},
+            settings.health_interval,
+            probe_timeout=settings.redis_timeout,
+        )
+        self.port = 0
+
+    @property
+    def proto_services(self) -> list[str]:
+        return [name for b in self.bindings for name in b.proto_services]
+
+    async def start(self) -> int:
+        """Bind, start every service and the health monitor; returns the bound port."""
+        settings = self.runtime.settings
+        if settings.redis_wait_aof and not await redis_client.aof_enabled(self.runtime.redis):
+            raise SettingsError(
+                "DEVMESH_REDIS_WAIT_AOF is on but Redis runs without appendonly; enable AOF "
+                "(appendonly yes, appendfsync always or everysec) or set DEVMESH_REDIS_WAIT_AOF=0 "
+                "and accept that acknowledged writes can be lost on a Redis restart"
+            )
+        for binding in self.bindings:
+            binding.register(self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            [
+                *self.proto_services,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.grpc,
+        )
+        self.port = self.grpc.add_insecure_port(settings.grpc_addr)
+        if self.port == 0:
+            raise SettingsError(f"cannot listen on DEVMESH_GRPC_ADDR={settings.grpc_addr}")
+        for binding in self.bindings:
+            if binding.start is not None:
+                await binding.start()
+        await self.grpc.start()
+        await self.monitor.start()
+        log.info("server.started", port=self.port, services=[b.name for b in self.bindings])
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, stop accepting, let in-flight calls finish within `grace` seconds."""
+        grace = self.runtime.settings.shutdown_grace if grace is None else grace
+        await self.monitor.stop()
+        # Streams never finish on their own: services end them at the start of the drain.
+        for binding in self.bindings:
+            if binding.stop is not None:
+                await binding.stop()
+        await self.grpc.stop(grace)
+        log.info("server.stopped", port=self.port)
+
+    async def wait(self) -> None:
+        await self.grpc.wait_for_termination()
+
+
+async def serve(
+    settings: RuntimeSettings, factories: Sequence[ServiceFactory], environ: Mapping[str, str]
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain. Used by `devmesh serve`."""
+    telemetry.configure_tracing("devmesh", settings.otlp_endpoint)
+    if settings.metrics_addr:
+        port = telemetry.serve_metrics(settings.metrics_addr)
+        log.info("metrics.serving", port=port)
+    redis = redis_client.connect(settings.redis_url, settings.redis_timeout)
+    server = Server(Runtime(settings, redis, environ), factories)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+        await stop.wait()
+        log.info("server.draining", grace_s=settings.shutdown_grace)
+        await server.stop()
+    finally:
+        await redis.aclose()
+        telemetry.shutdown_tracing()
+
+
+__all__ = ["Dependency", "Runtime", "Server", "ServiceBinding", "ServiceFactory", "grpc", "serve"]

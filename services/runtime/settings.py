@@ -1,0 +1,177 @@
+"""Typed, validated settings loaded once from `DEVMESH_*` environment variables.
+
+Each setting is a dataclass field declared with `setting(...)`: its environment name is
+derived from the field name (`redis_url` -> `DEVMESH_REDIS_URL`), and it carries a default
+and a description that `devmesh serve --help` prints. `load()` parses and validates every
+field and raises `SettingsError` listing every bad value at once, so a process refuses to
+start with a readable message instead of failing later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "DEVMESH_"
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+class SettingsError(Exception):
+    """One or more settings are invalid; the message names each of them."""
+
+
+def setting(default: T, description: str, *, parse: Callable[[str], T] | None = None) -> T:
+    """Declare a settings field: its default, what it means, and how to parse it from a string."""
+    metadata = {"description": description, "parse": parse}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def parse_host_port(raw: str) -> str:
+    """`host:port` with a numeric port; IPv6 hosts in brackets. Port 0 asks for a free port."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected host:port")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("port must be a number between 0 and 65535")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError("unbalanced brackets around an IPv6 host")
+        ipaddress.IPv6Address(host[1:-1])
+    return raw
+
+
+def parse_optional_host_port(raw: str) -> str:
+    return parse_host_port(raw) if raw else ""
+
+
+def parse_redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("the URL has no host")
+    return raw
+
+
+def parse_log_level(raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ValueError("expected debug, info, warning or error")
+    return level
+
+
+_DEFAULT_PARSERS: dict[type, Callable[[str], Any]] = {
+    str: str,
+    int: int,
+    float: float,
+    bool: parse_bool,
+}
+
+
+def describe(cls: type) -> list[tuple[str, str, str]]:
+    """(environment name, default, description) for each field of a settings class."""
+    rows = []
+    for field in dataclasses.fields(cls):
+        rows.append((env_name(field.name), repr(field.default), field.metadata.get("description", "")))
+    return rows
+
+
+def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """Build `cls` from the environment; raise SettingsError naming every invalid value."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = env_name(field.name)
+        if name not in environ:
+            continue
+        raw = environ[name]
+        parse = field.metadata.get("parse") or _DEFAULT_PARSERS[type(field.default)]
+        try:
+            values[field.name] = parse(raw)
+        except ValueError as exc:
+            problems.append(f"{name}={raw!r}: {exc}")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Settings every devmesh process reads, whichever services it hosts."""
+
+    grpc_addr: str = setting(
+        "127.0.0.1:50051",
+        "Address the gRPC server listens on (host:port; port 0 picks a free one).",
+        parse=parse_host_port,
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0", "Redis/Valkey URL holding shared state.", parse=parse_redis_url
+    )
+    redis_timeout: float = setting(
+        2.0, "Seconds before a Redis call fails with UNAVAILABLE.", parse=parse_positive_float
+    )
+    redis_wait_aof: bool = setting(
+        True,
+        "After every write, wait until Redis has fsynced it to its append-only file (WAITAOF), "
+        "so an acknowledged write survives a Redis restart. Requires appendonly yes.",
+        parse=parse_bool,
+    )
+    metrics_addr: str = setting(
+        "",
+        "host:port of the Prometheus /metrics HTTP endpoint; empty disables it.",
+        parse=parse_optional_host_port,
+    )
+    otlp_endpoint: str = setting(
+        "", "OTLP/gRPC endpoint to export traces to (e.g. http://127.0.0.1:4317); empty: no export."
+    )
+    log_level: str = setting("info", "debug, info, warning or error.", parse=parse_log_level)
+    max_concurrent_rpcs: int = setting(
+        512, "Unary RPCs served at once; more fail fast with RESOURCE_EXHAUSTED.", parse=parse_positive_int
+    )
+    max_concurrent_streams: int = setting(
+        10000, "Streaming RPCs open at once; more fail with RESOURCE_EXHAUSTED.", parse=parse_positive_int
+    )
+    max_message_bytes: int = setting(
+        4 * 1024 * 1024, "Largest gRPC message accepted or sent.", parse=parse_positive_int
+    )
+    shutdown_grace: float = setting(
+        10.0, "Seconds in-flight RPCs get to finish after SIGTERM.", parse=parse_positive_float
+    )
+    health_interval: float = setting(
+        2.0, "Seconds between dependency health probes.", parse=parse_positive_float
+    )
