@@ -67,7 +67,7 @@ def check_labels(labels: Mapping[str, str], field: str) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         problems.append(FieldViolation(field, f"{len(labels)} labels; the limit is {MAX_LABELS}"))
     for key, value in labels.items():
-        if not LABEL_KEY.match(key):
+        if not LABEL_KEY.fullmatch(key):
             problems.append(FieldViolation(f"{field}[{key[:64]!r}]", "keys match [a-z][a-z0-9_.-]{0,62}"))
         if len(value) > MAX_LABEL_VALUE:
             problems.append(

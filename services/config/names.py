@@ -13,7 +13,7 @@ ALL_ENVIRONMENTS = "-"
 
 
 def check_id(value: str, field: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise InvalidArgument.for_field(field, f"{value[:80]!r} is not a valid id ({ID_RULE})")
     return value
 

@@ -1,0 +1,104 @@
+"""Shared fixtures: a real Valkey per test session, config servers with the full interceptor chain."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+
+from devmesh.config.v1 import config_pb2_grpc
+from services.config import app as config_app
+from services.runtime import redis_client
+from services.runtime.server import Runtime, Server
+from services.runtime.settings import RuntimeSettings
+from tools.stack import Valkey, start_valkey
+
+# Short intervals keep watch and health tests quick; production defaults are in the settings classes.
+TEST_ENV = {"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3"}
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Valkey]:
+    server = start_valkey(tmp_path_factory.mktemp("valkey"))
+    yield server
+    server.process.stop()
+
+
+ServerFactory = Callable[..., Awaitable[tuple[Server, str]]]
+
+
+@pytest.fixture(scope="session")
+async def start_config_server() -> AsyncIterator[ServerFactory]:
+    """Start config servers (replicas) on 127.0.0.1:0; all are drained at the end of the session."""
+    started: list[Server] = []
+
+    async def start(
+        redis_url: str, env: dict[str, str] | None = None, **settings: object
+    ) -> tuple[Server, str]:
+        runtime_settings = RuntimeSettings(
+            grpc_addr="127.0.0.1:0", redis_url=redis_url, health_interval=0.2, **settings
+        )  # type: ignore[arg-type]
+        client = redis_client.connect(redis_url, runtime_settings.redis_timeout)
+        server = Server(Runtime(runtime_settings, client, {**TEST_ENV, **(env or {})}), [config_app.build])
+        port = await server.start()
+        started.append(server)
+        return server, f"127.0.0.1:{port}"
+
+    yield start
+    for server in started:
+        await server.stop(0.5)
+        await server.runtime.redis.aclose()
+
+
+@pytest.fixture(scope="session")
+async def config_addr(valkey: Valkey, start_config_server: ServerFactory) -> str:
+    _, addr = await start_config_server(valkey.url)
+    return addr
+
+
+@pytest.fixture(scope="session")
+async def channel(config_addr: str) -> AsyncIterator[aio.Channel]:
+    async with aio.insecure_channel(config_addr) as ch:
+        yield ch
+
+
+@pytest.fixture
+def config(channel: aio.Channel) -> config_pb2_grpc.ConfigServiceStub:
+    return config_pb2_grpc.ConfigServiceStub(channel)
+
+
+@pytest.fixture
+def ns() -> str:
+    """A namespace id no other test uses, so tests share one Valkey without interfering."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    raise AssertionError(f"no google.rpc.Status in the trailers of {error.code()}: {error.details()}")
+
+
+def detail(error: grpc.aio.AioRpcError, kind: type) -> object:
+    """The first detail of type `kind` (ErrorInfo, BadRequest, RetryInfo, ...) of a failed call."""
+    for packed in rich_status(error).details:
+        if packed.Is(kind.DESCRIPTOR):  # type: ignore[attr-defined]
+            message = kind()
+            packed.Unpack(message)
+            return message
+    raise AssertionError(f"no {kind.__name__} in the status details")
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    info = detail(error, error_details_pb2.ErrorInfo)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    return info
+
+
+__all__ = ["Path", "ServerFactory", "detail", "error_info", "rich_status"]

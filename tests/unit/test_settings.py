@@ -1,0 +1,39 @@
+import pytest
+
+from services.config.settings import ConfigSettings
+from services.runtime import settings
+
+
+def test_defaults_load_from_an_empty_environment() -> None:
+    loaded = settings.load(settings.RuntimeSettings, {})
+    assert loaded.grpc_addr == "127.0.0.1:50051"
+
+
+def test_values_are_parsed_into_their_types() -> None:
+    loaded = settings.load(
+        settings.RuntimeSettings, {"DEVMESH_MAX_CONCURRENT_RPCS": "7", "DEVMESH_REDIS_WAIT_AOF": "off"}
+    )
+    assert loaded.max_concurrent_rpcs == 7
+    assert loaded.redis_wait_aof is False
+
+
+def test_every_bad_value_is_named_at_once() -> None:
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load(
+            settings.RuntimeSettings,
+            {
+                "DEVMESH_GRPC_ADDR": "nowhere",
+                "DEVMESH_REDIS_URL": "http://x",
+                "DEVMESH_MAX_CONCURRENT_RPCS": "-1",
+            },
+        )
+    message = str(caught.value)
+    assert "DEVMESH_GRPC_ADDR" in message
+    assert "DEVMESH_REDIS_URL" in message
+    assert "DEVMESH_MAX_CONCURRENT_RPCS" in message
+
+
+def test_service_settings_have_env_names_and_descriptions() -> None:
+    rows = settings.describe(ConfigSettings)
+    assert rows[0][:2] == ("DEVMESH_CONFIG_MAX_DOCUMENT_BYTES", "1048576")
+    assert all(description for _, _, description in rows)
