@@ -1,0 +1,130 @@
+"""WatchConfig: replay then live, in order, none lost or repeated, across replicas sharing one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from grpc import aio
+
+from devmesh.config.v1 import config_pb2 as pb
+from devmesh.config.v1 import config_pb2_grpc
+from tests.conftest import ServerFactory, error_info
+from tests.integration.test_config_api import create, env_name, put
+
+Stub = config_pb2_grpc.ConfigServiceStub
+
+
+async def collect(stub: Stub, name: str, since: int, until: int) -> list[int]:
+    """Revisions a watcher receives until it has seen `until`."""
+    seen: list[int] = []
+    async for event in stub.WatchConfig(pb.WatchConfigRequest(name=name, since_revision=since)):
+        if event.HasField("change"):
+            seen.append(event.change.revision)
+            if event.change.revision >= until:
+                return seen
+    return seen
+
+
+async def test_two_replicas_and_concurrent_writers_deliver_every_revision_once_in_order(
+    valkey: Any, start_config_server: ServerFactory, ns: str
+) -> None:
+    _, addr_a = await start_config_server(valkey.url)
+    _, addr_b = await start_config_server(valkey.url)
+    async with aio.insecure_channel(addr_a) as ch_a, aio.insecure_channel(addr_b) as ch_b:
+        a, b = Stub(ch_a), Stub(ch_b)
+        await create(a, ns)
+        writers, writes_each = 4, 15
+        last = 1 + writers * writes_each
+        everything = f"namespaces/{ns}/environments/-"
+        watchers = [asyncio.create_task(collect(stub, everything, 1, last)) for stub in (a, b, a, b)]
+        await asyncio.sleep(0.2)  # let some watchers start before, some during, the writes
+
+        async def writer(stub: Stub, env: str) -> None:
+            for i in range(writes_each):
+                await put(stub, ns, env, {"i": i})
+
+        late = []
+        await asyncio.gather(*(writer((a, b)[w % 2], f"env-{w}") for w in range(writers)))
+        late.append(asyncio.create_task(collect(b, everything, 0, last)))  # replays everything
+        results = await asyncio.wait_for(asyncio.gather(*watchers, *late), 20)
+    expected = list(range(2, last + 1))
+    for seen in results[:-1]:
+        assert seen == expected
+    assert results[-1] == [1, *expected]
+
+
+async def test_watching_one_environment_sees_its_changes_and_the_base_layers(config: Stub, ns: str) -> None:
+    await create(config, ns)
+    await put(config, ns, "default", {"a": 1})  # 2
+    await put(config, ns, "staging", {"a": 2})  # 3: not prod's
+    await put(config, ns, "prod", {"a": 3})  # 4
+    seen = await asyncio.wait_for(collect(config, env_name(ns, "prod"), 0, 4), 5)
+    assert seen == [1, 2, 4]
+
+
+async def test_idle_streams_get_progress(config: Stub, ns: str) -> None:
+    await create(config, ns)
+    call = config.WatchConfig(pb.WatchConfigRequest(name=env_name(ns, "prod"), since_revision=1))
+    event = await asyncio.wait_for(call.read(), 5)
+    call.cancel()
+    assert event.HasField("progress")
+    assert event.progress.revision == 1
+
+
+async def test_a_compacted_revision_is_out_of_range_with_the_oldest_retained(
+    config: Stub, ns: str, valkey: Any
+) -> None:
+    await create(config, ns)
+    for i in range(5):
+        await put(config, ns, "default", {"i": i})
+    client = aioredis.Redis.from_url(valkey.url)
+    try:  # what retention does to an old log: drop the oldest entries
+        assert await client.xtrim(f"devmesh:config:{{{ns}}}:log", maxlen=2, approximate=False) == 4
+    finally:
+        await client.aclose()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(config, env_name(ns, "default"), 1, 6)
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert error_info(caught.value).metadata["oldest_revision"] == "5"
+    # From the oldest retained revision on, the watch works.
+    assert await asyncio.wait_for(collect(config, env_name(ns, "default"), 4, 6), 5) == [5, 6]
+
+
+async def test_a_revision_from_the_future_is_out_of_range(config: Stub, ns: str) -> None:
+    await create(config, ns)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(config, env_name(ns, "default"), 99, 100)
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_watching_a_missing_namespace_is_not_found(config: Stub, ns: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(config, env_name(ns, "default"), 0, 1)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_watcher_that_does_not_keep_up_is_cut_off(
+    valkey: Any, start_config_server: ServerFactory, ns: str
+) -> None:
+    _, addr = await start_config_server(valkey.url, env={"DEVMESH_CONFIG_WATCH_QUEUE_SIZE": "2"})
+    big = {"blob": "x" * 200_000}  # one of these fills the 64 KiB window, so the server must queue
+    # Without BDP probing the client's flow-control window stays small, as a slow reader's would.
+    async with (
+        aio.insecure_channel(addr) as ch,
+        aio.insecure_channel(addr, options=[("grpc.http2.bdp_probe", 0)]) as slow,
+    ):
+        stub = Stub(ch)
+        await create(stub, ns)
+        call = Stub(slow).WatchConfig(pb.WatchConfigRequest(name=env_name(ns, "default"), since_revision=1))
+        await call.wait_for_connection()
+        for _ in range(12):
+            await put(stub, ns, "default", big)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            for _ in range(100):
+                assert await asyncio.wait_for(call.read(), 10) is not aio.EOF
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(caught.value).reason == "WATCHER_TOO_SLOW"
