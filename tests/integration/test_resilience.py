@@ -1,0 +1,86 @@
+"""Redis crashes: acknowledged writes survive, callers get UNAVAILABLE with RetryInfo, health follows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devmesh.config.v1 import config_pb2 as pb
+from devmesh.config.v1 import config_pb2_grpc
+from tests.conftest import ServerFactory, detail, error_info
+from tests.integration.test_config_api import create, env_name, put
+from tools.stack import start_valkey
+
+SERVICE = "devmesh.config.v1.ConfigService"
+
+
+async def health(channel: aio.Channel) -> int:
+    response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    return int(response.status)
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `predicate` until it holds; the caller bounds the wait with asyncio.timeout."""
+    while not await predicate():  # noqa: ASYNC110 - polling the health service is the point
+        await asyncio.sleep(0.05)
+
+
+async def test_redis_crash_unavailable_then_recovery_without_losing_writes(
+    tmp_path: Path, start_config_server: ServerFactory, ns: str
+) -> None:
+    valkey = start_valkey(tmp_path / "valkey")
+    try:
+        _, addr = await start_config_server(valkey.url, redis_timeout=0.5)
+        async with aio.insecure_channel(addr) as channel:
+            stub = config_pb2_grpc.ConfigServiceStub(channel)
+            await create(stub, ns)
+            await put(stub, ns, "default", {"acknowledged": True})
+
+            valkey.process.kill()  # SIGKILL: no chance to flush anything on the way down
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetEnvironment(pb.GetEnvironmentRequest(name=env_name(ns, "default")))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_info(caught.value).reason == "REDIS_UNAVAILABLE"
+            assert isinstance(detail(caught.value, error_details_pb2.RetryInfo), error_details_pb2.RetryInfo)
+
+            async def not_serving() -> bool:
+                return await health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            async with asyncio.timeout(10):
+                await eventually(not_serving)
+
+            valkey = start_valkey(tmp_path / "valkey", port=valkey.port)  # same data directory: AOF replay
+
+            async def serving() -> bool:
+                return await health(channel) == health_pb2.HealthCheckResponse.SERVING
+
+            async with asyncio.timeout(10):
+                await eventually(serving)
+            current = await stub.GetEnvironment(pb.GetEnvironmentRequest(name=env_name(ns, "default")))
+            assert json_format.MessageToDict(current.content) == {"acknowledged": True}
+    finally:
+        valkey.process.stop()
+
+
+async def test_a_server_refuses_to_start_on_redis_without_aof(
+    tmp_path: Path, start_config_server: ServerFactory
+) -> None:
+    import redis
+
+    from services.runtime.settings import SettingsError
+
+    valkey = start_valkey(tmp_path / "valkey")
+    try:
+        redis.Redis(port=valkey.port).config_set("appendonly", "no")
+        with pytest.raises(SettingsError, match="appendonly"):
+            await start_config_server(valkey.url)
+    finally:
+        valkey.process.stop()
