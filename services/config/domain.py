@@ -12,6 +12,7 @@ from typing import Any
 
 from services.config import documents, models, schema
 from services.config.names import BASE_ENVIRONMENT, check_id, environment_name, namespace_name, revision_name
+from services.config.read_cache import RevisionCache
 from services.config.settings import ConfigSettings
 from services.config.store import Change, ConfigStore, Snapshot
 from services.runtime.errors import (
@@ -78,10 +79,17 @@ def check_labels(labels: Mapping[str, str], field: str) -> dict[str, str]:
     return dict(labels)
 
 
+READ_CACHE_SIZE = 4096
+
+
 class ConfigDomain:
     def __init__(self, store: ConfigStore, settings: ConfigSettings) -> None:
         self.store = store
         self.settings = settings
+        self._environments: RevisionCache[tuple[str, str], models.Environment] = RevisionCache(
+            READ_CACHE_SIZE
+        )
+        self._resolved: RevisionCache[tuple[str, str], models.Resolved] = RevisionCache(READ_CACHE_SIZE)
 
     # -- documents and schema -----------------------------------------------------------
 
@@ -240,13 +248,18 @@ class ConfigDomain:
     # -- environments -------------------------------------------------------------------
 
     async def get_environment(self, ns: str, env: str) -> models.Environment:
-        record = await self.store.environment(ns, env)
+        """Served from the read cache while the namespace has not changed since it was filled."""
+        cached = self._environments.get((ns, env), await self.store.current_revision(ns))
+        if cached is not None:
+            return cached
+        record, revision = await self.store.environment(ns, env)
         if record is None:
             raise (
                 _environment_missing(ns, env)
                 if await self.store.namespace_exists(ns)
                 else _namespace_missing(ns)
             )
+        self._environments.put((ns, env), revision, record)
         return record
 
     async def list_environments(self, ns: str, size: int, token: str) -> tuple[list[models.Environment], str]:
@@ -349,6 +362,10 @@ class ConfigDomain:
         await self.store.commit(ns, actor, plan)
 
     async def resolve(self, ns: str, env: str) -> models.Resolved:
+        """Served from the read cache while the namespace has not changed since it was filled."""
+        cached = self._resolved.get((ns, env), await self.store.current_revision(ns))
+        if cached is not None:
+            return cached
         exists, base, own, revision = await self.store.layers(ns, env)
         if not exists:
             raise _namespace_missing(ns)
@@ -360,7 +377,9 @@ class ConfigDomain:
             else [(BASE_ENVIRONMENT, base.content), (env, own.content)]
         )
         content, sources = documents.resolve(layers)
-        return models.Resolved(ns, env, content, sources, revision)
+        resolved = models.Resolved(ns, env, content, sources, revision)
+        self._resolved.put((ns, env), revision, resolved)
+        return resolved
 
     # -- revisions ----------------------------------------------------------------------
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 from grpc import aio
 
 from devmesh.config.v1 import config_pb2, config_pb2_grpc
 from services.config import documents, models, names
-from services.config.domain import NAMESPACE_FIELDS, ConfigDomain
+from services.config.domain import NAMESPACE_FIELDS, READ_CACHE_SIZE, ConfigDomain
 from services.config.watch import Progress, WatchHub
 from services.runtime import request_context
 from services.runtime.errors import InvalidArgument
 
 _EMPTY = empty_pb2.Empty()
+R = TypeVar("R")
+M = TypeVar("M", bound=Message)
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp:
@@ -79,6 +82,15 @@ def revision_proto(record: models.Revision, *, full: bool = True) -> config_pb2.
     )
 
 
+def resolved_proto(resolved: models.Resolved) -> config_pb2.ResolvedConfig:
+    return config_pb2.ResolvedConfig(
+        name=names.environment_name(resolved.namespace, resolved.environment),
+        content=_struct(resolved.content),
+        sources=[config_pb2.ValueSource(path=p, environment=e) for p, e in resolved.sources],
+        revision=resolved.revision,
+    )
+
+
 def _namespace_fields(message: config_pb2.Namespace) -> models.Namespace:
     return models.Namespace(
         id="",
@@ -95,10 +107,35 @@ def _implied_namespace_mask(message: config_pb2.Namespace) -> list[str]:
     return [f for f in NAMESPACE_FIELDS if f in present]
 
 
+class ProtoMemo:
+    """The proto built from a domain record, reused while the domain returns that same object.
+
+    The domain's read cache hands back one record object per namespace revision; building its
+    Struct again on every call would cost more than the cached read saved. Memoized protos are
+    shared between calls and must never be mutated.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: dict[tuple[str, str], tuple[object, Message]] = {}
+
+    def get(self, key: tuple[str, str], record: R, build: Callable[[R], M]) -> M:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is record:
+            return entry[1]  # type: ignore[return-value]
+        message = build(record)
+        if len(self._entries) >= self._size:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (record, message)
+        return message
+
+
 class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     def __init__(self, domain: ConfigDomain, hub: WatchHub) -> None:
         self.domain = domain
         self.hub = hub
+        self._environment_protos = ProtoMemo(READ_CACHE_SIZE)
+        self._resolved_protos = ProtoMemo(READ_CACHE_SIZE)
 
     async def CreateNamespace(
         self, request: config_pb2.CreateNamespaceRequest, context: aio.ServicerContext
@@ -154,7 +191,9 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     async def GetEnvironment(
         self, request: config_pb2.GetEnvironmentRequest, context: aio.ServicerContext
     ) -> config_pb2.Environment:
-        return environment_proto(await self.domain.get_environment(*names.parse_environment(request.name)))
+        ns, env = names.parse_environment(request.name)
+        record = await self.domain.get_environment(ns, env)
+        return self._environment_protos.get((ns, env), record, environment_proto)
 
     async def ListEnvironments(
         self, request: config_pb2.ListEnvironmentsRequest, context: aio.ServicerContext
@@ -196,13 +235,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     async def ResolveConfig(
         self, request: config_pb2.ResolveConfigRequest, context: aio.ServicerContext
     ) -> config_pb2.ResolvedConfig:
-        resolved = await self.domain.resolve(*names.parse_environment(request.name))
-        return config_pb2.ResolvedConfig(
-            name=request.name,
-            content=_struct(resolved.content),
-            sources=[config_pb2.ValueSource(path=p, environment=e) for p, e in resolved.sources],
-            revision=resolved.revision,
-        )
+        ns, env = names.parse_environment(request.name)
+        return self._resolved_protos.get((ns, env), await self.domain.resolve(ns, env), resolved_proto)
 
     async def ListRevisions(
         self, request: config_pb2.ListRevisionsRequest, context: aio.ServicerContext

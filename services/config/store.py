@@ -330,8 +330,16 @@ class ConfigStore:
                 found.append(namespace)
         return found
 
-    async def environment(self, ns: str, env: str) -> models.Environment | None:
-        return decode_environment(ns, env, await self.redis.hgetall(env_key(ns, env)))
+    async def environment(self, ns: str, env: str) -> tuple[models.Environment | None, int]:
+        """An environment and the namespace revision it was read at, in one consistent read."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(env_key(ns, env)).get(counter_key(ns))
+            fields, revision = await pipe.execute()
+        return decode_environment(ns, env, fields), int(revision or 0)
+
+    async def current_revision(self, ns: str) -> int:
+        """The namespace's latest revision: what read caches are validated against."""
+        return int(await self.redis.get(counter_key(ns)) or 0)
 
     async def list_environments(self, ns: str, after: str | None, limit: int) -> list[models.Environment]:
         ids = await self.redis.zrangebylex(

@@ -345,3 +345,24 @@ async def test_every_write_reaches_the_audit_stream(config: Stub, ns: str, valke
     mine = [f for _, f in entries if f[b"resource"].decode().startswith(f"namespaces/{ns}")]
     assert [f[b"action"] for f in mine] == [b"config.environment_created", b"config.namespace_created"]
     assert all(f[b"actor"] == b"anonymous" for f in mine)
+
+
+async def test_cached_reads_see_writes_made_through_another_replica(
+    config: Stub, valkey: Any, start_config_server: Any, ns: str
+) -> None:
+    from grpc import aio
+
+    _, replica_addr = await start_config_server(valkey.url)
+    async with aio.insecure_channel(replica_addr) as replica_channel:
+        reader = Stub(replica_channel)  # caches on the replica; writes go through `config`
+        await create(config, ns)
+        await put(config, ns, "default", {"v": 1})
+        name = env_name(ns, "default")
+        for expected in (2, 3):
+            await reader.ResolveConfig(pb.ResolveConfigRequest(name=name))  # fills the replica's caches
+            await reader.GetEnvironment(pb.GetEnvironmentRequest(name=name))
+            await put(config, ns, "default", {"v": expected})
+            resolved = await reader.ResolveConfig(pb.ResolveConfigRequest(name=name))
+            fetched = await reader.GetEnvironment(pb.GetEnvironmentRequest(name=name))
+            assert json_format.MessageToDict(resolved.content) == {"v": expected}
+            assert json_format.MessageToDict(fetched.content) == {"v": expected}
