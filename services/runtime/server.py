@@ -13,7 +13,6 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -159,4 +158,4 @@ async def serve(
         telemetry.shutdown_tracing()
 
 
-__all__ = ["Dependency", "Runtime", "Server", "ServiceBinding", "ServiceFactory", "grpc", "serve"]
+__all__ = ["Dependency", "Runtime", "Server", "ServiceBinding", "ServiceFactory", "serve"]

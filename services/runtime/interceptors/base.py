@@ -78,9 +78,5 @@ def metadata_value(context: aio.ServicerContext, key: str) -> str | None:
 
 def status_name(context: aio.ServicerContext) -> str:
     """The call's final status code name; OK when nothing set one."""
-    code = context.code()
-    if code is None:
-        return "OK"
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    return grpc.StatusCode(code).name if isinstance(code, tuple) else str(code)
+    code: grpc.StatusCode | None = context.code()
+    return "OK" if code is None else str(code.name)

@@ -31,6 +31,8 @@ log = get_logger(__name__)
 
 ErrorTranslator = Callable[[BaseException], ServiceError | None]
 
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
 
 async def abort_with(context: aio.ServicerContext, error: ServiceError, info: MethodInfo) -> None:
     """End the call with `error` as a google.rpc.Status in `grpc-status-details-bin`.
@@ -47,9 +49,6 @@ async def abort_with(context: aio.ServicerContext, error: ServiceError, info: Me
     await context.abort(
         code, status.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
     )
-
-
-_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class ErrorInterceptor(CallInterceptor):
