@@ -90,6 +90,19 @@ class ManagedProcess:
         self._log.close()
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the process that started it dies.
+
+    A test run killed mid-way (a timeout, Ctrl-C twice) never reaches its teardown; without
+    this its Valkey and service processes would outlive it.
+    """
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> ManagedProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -101,6 +114,7 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | No
         stdin=subprocess.DEVNULL,
         env=dict(env or os.environ),
         start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children directly
+        preexec_fn=_die_with_parent,
     )
     return ManagedProcess(name, popen, log_path, log)
 
