@@ -32,9 +32,11 @@ check-gen: $(STAMP)
 buf-lint: $(STAMP)
 	$(PY) -m tools.codegen lint
 
-# Compare the working tree's contracts with the last commit (CI: with the previous one).
+# buf breaking (WIRE_JSON): the working tree's contracts against the last commit; CI sets
+# AGAINST=HEAD~1 so that the newest commit is checked against its parent.
+AGAINST ?= HEAD
 breaking: $(STAMP)
-	$(PY) -m tools.codegen breaking --against $${AGAINST:-HEAD}
+	$(PY) -m tools.codegen breaking --against $(AGAINST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check services tools tests
@@ -47,7 +49,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format services tools tests
 	$(BIN)/ruff check --fix services tools tests
 
-test: lint typecheck buf-lint check-gen
+test: lint typecheck buf-lint breaking check-gen
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)

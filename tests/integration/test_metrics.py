@@ -1,0 +1,34 @@
+"""Prometheus metrics on the side HTTP port of a real `devmesh serve config` process."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import grpc
+
+from devmesh.config.v1 import config_pb2, config_pb2_grpc
+from tools.stack import Valkey, free_port, start_service
+
+
+def test_rpcs_are_counted_by_method_and_code(valkey: Valkey, tmp_path: Path) -> None:
+    metrics_port = free_port()
+    server = start_service(
+        ["config"], valkey.url, tmp_path, extra_env={"DEVMESH_METRICS_ADDR": f"127.0.0.1:{metrics_port}"}
+    )
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = config_pb2_grpc.ConfigServiceStub(channel)
+            try:
+                stub.GetNamespace(config_pb2.GetNamespaceRequest(name="namespaces/no-such-ns"), timeout=5)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        server.process.stop()
+    assert (
+        'devmesh_rpc_duration_seconds_count{code="NOT_FOUND",method="GetNamespace",'
+        'service="devmesh.config.v1.ConfigService"} 1.0'
+    ) in text
+    assert 'devmesh_dependency_up{dependency="redis"} 1.0' in text
