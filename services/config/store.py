@@ -36,6 +36,7 @@ from redis.exceptions import WatchError
 
 from services.config import models
 from services.config.documents import Document
+from services.config.names import BASE_ENVIRONMENT
 from services.runtime import request_context
 from services.runtime.errors import Aborted
 from services.runtime.redis_client import DurableWriter, Redis
@@ -362,13 +363,13 @@ class ConfigStore:
     ) -> tuple[bool, models.Environment | None, models.Environment | None, int]:
         """One consistent read of what resolving `env` needs: (namespace exists, base, env, revision)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.exists(meta_key(ns)).hgetall(env_key(ns, "default")).hgetall(env_key(ns, env)).get(
+            pipe.exists(meta_key(ns)).hgetall(env_key(ns, BASE_ENVIRONMENT)).hgetall(env_key(ns, env)).get(
                 counter_key(ns)
             )
             exists, base, own, revision = await pipe.execute()
         return (
             bool(exists),
-            decode_environment(ns, "default", base),
+            decode_environment(ns, BASE_ENVIRONMENT, base),
             decode_environment(ns, env, own),
             int(revision or 0),
         )
