@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
-from google.protobuf.message import Message
 from grpc import aio
 
 from devmesh.config.v1 import config_pb2, config_pb2_grpc
 from services.config import documents, models, names
 from services.config.domain import NAMESPACE_FIELDS, READ_CACHE_SIZE, ConfigDomain
+from services.config.read_cache import RevisionCache
 from services.config.watch import Progress, WatchHub
 from services.runtime import request_context
 from services.runtime.errors import InvalidArgument
 
 _EMPTY = empty_pb2.Empty()
-R = TypeVar("R")
-M = TypeVar("M", bound=Message)
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp:
@@ -107,35 +105,19 @@ def _implied_namespace_mask(message: config_pb2.Namespace) -> list[str]:
     return [f for f in NAMESPACE_FIELDS if f in present]
 
 
-class ProtoMemo:
-    """The proto built from a domain record, reused while the domain returns that same object.
-
-    The domain's read cache hands back one record object per namespace revision; building its
-    Struct again on every call would cost more than the cached read saved. Memoized protos are
-    shared between calls and must never be mutated.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: dict[tuple[str, str], tuple[object, Message]] = {}
-
-    def get(self, key: tuple[str, str], record: R, build: Callable[[R], M]) -> M:
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is record:
-            return entry[1]  # type: ignore[return-value]
-        message = build(record)
-        if len(self._entries) >= self._size:
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = (record, message)
-        return message
-
-
 class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     def __init__(self, domain: ConfigDomain, hub: WatchHub) -> None:
         self.domain = domain
         self.hub = hub
-        self._environment_protos = ProtoMemo(READ_CACHE_SIZE)
-        self._resolved_protos = ProtoMemo(READ_CACHE_SIZE)
+        # Built protos, reused while the record's revision (which identifies its content) is the
+        # same: the domain's read cache made the reads cheap, building Structs would not be.
+        # Cached protos are shared between calls and never mutated.
+        self._environment_protos: RevisionCache[tuple[str, str], config_pb2.Environment] = RevisionCache(
+            READ_CACHE_SIZE
+        )
+        self._resolved_protos: RevisionCache[tuple[str, str], config_pb2.ResolvedConfig] = RevisionCache(
+            READ_CACHE_SIZE
+        )
 
     async def CreateNamespace(
         self, request: config_pb2.CreateNamespaceRequest, context: aio.ServicerContext
@@ -193,7 +175,11 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     ) -> config_pb2.Environment:
         ns, env = names.parse_environment(request.name)
         record = await self.domain.get_environment(ns, env)
-        return self._environment_protos.get((ns, env), record, environment_proto)
+        message = self._environment_protos.get((ns, env), record.revision)
+        if message is None:
+            message = environment_proto(record)
+            self._environment_protos.put((ns, env), record.revision, message)
+        return message
 
     async def ListEnvironments(
         self, request: config_pb2.ListEnvironmentsRequest, context: aio.ServicerContext
@@ -236,7 +222,12 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         self, request: config_pb2.ResolveConfigRequest, context: aio.ServicerContext
     ) -> config_pb2.ResolvedConfig:
         ns, env = names.parse_environment(request.name)
-        return self._resolved_protos.get((ns, env), await self.domain.resolve(ns, env), resolved_proto)
+        resolved = await self.domain.resolve(ns, env)
+        message = self._resolved_protos.get((ns, env), resolved.revision)
+        if message is None:
+            message = resolved_proto(resolved)
+            self._resolved_protos.put((ns, env), resolved.revision, message)
+        return message
 
     async def ListRevisions(
         self, request: config_pb2.ListRevisionsRequest, context: aio.ServicerContext
