@@ -44,17 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"devmesh: {exc}", file=sys.stderr)
         return 2
-    # Validate every settings class before binding anything, and report all bad values at once.
+    # Load every settings class before binding anything, and report all bad values at once.
+    loaded: dict[type, object] = {}
     problems = []
     for cls in [settings.RuntimeSettings, *(m.settings for m in modules)]:
         try:
-            settings.load(cls)
+            loaded[cls] = settings.load(cls)
         except settings.SettingsError as exc:
             problems.append(str(exc))
     if problems:
         print("devmesh: " + "\n".join(problems), file=sys.stderr)
         return 2
-    runtime_settings = settings.load(settings.RuntimeSettings)
+    runtime_settings = loaded[settings.RuntimeSettings]
+    assert isinstance(runtime_settings, settings.RuntimeSettings)
     runtime_logging.configure(runtime_settings.log_level)
     try:
         asyncio.run(serve(runtime_settings, [m.build for m in modules], dict(os.environ)))
