@@ -9,7 +9,8 @@ from types import ModuleType
 
 from services.runtime.server import ServiceFactory
 
-# name -> module exposing `build(runtime) -> ServiceBinding` and `SETTINGS` (a settings class)
+# name -> module exposing `build(runtime) -> ServiceBinding`, `SETTINGS` (a settings class),
+# `PROTO_SERVICES` (the gRPC services it serves) and `VAULT_POLICY` (HCL: what it may do in Vault)
 SERVICES: dict[str, str] = {
     "config": "services.config.app",
 }
@@ -20,6 +21,8 @@ class ServiceModule:
     name: str
     build: ServiceFactory
     settings: type
+    proto_services: tuple[str, ...]
+    vault_policy: str
 
 
 def _module(name: str) -> ModuleType:
@@ -35,5 +38,9 @@ def resolve(requested: list[str]) -> list[ServiceModule]:
     modules = []
     for name in dict.fromkeys(names):
         module = _module(name)
-        modules.append(ServiceModule(name, module.build, module.SETTINGS))
+        modules.append(
+            ServiceModule(
+                name, module.build, module.SETTINGS, tuple(module.PROTO_SERVICES), module.VAULT_POLICY
+            )
+        )
     return modules

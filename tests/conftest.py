@@ -41,7 +41,7 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
         redis_url: str, env: dict[str, str] | None = None, **settings: object
     ) -> tuple[Server, str]:
         runtime_settings = RuntimeSettings(
-            grpc_addr="127.0.0.1:0", redis_url=redis_url, health_interval=0.2, **settings
+            grpc_addr="127.0.0.1:0", redis_url=redis_url, health_interval=0.2, insecure=True, **settings
         )  # type: ignore[arg-type]
         client = redis_client.connect(redis_url, runtime_settings.redis_timeout)
         server = Server(Runtime(runtime_settings, client, {**TEST_ENV, **(env or {})}), [config_app.build])

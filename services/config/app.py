@@ -12,9 +12,18 @@ from services.config.store import ConfigStore
 from services.config.watch import WatchHub
 from services.runtime import settings as runtime_settings
 from services.runtime.server import Runtime, ServiceBinding
+from services.runtime.vault import API_KEY_HMAC_KEY, JWT_KEY, TRANSIT_MOUNT
 
 SETTINGS = ConfigSettings
 SERVICE_NAME = config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
+PROTO_SERVICES = [SERVICE_NAME]
+
+# Least privilege: sign tokens with the JWT key, publish its public keys, hash API keys.
+VAULT_POLICY = f"""
+path "{TRANSIT_MOUNT}/sign/{JWT_KEY}" {{ capabilities = ["update"] }}
+path "{TRANSIT_MOUNT}/keys/{JWT_KEY}" {{ capabilities = ["read"] }}
+path "{TRANSIT_MOUNT}/hmac/{API_KEY_HMAC_KEY}" {{ capabilities = ["update"] }}
+"""
 
 
 def build(runtime: Runtime) -> ServiceBinding:
@@ -37,7 +46,7 @@ def build(runtime: Runtime) -> ServiceBinding:
 
     return ServiceBinding(
         name="config",
-        proto_services=[SERVICE_NAME],
+        proto_services=PROTO_SERVICES,
         register=register,
         dependencies=[runtime.redis_dependency],
         start=hub.start,

@@ -17,11 +17,13 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import redis_client, telemetry
+from services.runtime import redis_client, telemetry, vault
 from services.runtime.health import Dependency, HealthMonitor
 from services.runtime.interceptors import build_chain
 from services.runtime.logging import get_logger
 from services.runtime.settings import RuntimeSettings, SettingsError
+from services.runtime.tls import CertificateFiles
+from services.runtime.vault import Vault
 
 log = get_logger(__name__)
 
@@ -33,6 +35,7 @@ class Runtime:
     settings: RuntimeSettings
     redis: redis_client.Redis
     environ: Mapping[str, str]
+    vault: Vault | None = None
     durable: redis_client.DurableWriter = field(init=False)
     redis_dependency: Dependency = field(init=False)
 
@@ -41,6 +44,16 @@ class Runtime:
             self.redis, self.settings.redis_wait_aof, self.settings.redis_timeout
         )
         self.redis_dependency = Dependency("redis", lambda: redis_client.ping(self.redis))
+
+    def vault_dependency(self) -> Dependency:
+        """For services that need Vault: health follows it (reachable, unsealed, token valid)."""
+        vault = self.require_vault()
+        return Dependency("vault", vault.probe)
+
+    def require_vault(self) -> Vault:
+        if self.vault is None:
+            raise SettingsError("this service needs Vault: set DEVMESH_VAULT_ADDR and its AppRole settings")
+        return self.vault
 
 
 @dataclass
@@ -67,7 +80,7 @@ class Server:
             interceptors=build_chain(
                 max_unary=settings.max_concurrent_rpcs,
                 max_streams=settings.max_concurrent_streams,
-                translators=[redis_client.translate_error],
+                translators=[redis_client.translate_error, vault.translate_error],
             ),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -83,6 +96,7 @@ class Server:
             probe_timeout=settings.redis_timeout,
         )
         self.port = 0
+        self.certificates: CertificateFiles | None = None
 
     @property
     def proto_services(self) -> list[str]:
@@ -97,6 +111,8 @@ class Server:
                 "(appendonly yes, appendfsync always or everysec) or set DEVMESH_REDIS_WAIT_AOF=0 "
                 "and accept that acknowledged writes can be lost on a Redis restart"
             )
+        if self.runtime.vault is not None:
+            await self.runtime.vault.login()
         for binding in self.bindings:
             binding.register(self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -108,7 +124,13 @@ class Server:
             ],
             self.grpc,
         )
-        self.port = self.grpc.add_insecure_port(settings.grpc_addr)
+        if settings.tls_enabled:
+            self.certificates = CertificateFiles(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file
+            )
+            self.port = self.grpc.add_secure_port(settings.grpc_addr, self.certificates.server_credentials())
+        else:  # settings allow this only on loopback, with DEVMESH_INSECURE=1
+            self.port = self.grpc.add_insecure_port(settings.grpc_addr)
         if self.port == 0:
             raise SettingsError(f"cannot listen on DEVMESH_GRPC_ADDR={settings.grpc_addr}")
         for binding in self.bindings:
@@ -116,7 +138,12 @@ class Server:
                 await binding.start()
         await self.grpc.start()
         await self.monitor.start()
-        log.info("server.started", port=self.port, services=[b.name for b in self.bindings])
+        log.info(
+            "server.started",
+            port=self.port,
+            services=[b.name for b in self.bindings],
+            mtls=settings.tls_enabled,
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -143,7 +170,8 @@ async def serve(
         port = telemetry.serve_metrics(settings.metrics_addr)
         log.info("metrics.serving", port=port)
     redis = redis_client.connect(settings.redis_url, settings.redis_timeout)
-    server = Server(Runtime(settings, redis, environ), factories)
+    vault_client = Vault(settings) if settings.vault_addr else None
+    server = Server(Runtime(settings, redis, environ, vault_client), factories)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -155,6 +183,8 @@ async def serve(
         await server.stop()
     finally:
         await redis.aclose()
+        if vault_client is not None:
+            await vault_client.close()
         telemetry.shutdown_tracing()
 
 

@@ -78,6 +78,17 @@ def parse_optional_host_port(raw: str) -> str:
     return parse_host_port(raw) if raw else ""
 
 
+def is_loopback_addr(addr: str) -> bool:
+    """Whether a host:port binds only to the loopback interface."""
+    host = addr.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_redis_url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in {"redis", "rediss", "unix"}:
@@ -127,7 +138,12 @@ def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
             problems.append(f"{name}={raw!r}: {exc}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
-    return cls(**values)
+    loaded = cls(**values)
+    # Rules that tie several settings together live in the class's `problems()`.
+    check = getattr(loaded, "problems", None)
+    if check is not None and (cross := check()):
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(cross))
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -175,3 +191,53 @@ class RuntimeSettings:
     health_interval: float = setting(
         2.0, "Seconds between dependency health probes.", parse=parse_positive_float
     )
+    tls_cert_file: str = setting(
+        "",
+        "PEM certificate chain the server presents (its SPIFFE identity). With the key and CA files "
+        "set, the server requires mTLS and re-reads all three when they change (no restart).",
+    )
+    tls_key_file: str = setting("", "PEM private key of DEVMESH_TLS_CERT_FILE.")
+    tls_ca_file: str = setting("", "PEM bundle of the mesh CA that client certificates must chain to.")
+    insecure: bool = setting(
+        False,
+        "Serve plaintext gRPC without certificates. Allowed only when DEVMESH_GRPC_ADDR is a "
+        "loopback address; for tests and local debugging.",
+        parse=parse_bool,
+    )
+    vault_addr: str = setting(
+        "", "Vault/OpenBao URL. Empty: this process uses no Vault (services that need it refuse to start)."
+    )
+    vault_role_id: str = setting("", "AppRole role_id this service logs in to Vault with.")
+    vault_secret_id_file: str = setting(
+        "", "File holding the AppRole secret_id (a file, so the secret stays out of the environment)."
+    )
+    vault_timeout: float = setting(
+        5.0, "Seconds before a Vault call fails with UNAVAILABLE.", parse=parse_positive_float
+    )
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    def problems(self) -> list[str]:
+        """Rules across settings; each problem names the variables involved."""
+        found = []
+        tls = {"DEVMESH_TLS_CERT_FILE": self.tls_cert_file, "DEVMESH_TLS_KEY_FILE": self.tls_key_file,
+               "DEVMESH_TLS_CA_FILE": self.tls_ca_file}  # fmt: skip
+        if any(tls.values()) and not all(tls.values()):
+            missing = ", ".join(name for name, value in tls.items() if not value)
+            found.append(f"mTLS needs a certificate, its key and the CA; missing {missing}")
+        if not any(tls.values()):
+            if not self.insecure:
+                found.append(
+                    "no certificates: set DEVMESH_TLS_CERT_FILE, DEVMESH_TLS_KEY_FILE and "
+                    "DEVMESH_TLS_CA_FILE, or DEVMESH_INSECURE=1 for plaintext on loopback"
+                )
+            elif not is_loopback_addr(self.grpc_addr):
+                found.append(
+                    f"DEVMESH_INSECURE=1 serves plaintext, which is allowed only on loopback; "
+                    f"DEVMESH_GRPC_ADDR={self.grpc_addr} is not"
+                )
+        if self.vault_addr and not (self.vault_role_id and self.vault_secret_id_file):
+            found.append("DEVMESH_VAULT_ADDR needs DEVMESH_VAULT_ROLE_ID and DEVMESH_VAULT_SECRET_ID_FILE")
+        return found

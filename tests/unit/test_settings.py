@@ -4,14 +4,42 @@ from services.config.settings import ConfigSettings
 from services.runtime import settings
 
 
-def test_defaults_load_from_an_empty_environment() -> None:
-    loaded = settings.load(settings.RuntimeSettings, {})
+def test_defaults_load_with_plaintext_allowed_on_loopback() -> None:
+    loaded = settings.load(settings.RuntimeSettings, {"DEVMESH_INSECURE": "1"})
     assert loaded.grpc_addr == "127.0.0.1:50051"
+    assert not loaded.tls_enabled
+
+
+def test_no_certificates_and_no_insecure_flag_is_refused() -> None:
+    with pytest.raises(settings.SettingsError, match="DEVMESH_TLS_CERT_FILE"):
+        settings.load(settings.RuntimeSettings, {})
+
+
+def test_plaintext_is_refused_off_loopback() -> None:
+    with pytest.raises(settings.SettingsError, match="only on loopback"):
+        settings.load(
+            settings.RuntimeSettings, {"DEVMESH_INSECURE": "1", "DEVMESH_GRPC_ADDR": "0.0.0.0:50051"}
+        )
+
+
+def test_a_partial_certificate_set_names_what_is_missing() -> None:
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load(settings.RuntimeSettings, {"DEVMESH_TLS_CERT_FILE": "/c.pem"})
+    assert "DEVMESH_TLS_KEY_FILE" in str(caught.value)
+    assert "DEVMESH_TLS_CA_FILE" in str(caught.value)
+
+
+def test_vault_needs_its_approle() -> None:
+    with pytest.raises(settings.SettingsError, match="DEVMESH_VAULT_ROLE_ID"):
+        settings.load(
+            settings.RuntimeSettings, {"DEVMESH_INSECURE": "1", "DEVMESH_VAULT_ADDR": "http://127.0.0.1:1"}
+        )
 
 
 def test_values_are_parsed_into_their_types() -> None:
     loaded = settings.load(
-        settings.RuntimeSettings, {"DEVMESH_MAX_CONCURRENT_RPCS": "7", "DEVMESH_REDIS_WAIT_AOF": "off"}
+        settings.RuntimeSettings,
+        {"DEVMESH_MAX_CONCURRENT_RPCS": "7", "DEVMESH_REDIS_WAIT_AOF": "off", "DEVMESH_INSECURE": "1"},
     )
     assert loaded.max_concurrent_rpcs == 7
     assert loaded.redis_wait_aof is False

@@ -1,0 +1,117 @@
+"""The Vault (OpenBao) adapter: AppRole login, token renewal, and hvac calls off the event loop.
+
+hvac is synchronous, so every call runs in a worker thread with the client's timeout.
+Failures are translated once, here: Vault unreachable, sealed or answering 5xx is
+UNAVAILABLE with a retry hint (REASON `VAULT_UNAVAILABLE`); a policy refusal is an
+internal fault (the service's own policy is wrong), never the caller's problem. Nothing
+here ever logs a token, a secret_id or a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hvac
+import requests
+from hvac import exceptions as hvac_errors
+
+from services.runtime.errors import Internal, ServiceError, Unavailable
+from services.runtime.logging import get_logger
+from services.runtime.settings import RuntimeSettings
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+VAULT_RETRY_AFTER = 1.0
+
+
+def translate_error(exc: BaseException) -> ServiceError | None:
+    """A ServiceError for a Vault failure, or None for anything else."""
+    if isinstance(exc, requests.exceptions.RequestException | hvac_errors.VaultDown):
+        return Unavailable("Vault is unreachable", reason="VAULT_UNAVAILABLE", retry_after=VAULT_RETRY_AFTER)
+    if isinstance(exc, hvac_errors.InternalServerError | hvac_errors.BadGateway):
+        return Unavailable("Vault failed", reason="VAULT_UNAVAILABLE", retry_after=VAULT_RETRY_AFTER)
+    if isinstance(exc, hvac_errors.Forbidden):
+        return Internal("this service's Vault policy does not allow the operation")
+    return None
+
+
+class Vault:
+    """One logged-in hvac client per process, its token renewed in the background."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self._settings = settings
+        self.client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout)
+        self._renewal: asyncio.Task[None] | None = None
+        self.policies: list[str] = []
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking hvac call in a thread; Vault failures become typed errors."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _read_secret_id(self) -> str:
+        with open(self._settings.vault_secret_id_file, encoding="utf-8") as f:
+            return f.read().strip()
+
+    async def login(self) -> None:
+        """AppRole login; schedules token renewal at two thirds of its TTL."""
+        auth = await self.call(
+            self.client.auth.approle.login,
+            role_id=self._settings.vault_role_id,
+            secret_id=self._read_secret_id(),
+        )
+        self.policies = list(auth["auth"]["policies"])
+        ttl = int(auth["auth"]["lease_duration"])
+        log.info("vault.logged_in", policies=self.policies, ttl_s=ttl)
+        if self._renewal is None and ttl > 0:
+            self._renewal = asyncio.create_task(self._keep_token(ttl), name="vault-token")
+
+    async def _keep_token(self, ttl: int) -> None:
+        """Renew the token at 2/3 of its life; log in again when it cannot be renewed."""
+        while True:
+            await asyncio.sleep(max(1.0, ttl * 2 / 3))
+            try:
+                renewed = await self.call(self.client.auth.token.renew_self)
+                ttl = int(renewed["auth"]["lease_duration"])
+            except Exception as exc:
+                log.warning("vault.renew_failed", error=type(exc).__name__)
+                try:
+                    self._renewal = None
+                    await self.login()
+                    return
+                except Exception as again:
+                    log.warning("vault.login_failed", error=type(again).__name__)
+                    ttl = 3
+
+    async def probe(self) -> None:
+        """Health probe: Vault answers, is unsealed, and our token is still valid."""
+        await self.call(self.client.auth.token.lookup_self)
+
+    async def close(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+        self.client.adapter.close()
+
+
+# Where devmesh's keys live in Vault. Bootstrap (tools/vault_bootstrap.py) creates them; the
+# services' policies (`VAULT_POLICY` in each service's app module) name them.
+KV_MOUNT = "devmesh-kv"
+TRANSIT_MOUNT = "devmesh-transit"
+PKI_ROOT_MOUNT = "devmesh-pki"
+PKI_MOUNT = "devmesh-pki-int"
+PKI_ROLE = "mesh-workload"
+JWT_KEY = "devmesh-jwt"
+DATA_KEY = "devmesh-data"
+API_KEY_HMAC_KEY = "devmesh-apikey"
