@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help venv gen check-gen lint typecheck buf-lint breaking fmt test test-fast bench run lock clean
 
 help:
-	@echo "make run    start the whole mesh locally (Valkey + every service)"
+	@echo "make run    start the whole mesh locally (Valkey, OpenBao, every service, the Envoy edge)"
 	@echo "make test   lint, type-check, buf lint, gen/ freshness, then every test"
 	@echo "make bench  benchmarks, JSON on stdout"
 	@echo "make gen    regenerate gen/ and envoy/descriptor.binpb from proto/"

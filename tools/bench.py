@@ -6,14 +6,19 @@
   (shared/notes/runtime.md), so the load comes from several client processes.
 - watch_fanout: one write delivered to 1,000 open WatchConfig streams; latency from the
   write's acknowledgement to each stream's receipt.
+- edge: cold start of the whole local stack (Valkey, OpenBao and its bootstrap, certificates,
+  the config service, Envoy healthy), then ResolveConfig straight to the service over mTLS,
+  through the edge over gRPC, and through the edge over REST (HTTP/1.1 keep-alive clients).
 
-Goals (reported, not asserted): unary throughput >= 0.8 of echo; fan-out p99 < 250 ms.
+Goals (reported, not asserted): unary throughput >= 0.8 of echo; fan-out p99 < 250 ms;
+cold start < 15 s; edge >= 0.85 of direct throughput with p99 overhead < 2 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing
 import os
@@ -27,7 +32,18 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from tools.stack import LOOPBACK, free_port, spawn, start_service, start_valkey, wait_until
+from services.runtime import logging as runtime_logging
+from tools.certs import CertPaths
+from tools.stack import (
+    LOOPBACK,
+    free_port,
+    grpc_channel,
+    local_stack,
+    spawn,
+    start_service,
+    start_valkey,
+    wait_until,
+)
 
 CLIENT_PROCESSES = 3
 IN_FLIGHT_PER_PROCESS = 32
@@ -59,9 +75,21 @@ async def _echo_server(port: int) -> None:
 # -- the load generator ---------------------------------------------------------------------
 
 
-async def _load(addr: str, method: str, payload: bytes, duration: float, in_flight: int) -> list[float]:
+Tls = tuple[str, str, str] | None  # (ca, cert, key) paths: picklable for the client processes
+
+
+def _channel(addr: str, tls: Tls) -> aio.Channel:
+    if tls is None:
+        return aio.insecure_channel(addr)
+    ca, cert, key = (Path(p).read_bytes() for p in tls)
+    return aio.secure_channel(addr, grpc.ssl_channel_credentials(ca, key, cert))
+
+
+async def _load(
+    addr: str, method: str, payload: bytes, duration: float, in_flight: int, tls: Tls
+) -> list[float]:
     latencies: list[float] = []
-    async with aio.insecure_channel(addr) as channel:
+    async with _channel(addr, tls) as channel:
         call = channel.unary_unary(method)
         stop_at = time.perf_counter() + WARMUP_S + duration
         measure_from = time.perf_counter() + WARMUP_S
@@ -76,17 +104,68 @@ async def _load(addr: str, method: str, payload: bytes, duration: float, in_flig
     return latencies
 
 
-def _client_process(addr: str, method: str, payload: bytes, duration: float, out: Any) -> None:
-    out.put(asyncio.run(_load(addr, method, payload, duration, IN_FLIGHT_PER_PROCESS)))
+def _client_process(
+    addr: str, method: str, payload: bytes, duration: float, tls: Tls, out: Any, in_flight: int
+) -> None:
+    out.put(asyncio.run(_load(addr, method, payload, duration, in_flight, tls)))
 
 
-def measure(addr: str, method: str, payload: bytes, duration: float = DURATION_S) -> dict[str, float]:
-    """Throughput and latency percentiles of `method` under CLIENT_PROCESSES concurrent clients."""
+def _rest_client_process(
+    addr: str, path: str, _payload: bytes, duration: float, tls: Tls, out: Any, in_flight: int
+) -> None:
+    """HTTP/1.1 keep-alive GETs from `in_flight` threads (one connection each)."""
+    import http.client
+    import ssl
+    import threading
+
+    assert tls is not None
+    ca, cert, key = tls
+    host, _, port = addr.rpartition(":")
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + WARMUP_S + duration
+    measure_from = time.perf_counter() + WARMUP_S
+
+    def worker() -> None:
+        context = ssl.create_default_context(cafile=ca)
+        context.load_cert_chain(cert, key)
+        conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+        while (now := time.perf_counter()) < stop_at:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"REST {path}: HTTP {response.status}")
+            if now >= measure_from:
+                latencies.append(time.perf_counter() - now)
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.put(latencies)
+
+
+def measure(
+    addr: str,
+    method: str,
+    payload: bytes,
+    duration: float = DURATION_S,
+    tls: Tls = None,
+    *,
+    rest: bool = False,
+    processes: int = CLIENT_PROCESSES,
+    in_flight: int = IN_FLIGHT_PER_PROCESS,
+) -> dict[str, float]:
+    """Throughput and latency percentiles of `method` (a gRPC method, or a REST path when `rest`)
+    with `processes` client processes keeping `in_flight` calls each."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
+    target = _rest_client_process if rest else _client_process
     clients = [
-        ctx.Process(target=_client_process, args=(addr, method, payload, duration, out))
-        for _ in range(CLIENT_PROCESSES)
+        ctx.Process(target=target, args=(addr, method, payload, duration, tls, out, in_flight))
+        for _ in range(processes)
     ]
     for c in clients:
         c.start()
@@ -159,12 +238,12 @@ async def watch_fanout(addr: str, streams: int = 1000, channels: int = 10) -> di
 # -- the run --------------------------------------------------------------------------------
 
 
-def _seed(addr: str) -> tuple[bytes, bytes]:
+def _seed(addr: str, tls: CertPaths | None = None) -> tuple[bytes, bytes]:
     """A namespace with a ~1 KiB base and an overlay; the serialized Resolve/Get requests."""
     from devmesh.config.v1 import config_pb2 as pb
     from devmesh.config.v1 import config_pb2_grpc
 
-    with grpc.insecure_channel(addr) as channel:
+    with grpc_channel(addr, tls) as channel:
         stub = config_pb2_grpc.ConfigServiceStub(channel)
         stub.CreateNamespace(pb.CreateNamespaceRequest(namespace_id="bench", namespace=pb.Namespace()))
         base: dict[str, Any] = {
@@ -181,6 +260,54 @@ def _seed(addr: str) -> tuple[bytes, bytes]:
         pb.ResolveConfigRequest(name=name).SerializeToString(),
         pb.GetEnvironmentRequest(name=name).SerializeToString(),
     )
+
+
+def edge(duration: float) -> dict[str, Any]:
+    """The whole stack from cold, then ResolveConfig straight to the service (mTLS) and through
+    the edge over gRPC and REST, one after the other with the same client load."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        with local_stack(Path(tmp), ["config"], service_env={"DEVMESH_LOG_LEVEL": "info"}) as stack:
+            cold_start = time.perf_counter() - started
+            assert stack.envoy is not None
+            tls = stack.operator_tls
+            paths: Tls = (str(tls.ca), str(tls.cert), str(tls.key))
+            direct_addr = stack.services["config"].addr
+            resolve, _ = _seed(direct_addr, tls)
+            method = "/devmesh.config.v1.ConfigService/ResolveConfig"
+            edge_addr, rest_path = stack.envoy.edge_addr, "/v1/namespaces/bench/environments/prod:resolve"
+            direct = measure(direct_addr, method, resolve, duration, paths)
+            via_grpc = measure(edge_addr, method, resolve, duration, paths)
+            via_rest = measure(edge_addr, rest_path, b"", duration, paths, rest=True, in_flight=16)
+            # Latency added by the edge, without queueing: one call at a time.
+            one = functools.partial(measure, duration=duration, tls=paths, processes=1, in_flight=1)
+            direct_serial = one(direct_addr, method, resolve)
+            grpc_serial = one(edge_addr, method, resolve)
+            rest_serial = one(edge_addr, rest_path, b"", rest=True)
+
+    def overhead(result: dict[str, float]) -> dict[str, float]:
+        return {
+            **result,
+            "p50_overhead_ms": round(result["p50_ms"] - direct_serial["p50_ms"], 3),
+            "p99_overhead_ms": round(result["p99_ms"] - direct_serial["p99_ms"], 3),
+        }
+
+    return {
+        "cold_start_s": round(cold_start, 2),
+        "goal_cold_start_s": 15,
+        "throughput": {
+            "direct_mtls": direct,
+            "edge_grpc": {**via_grpc, "ratio_to_direct": round(via_grpc["rps"] / direct["rps"], 3)},
+            "edge_rest": {**via_rest, "ratio_to_direct": round(via_rest["rps"] / direct["rps"], 3)},
+            "goal_ratio_to_direct": 0.85,
+        },
+        "one_call_at_a_time": {
+            "direct_mtls": direct_serial,
+            "edge_grpc": overhead(grpc_serial),
+            "edge_rest": overhead(rest_serial),
+            "goal_p99_overhead_ms": 2,
+        },
+    }
 
 
 def run(duration: float) -> dict[str, Any]:
@@ -229,6 +356,7 @@ def run(duration: float) -> dict[str, Any]:
             "goal_ratio_to_echo": 0.8,
         },
         "watch_fanout": {**fanout, "goal_p99_ms": 250},
+        "edge": edge(duration),
     }
 
 
@@ -240,14 +368,16 @@ def _echo_ready(addr: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "echo-server"])
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "edge", "echo-server"])
     parser.add_argument("port", nargs="?", type=int, default=0)
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds measured per target")
     args = parser.parse_args(argv)
+    runtime_logging.configure("warning")  # stdout carries the JSON result only
     if args.command == "echo-server":
         asyncio.run(_echo_server(args.port))
         return 0
-    print(json.dumps(run(args.duration), indent=2))
+    result = {"edge": edge(args.duration)} if args.command == "edge" else run(args.duration)
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -403,7 +403,12 @@ class Envoy:
 
 
 def start_envoy(
-    settings: EdgeSettings, upstreams: list[Upstream], out_dir: Path, log_dir: Path, *, wait_healthy: bool = True
+    settings: EdgeSettings,
+    upstreams: list[Upstream],
+    out_dir: Path,
+    log_dir: Path,
+    *,
+    wait_healthy: bool = True,
 ) -> Envoy:
     """Render and validate the edge config, then run Envoy (until every upstream is healthy)."""
     config = envoy_config.render(settings, upstreams, out_dir)
