@@ -356,26 +356,28 @@ def start_service(
         env |= {"DEVMESH_VAULT_ADDR": vault.addr, "DEVMESH_VAULT_ROLE_ID": vault.role_id,
                 "DEVMESH_VAULT_SECRET_ID_FILE": str(vault.secret_id_file)}  # fmt: skip
     env |= extra_env or {}
-    return _launch(ServiceProcess(None, addr, services, env, client_tls if tls else None), log_dir)  # type: ignore[arg-type]
+    return _launch(services, addr, env, client_tls if tls else None, log_dir)
 
 
-def _launch(service: ServiceProcess, log_dir: Path) -> ServiceProcess:
-    name = "-".join(service.services) + "-" + service.addr.rpartition(":")[2]
-    argv = [sys.executable, "-m", "services.cli", "serve", *service.services]
-    service.process = spawn(name, argv, log_dir, service.env)
+def _launch(
+    services: list[str], addr: str, env: dict[str, str], tls: CertPaths | None, log_dir: Path
+) -> ServiceProcess:
+    name = "-".join(services) + "-" + addr.rpartition(":")[2]
+    process = spawn(name, [sys.executable, "-m", "services.cli", "serve", *services], log_dir, env)
+    service = ServiceProcess(process, addr, services, env, tls)
     try:
-        wait_until(service.serving, 30, f"devmesh serve {' '.join(service.services)}", service.process)
+        wait_until(service.serving, 30, f"devmesh serve {' '.join(services)}", process)
     except StackError:
-        service.process.stop(2)
+        process.stop(2)
         raise
     return service
 
 
 def restart_service(service: ServiceProcess) -> ServiceProcess:
-    """Start a stopped or killed service again, same address and settings."""
+    """Start a stopped or killed service again with the same address and settings."""
     if service.process.popen.poll() is None:
         service.process.stop()
-    return _launch(service, service.process.log_path.parent)
+    return _launch(service.services, service.addr, service.env, service.tls, service.process.log_path.parent)
 
 
 # -- Envoy ----------------------------------------------------------------------------------

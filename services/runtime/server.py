@@ -45,16 +45,6 @@ class Runtime:
         )
         self.redis_dependency = Dependency("redis", lambda: redis_client.ping(self.redis))
 
-    def vault_dependency(self) -> Dependency:
-        """For services that need Vault: health follows it (reachable, unsealed, token valid)."""
-        vault = self.require_vault()
-        return Dependency("vault", vault.probe)
-
-    def require_vault(self) -> Vault:
-        if self.vault is None:
-            raise SettingsError("this service needs Vault: set DEVMESH_VAULT_ADDR and its AppRole settings")
-        return self.vault
-
 
 @dataclass
 class ServiceBinding:

@@ -96,8 +96,3 @@ class CertificateFiles:
                 return None
 
         return grpc.dynamic_ssl_server_credentials(configuration(), fetch, require_client_authentication=True)
-
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        """Client credentials presenting this identity, trusting the mesh CA (as read now)."""
-        self.refresh()
-        return grpc.ssl_channel_credentials(self.pem.ca, self.pem.key, self.pem.cert_chain)

@@ -228,7 +228,7 @@ def test_a_killed_service_is_unavailable_then_recovers(
         assert response.status_code == 503
         assert response.json()["code"] == 14
     finally:
-        restart_service(service)
+        mesh.services["config"] = restart_service(service)
 
     def answers() -> bool:
         config_stub.ListNamespaces(pb.ListNamespacesRequest(), timeout=2)
