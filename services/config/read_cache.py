@@ -9,6 +9,7 @@ read far more often than it is written.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -33,3 +34,11 @@ class RevisionCache(Generic[K, V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    def get_or_build(self, key: K, revision: int, build: Callable[[], V]) -> V:
+        """The value cached for `key` at `revision`, or `build()`'s result, cached for next time."""
+        value = self.get(key, revision)
+        if value is None:
+            value = build()
+            self.put(key, revision, value)
+        return value

@@ -175,11 +175,9 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     ) -> config_pb2.Environment:
         ns, env = names.parse_environment(request.name)
         record = await self.domain.get_environment(ns, env)
-        message = self._environment_protos.get((ns, env), record.revision)
-        if message is None:
-            message = environment_proto(record)
-            self._environment_protos.put((ns, env), record.revision, message)
-        return message
+        return self._environment_protos.get_or_build(
+            (ns, env), record.revision, lambda: environment_proto(record)
+        )
 
     async def ListEnvironments(
         self, request: config_pb2.ListEnvironmentsRequest, context: aio.ServicerContext
@@ -223,11 +221,9 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     ) -> config_pb2.ResolvedConfig:
         ns, env = names.parse_environment(request.name)
         resolved = await self.domain.resolve(ns, env)
-        message = self._resolved_protos.get((ns, env), resolved.revision)
-        if message is None:
-            message = resolved_proto(resolved)
-            self._resolved_protos.put((ns, env), resolved.revision, message)
-        return message
+        return self._resolved_protos.get_or_build(
+            (ns, env), resolved.revision, lambda: resolved_proto(resolved)
+        )
 
     async def ListRevisions(
         self, request: config_pb2.ListRevisionsRequest, context: aio.ServicerContext

@@ -16,3 +16,17 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     cache.put("c", 1, 3)
     assert cache.get("b", 1) is None
     assert cache.get("a", 1) == 1
+
+
+def test_get_or_build_builds_once_per_revision() -> None:
+    cache: RevisionCache[str, int] = RevisionCache(4)
+    builds: list[int] = []
+
+    def build() -> int:
+        builds.append(1)
+        return len(builds)
+
+    assert cache.get_or_build("k", 1, build) == 1
+    assert cache.get_or_build("k", 1, build) == 1
+    assert cache.get_or_build("k", 2, build) == 2
+    assert len(builds) == 2
