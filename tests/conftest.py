@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -16,7 +18,9 @@ from services.config import app as config_app
 from services.runtime import redis_client
 from services.runtime.server import Runtime, Server
 from services.runtime.settings import RuntimeSettings
-from tools.stack import Valkey, start_valkey
+from services.runtime.vault import Vault
+from tools import vault_bootstrap
+from tools.stack import OpenBao, Valkey, start_openbao, start_valkey
 
 # Short intervals keep watch and health tests quick; production defaults are in the settings classes.
 TEST_ENV = {"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3"}
@@ -26,6 +30,32 @@ TEST_ENV = {"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3"}
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Valkey]:
     server = start_valkey(tmp_path_factory.mktemp("valkey"))
     yield server
+    server.process.stop()
+
+
+@dataclass(frozen=True)
+class BootstrappedVault:
+    """A real OpenBao, bootstrapped as `make run` does, and the config service's AppRole."""
+
+    server: OpenBao
+    approle: vault_bootstrap.AppRole
+
+    def client(self) -> Any:
+        """An hvac client with the root token (for tests that rotate keys)."""
+        return self.server.client()
+
+    def settings(self) -> dict[str, object]:
+        """Settings that make a test server log in as the config service, with auth on."""
+        return {"auth": "required", "vault_addr": self.server.addr, "vault_role_id": self.approle.role_id,
+                "vault_secret_id_file": str(self.approle.secret_id_file)}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrappedVault]:
+    server = start_openbao(tmp_path_factory.mktemp("openbao"))
+    approles = vault_bootstrap.bootstrap(server.client(), ["config"], tmp_path_factory.mktemp("approles"))
+    yield BootstrappedVault(server, approles["config"])
+    assert server.process is not None
     server.process.stop()
 
 
@@ -40,11 +70,14 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
     async def start(
         redis_url: str, env: dict[str, str] | None = None, **settings: object
     ) -> tuple[Server, str]:
-        runtime_settings = RuntimeSettings(
-            grpc_addr="127.0.0.1:0", redis_url=redis_url, health_interval=0.2, insecure=True, **settings
-        )  # type: ignore[arg-type]
+        """A config server on loopback plaintext; auth off unless `settings` turn it on (with Vault)."""
+        defaults: dict[str, object] = {"grpc_addr": "127.0.0.1:0", "health_interval": 0.2, "insecure": True,
+                                       "auth": "off"}  # fmt: skip
+        runtime_settings = RuntimeSettings(redis_url=redis_url, **{**defaults, **settings})  # type: ignore[arg-type]
         client = redis_client.connect(redis_url, runtime_settings.redis_timeout)
-        server = Server(Runtime(runtime_settings, client, {**TEST_ENV, **(env or {})}), [config_app.build])
+        vault_client = Vault(runtime_settings) if runtime_settings.vault_addr else None
+        runtime = Runtime(runtime_settings, client, {**TEST_ENV, **(env or {})}, vault_client)
+        server = Server(runtime, [config_app.build])
         port = await server.start()
         started.append(server)
         return server, f"127.0.0.1:{port}"
@@ -53,6 +86,8 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
     for server in started:
         await server.stop(0.5)
         await server.runtime.redis.aclose()
+        if server.runtime.vault is not None:
+            await server.runtime.vault.close()
 
 
 @pytest.fixture(scope="session")
@@ -101,4 +136,4 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     return info
 
 
-__all__ = ["Path", "ServerFactory", "detail", "error_info", "rich_status"]
+__all__ = ["BootstrappedVault", "Path", "ServerFactory", "detail", "error_info", "rich_status"]

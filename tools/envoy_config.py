@@ -62,6 +62,8 @@ class EdgeSettings:
     cert_dir: Path  # the edge identity's certificate directory (current/{cert,key,ca}.pem)
     health_interval: float = 1.0
     max_body_bytes: int = 4 * 1024 * 1024
+    flood_rps: int = 5000  # the edge-wide flood guard: requests per second ...
+    flood_burst: int = 10000  # ... and burst, for all callers together
 
 
 def _fill(text: str, **values: object) -> Any:
@@ -108,6 +110,8 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], out_dir: Path) -> 
         trust_domain=TRUST_DOMAIN,
         descriptor=DESCRIPTOR,
         max_body_bytes=settings.max_body_bytes,
+        flood_rps=settings.flood_rps,
+        flood_burst=settings.flood_burst,
     )
     service_template = (ENVOY_DIR / "service.yaml").read_text()
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]

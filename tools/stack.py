@@ -355,6 +355,8 @@ def start_service(
     if vault is not None:
         env |= {"DEVMESH_VAULT_ADDR": vault.addr, "DEVMESH_VAULT_ROLE_ID": vault.role_id,
                 "DEVMESH_VAULT_SECRET_ID_FILE": str(vault.secret_id_file)}  # fmt: skip
+    else:  # nothing to verify credentials with: loopback only, every caller trusted
+        env["DEVMESH_AUTH"] = "off"
     env |= extra_env or {}
     return _launch(services, addr, env, client_tls if tls else None, log_dir)
 
@@ -479,6 +481,7 @@ class Stack:
     certs: dict[str, CertDir] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     envoy: Envoy | None = None
+    admin_api_key: str = field(default="", repr=False)  # created at start; never printed or logged
 
     @property
     def redis_url(self) -> str:
@@ -503,6 +506,7 @@ class Stack:
             "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
             "redis_url": self.redis_url,
             "vault_addr": self.vault.addr if self.vault else "",
+            "admin_api_key": self.admin_api_key,
             "pids": {name: p.pid for name, p in processes.items()},
             "logs": str(self.state_dir / "logs"),
         }
@@ -570,9 +574,27 @@ def local_stack(
             Upstream(name, LOOPBACK, int(sp.addr.rpartition(":")[2])) for name, sp in stack.services.items()
         ]
         stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
+        if "config" in stack.services:
+            stack.admin_api_key = create_admin_key(stack.services["config"].addr, stack.operator_tls)
         yield stack
     finally:
         stack.stop()
+
+
+def create_admin_key(config_addr: str, operator: CertPaths) -> str:
+    """A first admin API key, created by the local operator (whose mesh identity is an admin)."""
+    from devmesh.config.v1 import api_keys_pb2, api_keys_pb2_grpc
+
+    with grpc_channel(config_addr, operator) as channel:
+        created = api_keys_pb2_grpc.ApiKeyServiceStub(channel).CreateApiKey(
+            api_keys_pb2.CreateApiKeyRequest(
+                api_key=api_keys_pb2.ApiKey(
+                    role="admin", display_name="make run: first admin key", owner="local-operator"
+                )
+            ),
+            timeout=10,
+        )
+    return str(created.key)
 
 
 def write_state(state_dir: Path, description: dict[str, Any]) -> Path:
@@ -589,11 +611,13 @@ def _print_howto(stack: Stack, state: Path, elapsed: float) -> None:
     edge = stack.envoy.edge_addr if stack.envoy else ""
     certs = f"-cacert {tls.ca} -cert {tls.cert} -key {tls.key}"
     print(f"devmesh is up in {elapsed:.1f}s; everything is in {state}")
+    key = f'"x-api-key: $(python3 -c \'import json;print(json.load(open("{state}"))["admin_api_key"])\')"'
     print(f"  gRPC:  grpcurl {certs} {edge} list")
     print(
-        f"  REST:  curl --cacert {tls.ca} --cert {tls.cert} --key {tls.key} "
+        f"  REST:  curl --cacert {tls.ca} --cert {tls.cert} --key {tls.key} -H {key} "
         f"-X POST 'https://{edge}/v1/namespaces?namespace_id=demo' -d '{{}}'"
     )
+    print(f"  The admin API key is admin_api_key in {state}; your client certificate is an admin too.")
     print(f"  admin: {stack.envoy.admin_url if stack.envoy else ''}   logs: {stack.state_dir / 'logs'}")
     print("Ctrl-C stops everything.", flush=True)
 

@@ -1,7 +1,7 @@
 """Bootstrap Vault/OpenBao for devmesh, idempotently: run it any number of times.
 
 It creates what DESIGN.md says Vault supplies: the KV v2 mount, the transit keys (JWT
-signing, envelope encryption, API-key HMAC), PKI root -> intermediate -> a role issuing
+signing, envelope encryption), the API-key HMAC pepper in KV, PKI root -> intermediate -> a role issuing
 SPIFFE workload certificates, and per service a least-privilege policy (the service's
 `VAULT_POLICY`) with an AppRole. Services log in with their AppRole, never the root token.
 """
@@ -9,6 +9,7 @@ SPIFFE workload certificates, and per service a least-privilege policy (the serv
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,6 @@ WORKLOAD_MAX_TTL = "720h"
 TRANSIT_KEYS: dict[str, dict[str, object]] = {
     vault.JWT_KEY: {"key_type": "ecdsa-p256"},
     vault.DATA_KEY: {"key_type": "aes256-gcm96", "derived": True},
-    vault.API_KEY_HMAC_KEY: {"key_type": "aes256-gcm96"},
 }
 
 
@@ -48,6 +48,19 @@ def _ensure_transit_keys(client: hvac.Client) -> None:
             transit.read_key(name, mount_point=vault.TRANSIT_MOUNT)
         except hvac_errors.InvalidPath:
             transit.create_key(name, mount_point=vault.TRANSIT_MOUNT, **params)
+
+
+def _ensure_pepper(client: hvac.Client) -> None:
+    """The API-key HMAC pepper: 32 random bytes, written once (cas=0) and never replaced, since
+    every stored key digest depends on it."""
+    kv = client.secrets.kv.v2
+    try:
+        kv.read_secret_version(
+            vault.API_KEY_PEPPER_PATH, mount_point=vault.KV_MOUNT, raise_on_deleted_version=True
+        )
+    except hvac_errors.InvalidPath:
+        pepper = {"pepper": secrets.token_hex(32)}
+        kv.create_or_update_secret(vault.API_KEY_PEPPER_PATH, pepper, cas=0, mount_point=vault.KV_MOUNT)
 
 
 def _has_ca(client: hvac.Client, mount: str) -> bool:
@@ -98,7 +111,7 @@ def _ensure_pki(client: hvac.Client) -> None:
 
 def _ensure_approle(client: hvac.Client, service: str, policy: str, secrets_dir: Path) -> AppRole:
     name = f"devmesh-{service}"
-    client.sys.create_or_update_policy(name, policy)
+    client.sys.create_or_update_policy(name, vault.RUNTIME_POLICY + policy)
     client.auth.approle.create_or_update_approle(
         name, token_policies=[name], token_ttl="1h", token_max_ttl="24h", secret_id_ttl="720h"
     )
@@ -117,6 +130,7 @@ def bootstrap(client: hvac.Client, services: list[str], secrets_dir: Path) -> di
     _ensure_mount(client, vault.KV_MOUNT, "kv", options={"version": "2"})
     _ensure_mount(client, vault.TRANSIT_MOUNT, "transit")
     _ensure_transit_keys(client)
+    _ensure_pepper(client)
     _ensure_pki(client)
     if "approle/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle")

@@ -4,45 +4,62 @@ from __future__ import annotations
 
 from grpc import aio
 
-from devmesh.config.v1 import config_pb2, config_pb2_grpc
+from devmesh.config.v1 import (
+    api_keys_pb2,
+    api_keys_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    config_pb2,
+    config_pb2_grpc,
+    tokens_pb2,
+    tokens_pb2_grpc,
+)
+from services.config.api_keys import ApiKeys
 from services.config.domain import ConfigDomain
+from services.config.identity_servicer import ApiKeyServicer, AuditServicer, TokenServicer
 from services.config.servicer import ConfigServicer
 from services.config.settings import ConfigSettings
 from services.config.store import ConfigStore
+from services.config.tokens import TokenIssuer
 from services.config.watch import WatchHub
 from services.runtime import settings as runtime_settings
 from services.runtime.server import Runtime, ServiceBinding
-from services.runtime.vault import API_KEY_HMAC_KEY, JWT_KEY, TRANSIT_MOUNT
+from services.runtime.vault import JWT_KEY, TRANSIT_MOUNT
 
 SETTINGS = ConfigSettings
 SERVICE_NAME = config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
-PROTO_SERVICES = [SERVICE_NAME]
+API_KEY_SERVICE = api_keys_pb2.DESCRIPTOR.services_by_name["ApiKeyService"].full_name
+TOKEN_SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+PROTO_SERVICES = [SERVICE_NAME, API_KEY_SERVICE, TOKEN_SERVICE, AUDIT_SERVICE]
 
-# Least privilege: sign tokens with the JWT key, publish its public keys, hash API keys.
+# Least privilege, beyond what every service may (vault.RUNTIME_POLICY): sign tokens.
 VAULT_POLICY = f"""
 path "{TRANSIT_MOUNT}/sign/{JWT_KEY}" {{ capabilities = ["update"] }}
-path "{TRANSIT_MOUNT}/keys/{JWT_KEY}" {{ capabilities = ["read"] }}
-path "{TRANSIT_MOUNT}/hmac/{API_KEY_HMAC_KEY}" {{ capabilities = ["update"] }}
 """
 
 
 def build(runtime: Runtime) -> ServiceBinding:
     settings = runtime_settings.load(ConfigSettings, runtime.environ)
-    store = ConfigStore(
-        runtime.redis,
-        runtime.durable,
-        log_retention=settings.config_log_retention,
-        audit_retention=settings.config_audit_retention,
-    )
+    store = ConfigStore(runtime.redis, runtime.durable, log_retention=settings.config_log_retention)
     hub = WatchHub(
         store,
         queue_size=settings.config_watch_queue_size,
         progress_interval=settings.config_watch_progress_interval,
     )
     servicer = ConfigServicer(ConfigDomain(store, settings), hub)
+    authenticator = runtime.authenticator
 
     def register(server: aio.Server) -> None:
         config_pb2_grpc.add_ConfigServiceServicer_to_server(servicer, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(runtime.redis), server)
+        # Keys and tokens need the authenticator's pepper and Vault: without them (DEVMESH_AUTH=off)
+        # these two services are not served and their RPCs answer UNIMPLEMENTED.
+        if authenticator is not None and runtime.vault is not None:
+            api_keys = ApiKeys(runtime.redis, runtime.durable, lambda: authenticator.pepper)
+            api_keys_pb2_grpc.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(api_keys), server)
+            issuer = TokenIssuer(runtime.vault, runtime.settings.auth_audience)
+            tokens_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(issuer), server)
 
     return ServiceBinding(
         name="config",

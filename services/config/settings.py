@@ -33,6 +33,3 @@ class ConfigSettings:
         "Revisions kept per namespace in the watch log (approximate; never fewer).",
         parse=parse_positive_int,
     )
-    config_audit_retention: int = setting(
-        100000, "Events kept in the audit stream (approximate; never fewer).", parse=parse_positive_int
-    )

@@ -11,7 +11,6 @@ Keys (the `{ns}` hash tag keeps one namespace's keys in one cluster slot):
     devmesh:config:{ns}:revisions        hash: revision -> record (JSON, content included)
     devmesh:config:{ns}:revidx[:{env}]   zsets of revision numbers, all and per environment
     devmesh:config:{ns}:log              stream, entry id `<revision>-0`: the watch log
-    devmesh:audit                        stream of audit events, shared by every service
     devmesh:config:wake                  pub/sub channel: "namespace <ns> has new revisions"
 
 Every mutation is one optimistic transaction: WATCH the namespace's counter, read, let the
@@ -44,7 +43,6 @@ from services.runtime.redis_client import DurableWriter, Redis
 PREFIX = "devmesh:config"
 NAMESPACES = f"{PREFIX}:namespaces"
 WAKE_CHANNEL = f"{PREFIX}:wake"
-AUDIT_STREAM = "devmesh:audit"
 MAX_COMMIT_ATTEMPTS = 16
 
 
@@ -178,13 +176,10 @@ class Committed:
 
 
 class ConfigStore:
-    def __init__(
-        self, redis: Redis, durable: DurableWriter, *, log_retention: int, audit_retention: int
-    ) -> None:
+    def __init__(self, redis: Redis, durable: DurableWriter, *, log_retention: int) -> None:
         self.redis = redis
         self._durable = durable
         self._log_retention = log_retention
-        self._audit_retention = audit_retention
 
     # -- transactions -------------------------------------------------------------------
 
@@ -206,6 +201,12 @@ class ConfigStore:
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                     continue
             await self._durable.confirm()
+            request_context.note_audit(
+                resource=f"namespaces/{ns}"
+                + (f"/environments/{change.environment}" if change.environment else ""),
+                revision=committed.revision.revision,
+                change=change.action,
+            )
             return committed
         raise Aborted(f"namespace {ns!r} is changing too fast to commit; retry", reason="CONTENTION")
 
@@ -248,21 +249,6 @@ class ConfigStore:
             {"action": change.action, "environment": change.environment},
             id=f"{revision}-0",
             maxlen=self._log_retention,
-            approximate=True,
-        )
-        pipe.xadd(
-            AUDIT_STREAM,
-            {
-                "time_us": now,
-                "actor": author,
-                "action": f"config.{change.action.lower()}",
-                "resource": f"namespaces/{ns}"
-                + (f"/environments/{change.environment}" if change.environment else ""),
-                "result": "OK",
-                "revision": revision,
-                "request_id": request_context.request_id.get(),
-            },
-            maxlen=self._audit_retention,
             approximate=True,
         )
         pipe.publish(WAKE_CHANNEL, ns)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pool, message_factory
 
 from devmesh.options.v1 import options_pb2
+
+# Permission verbs that change nothing. Every other call is a mutation and is audited.
+READ_VERBS = frozenset({"get", "list", "resolve", "watch", "diff"})
 
 
 @dataclass(frozen=True)
@@ -22,17 +26,40 @@ class MethodInfo:
     rate_limit_cost: int
     server_streaming: bool
     client_streaming: bool
+    public: bool = False  # callable without credentials (health, reflection, JWKS)
+    input_type: str = field(default="", compare=False)
 
     @property
     def error_domain(self) -> str:
         return f"{self.short_service}.devmesh"
+
+    @property
+    def mutation(self) -> bool:
+        return bool(self.permission) and self.permission.rsplit(".", 1)[-1] not in READ_VERBS
+
+    @property
+    def action(self) -> str:
+        """What an audit event calls this call: its permission, else its method."""
+        return self.permission or self.full_method
+
+    def decode_request(self, raw: bytes) -> Any | None:
+        """The request message, or None when there is no known type or it does not parse."""
+        if not self.input_type:
+            return None
+        try:
+            cls = message_factory.GetMessageClass(
+                descriptor_pool.Default().FindMessageTypeByName(self.input_type)
+            )
+            return cls.FromString(raw)
+        except Exception:
+            return None
 
 
 @cache
 def method_info(full_method: str) -> MethodInfo:
     """Look up `/package.Service/Method` in the default descriptor pool.
 
-    Methods outside devmesh (health, reflection) get an empty permission: they are open.
+    Methods outside devmesh (health, reflection) are public: no permission, no rate limit.
     """
     service, _, method = full_method.lstrip("/").rpartition("/")
     parts = service.split(".")
@@ -40,7 +67,7 @@ def method_info(full_method: str) -> MethodInfo:
     try:
         descriptor = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     except KeyError:
-        return MethodInfo(full_method, service, method, short, "", 1, False, False)
+        return MethodInfo(full_method, service, method, short, "", 1, False, False, public=True)
     policy = descriptor.GetOptions().Extensions[options_pb2.policy]
     return MethodInfo(
         full_method=full_method,
@@ -51,4 +78,23 @@ def method_info(full_method: str) -> MethodInfo:
         rate_limit_cost=policy.rate_limit_cost or 1,
         server_streaming=descriptor.server_streaming,
         client_streaming=descriptor.client_streaming,
+        public=policy.public or parts[0] != "devmesh",  # health, reflection: open
+        input_type=descriptor.input_type.full_name,
     )
+
+
+def resource_of(request: Any) -> str:
+    """The resource a request names: its `name`, its `parent`, or the `name` of the resource
+    message it carries (UpdateEnvironment's `environment`)."""
+    if request is None:
+        return ""
+    for name in ("name", "parent"):
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            return value
+    for fd in request.DESCRIPTOR.fields:
+        if fd.message_type is not None and not fd.is_repeated and request.HasField(fd.name):
+            value = getattr(getattr(request, fd.name), "name", None)
+            if isinstance(value, str) and value:
+                return value
+    return ""

@@ -17,10 +17,14 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import redis_client, telemetry, vault
+from services.runtime import ratelimit, redis_client, telemetry, vault
+from services.runtime.audit import AuditLog
 from services.runtime.health import Dependency, HealthMonitor
-from services.runtime.interceptors import build_chain
+from services.runtime.identity import roles
+from services.runtime.identity.authenticator import Authenticator, AuthSettings
+from services.runtime.interceptors import AccessInterceptor, AuditInterceptor, build_chain
 from services.runtime.logging import get_logger
+from services.runtime.ratelimit import RateLimiter
 from services.runtime.settings import RuntimeSettings, SettingsError
 from services.runtime.tls import CertificateFiles
 from services.runtime.vault import Vault
@@ -36,6 +40,7 @@ class Runtime:
     redis: redis_client.Redis
     environ: Mapping[str, str]
     vault: Vault | None = None
+    authenticator: Authenticator | None = None
     durable: redis_client.DurableWriter = field(init=False)
     redis_dependency: Dependency = field(init=False)
 
@@ -61,16 +66,50 @@ class ServiceBinding:
 ServiceFactory = Callable[[Runtime], ServiceBinding]
 
 
+def _authenticator(runtime: Runtime) -> Authenticator | None:
+    settings = runtime.settings
+    if settings.auth == "off":
+        return None
+    if runtime.vault is None:
+        raise SettingsError("DEVMESH_AUTH=required needs Vault (DEVMESH_VAULT_ADDR) to verify credentials")
+    return Authenticator(
+        AuthSettings(
+            audience=settings.auth_audience,
+            edge_identities=frozenset(
+                filter(None, (s.strip() for s in settings.auth_edge_identities.split(",")))
+            ),
+            mesh_roles=roles.parse_mesh_roles(settings.auth_mesh_roles),
+            cache_ttl=settings.auth_cache_ttl,
+            jwks_refresh=settings.auth_jwks_refresh,
+        ),
+        runtime.redis,
+        runtime.vault,
+    )
+
+
 class Server:
     def __init__(self, runtime: Runtime, factories: Sequence[ServiceFactory]) -> None:
         self.runtime = runtime
         settings = runtime.settings
+        translators = [redis_client.translate_error, vault.translate_error]
+        # Services reach the authenticator (the config service needs its pepper) through the runtime.
+        runtime.authenticator = _authenticator(runtime)
         self.bindings = [factory(runtime) for factory in factories]
+        access = None
+        audit = AuditInterceptor(AuditLog(runtime.redis, retention=settings.audit_retention))
+        if runtime.authenticator is not None:
+            limiter = None
+            if settings.rate_limit_enabled:
+                limiter = RateLimiter(runtime.redis, fallback=settings.rate_limit_fallback)
+            limits = ratelimit.parse_limits(settings.rate_limits)
+            access = AccessInterceptor(runtime.authenticator, limiter, limits, translators)
         self.grpc = aio.server(
             interceptors=build_chain(
                 max_unary=settings.max_concurrent_rpcs,
                 max_streams=settings.max_concurrent_streams,
-                translators=[redis_client.translate_error, vault.translate_error],
+                translators=translators,
+                audit=audit,
+                access=access,
             ),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -103,6 +142,8 @@ class Server:
             )
         if self.runtime.vault is not None:
             await self.runtime.vault.login()
+        if self.runtime.authenticator is not None:
+            await self.runtime.authenticator.start()
         for binding in self.bindings:
             binding.register(self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -145,6 +186,8 @@ class Server:
             if binding.stop is not None:
                 await binding.stop()
         await self.grpc.stop(grace)
+        if self.runtime.authenticator is not None:
+            await self.runtime.authenticator.stop()
         log.info("server.stopped", port=self.port)
 
     async def wait(self) -> None:

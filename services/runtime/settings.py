@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from services.runtime import ratelimit
+from services.runtime.identity import roles
+
 ENV_PREFIX = "DEVMESH_"
 
 T = TypeVar("T")
@@ -103,6 +106,26 @@ def parse_log_level(raw: str) -> str:
     if level not in {"debug", "info", "warning", "error"}:
         raise ValueError("expected debug, info, warning or error")
     return level
+
+
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def parse_mesh_roles(raw: str) -> str:
+    roles.parse_mesh_roles(raw)
+    return raw
+
+
+def parse_rate_limits(raw: str) -> str:
+    ratelimit.parse_limits(raw)
+    return raw
 
 
 _DEFAULT_PARSERS: dict[type, Callable[[str], Any]] = {
@@ -215,6 +238,52 @@ class RuntimeSettings:
         5.0, "Seconds before a Vault call fails with UNAVAILABLE.", parse=parse_positive_float
     )
 
+    auth: str = setting(
+        "required",
+        "`required`: every non-public RPC needs an API key, a token or a mesh identity. `off`: "
+        "every caller is an anonymous admin; allowed only on a loopback address (local debugging).",
+        parse=parse_choice("required", "off"),
+    )
+    auth_audience: str = setting("devmesh", "The `aud` tokens are issued for and must carry.")
+    auth_edge_identities: str = setting(
+        "spiffe://devmesh.local/ns/devmesh/sa/edge",
+        "Comma-separated SPIFFE ids of the edge proxies: never principals themselves, they forward "
+        "the caller's client certificate in x-forwarded-client-cert.",
+    )
+    auth_mesh_roles: str = setting(
+        "spiffe://devmesh.local/ns/ops/sa/*=admin,spiffe://devmesh.local/ns/devmesh/sa/*=service",
+        "Roles of mesh identities: comma-separated `<SPIFFE id glob>=<role>`, first match wins; an "
+        "identity that matches none is authenticated but holds no permission.",
+        parse=parse_mesh_roles,
+    )
+    auth_cache_ttl: float = setting(
+        5.0,
+        "Seconds an API key's record is cached in process (revocations arrive at once over pub/sub; "
+        "this bounds staleness if that feed is down).",
+        parse=parse_positive_float,
+    )
+    auth_jwks_refresh: float = setting(
+        60.0,
+        "Seconds between JWKS refreshes; a retired signing key stops verifying within this time.",
+        parse=parse_positive_float,
+    )
+    rate_limits: str = setting(
+        "admin=500/1000,operator=200/400,service=1000/2000,viewer=50/100,*=20/40",
+        "Per-principal limits by role, `<role>=<requests per second>/<burst>`; `*` for other roles. "
+        "An API key may override its own; an RPC's contract may declare a higher cost.",
+        parse=parse_rate_limits,
+    )
+    rate_limit_enabled: bool = setting(True, "Enforce per-principal rate limits.", parse=parse_bool)
+    rate_limit_fallback: str = setting(
+        "local",
+        "When Redis is unreachable: `local` limits in process (per replica), `refuse` fails calls "
+        "with UNAVAILABLE.",
+        parse=parse_choice("local", "refuse"),
+    )
+    audit_retention: int = setting(
+        100000, "Events kept in the audit stream (approximate; never fewer).", parse=parse_positive_int
+    )
+
     @property
     def tls_enabled(self) -> bool:
         return bool(self.tls_cert_file)
@@ -238,6 +307,15 @@ class RuntimeSettings:
                     f"DEVMESH_INSECURE=1 serves plaintext, which is allowed only on loopback; "
                     f"DEVMESH_GRPC_ADDR={self.grpc_addr} is not"
                 )
+        if self.auth == "off" and not is_loopback_addr(self.grpc_addr):
+            found.append(
+                f"DEVMESH_AUTH=off is allowed only on a loopback address; DEVMESH_GRPC_ADDR={self.grpc_addr} is not"
+            )
+        if self.auth == "required" and not self.vault_addr:
+            found.append(
+                "DEVMESH_AUTH=required verifies keys and tokens with Vault: set DEVMESH_VAULT_ADDR "
+                "(or DEVMESH_AUTH=off for local plaintext debugging)"
+            )
         if self.vault_addr and not (self.vault_role_id and self.vault_secret_id_file):
             found.append("DEVMESH_VAULT_ADDR needs DEVMESH_VAULT_ROLE_ID and DEVMESH_VAULT_SECRET_ID_FILE")
         return found

@@ -19,6 +19,19 @@ RPC_DURATION = Histogram(
 )
 RPC_IN_FLIGHT = Gauge("devmesh_rpc_in_flight", "RPCs being served now.", ["kind"])
 RPC_REJECTED = Counter("devmesh_rpc_rejected_total", "RPCs refused by a concurrency bound.", ["kind"])
+AUTH_FAILURES = Counter("devmesh_auth_failures_total", "Calls refused by authentication.", ["reason"])
+PERMISSION_DENIALS = Counter(
+    "devmesh_permission_denials_total", "Calls refused by authorization.", ["permission"]
+)
+RATE_LIMIT_DECISIONS = Counter(
+    "devmesh_ratelimit_decisions_total", "Rate-limit decisions by result and backend.", ["result", "backend"]
+)
+RATE_LIMIT_DEGRADED = Gauge(
+    "devmesh_ratelimit_degraded", "1 while Redis is unreachable and the limiter uses its fallback."
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "devmesh_audit_write_failures_total", "Audit events that reached only the log, not the stream."
+)
 DEPENDENCY_UP = Gauge("devmesh_dependency_up", "1 while a hard dependency answers its probe.", ["dependency"])
 
 

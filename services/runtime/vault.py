@@ -114,4 +114,11 @@ PKI_MOUNT = "devmesh-pki-int"
 PKI_ROLE = "mesh-workload"
 JWT_KEY = "devmesh-jwt"
 DATA_KEY = "devmesh-data"
-API_KEY_HMAC_KEY = "devmesh-apikey"
+API_KEY_PEPPER_PATH = "identity/api-key-pepper"  # KV v2: {"pepper": hex}; the HMAC key of API keys
+
+# What every service may do, whichever it is: verify API keys (read the pepper) and tokens
+# (read the JWT key's public keys). The bootstrap adds it to each service's own policy.
+RUNTIME_POLICY = f"""
+path "{KV_MOUNT}/data/{API_KEY_PEPPER_PATH}" {{ capabilities = ["read"] }}
+path "{TRANSIT_MOUNT}/keys/{JWT_KEY}" {{ capabilities = ["read"] }}
+"""

@@ -10,6 +10,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from devmesh.options.v1 import options_pb2
+from services.runtime.identity import roles
 from tools import codegen
 
 
@@ -41,9 +42,32 @@ def test_every_rpc_has_an_http_binding_and_a_permission(
     options = descriptor_pb2.MethodOptions.FromString(method.options.SerializeToString())
     rule = options.Extensions[annotations_pb2.http]
     assert rule.WhichOneof("pattern") is not None, "no google.api.http binding"
-    permission = options.Extensions[options_pb2.policy].permission
+    policy = options.Extensions[options_pb2.policy]
+    if policy.public:
+        assert policy.permission == "", "a public RPC declares no permission"
+        return
     short_service = file.package.split(".")[1]
-    assert permission.startswith(f"{short_service}."), f"permission {permission!r} is missing or foreign"
+    assert policy.permission.startswith(f"{short_service}."), (
+        f"permission {policy.permission!r} is missing or foreign"
+    )
+
+
+@pytest.mark.parametrize(
+    ("file", "service", "method"), METHODS, ids=[f"{s.name}.{m.name}" for _, s, m in METHODS]
+)
+def test_every_permission_is_granted_by_some_role_and_all_by_admin(
+    file: descriptor_pb2.FileDescriptorProto,
+    service: descriptor_pb2.ServiceDescriptorProto,
+    method: descriptor_pb2.MethodDescriptorProto,
+) -> None:
+    options = descriptor_pb2.MethodOptions.FromString(method.options.SerializeToString())
+    permission = options.Extensions[options_pb2.policy].permission
+    if not permission:
+        return
+    assert roles.role_allows(roles.ADMIN, permission)
+    assert any(roles.role_allows(role, permission) for role in roles.ROLES if role != roles.ADMIN) or (
+        permission.startswith("config.apikeys.")
+    ), f"only admin may call {permission}: is a role missing it?"
 
 
 def _commented_paths(file: descriptor_pb2.FileDescriptorProto) -> set[tuple[int, ...]]:

@@ -343,8 +343,12 @@ async def test_every_write_reaches_the_audit_stream(config: Stub, ns: str, valke
     finally:
         await client.aclose()
     mine = [f for _, f in entries if f[b"resource"].decode().startswith(f"namespaces/{ns}")]
-    assert [f[b"action"] for f in mine] == [b"config.environment_created", b"config.namespace_created"]
-    assert all(f[b"actor"] == b"anonymous" for f in mine)
+    assert [(f[b"action"], f[b"detail.change"]) for f in mine] == [
+        (b"config.environments.update", b"ENVIRONMENT_CREATED"),
+        (b"config.namespaces.create", b"NAMESPACE_CREATED"),
+    ]
+    assert [f[b"detail.revision"] for f in mine] == [b"2", b"1"]
+    assert all(f[b"actor"] == b"anonymous" and f[b"result"] == b"OK" for f in mine)
 
 
 async def test_cached_reads_see_writes_made_through_another_replica(

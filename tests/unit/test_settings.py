@@ -5,7 +5,7 @@ from services.runtime import settings
 
 
 def test_defaults_load_with_plaintext_allowed_on_loopback() -> None:
-    loaded = settings.load(settings.RuntimeSettings, {"DEVMESH_INSECURE": "1"})
+    loaded = settings.load(settings.RuntimeSettings, {"DEVMESH_INSECURE": "1", "DEVMESH_AUTH": "off"})
     assert loaded.grpc_addr == "127.0.0.1:50051"
     assert not loaded.tls_enabled
 
@@ -36,10 +36,46 @@ def test_vault_needs_its_approle() -> None:
         )
 
 
+def test_auth_needs_vault_to_verify_credentials() -> None:
+    with pytest.raises(settings.SettingsError, match="DEVMESH_VAULT_ADDR"):
+        settings.load(settings.RuntimeSettings, {"DEVMESH_INSECURE": "1"})
+
+
+def test_auth_can_be_off_only_on_loopback() -> None:
+    tls = {"DEVMESH_TLS_CERT_FILE": "/c", "DEVMESH_TLS_KEY_FILE": "/k", "DEVMESH_TLS_CA_FILE": "/a"}
+    with pytest.raises(settings.SettingsError, match="DEVMESH_AUTH=off is allowed only on a loopback"):
+        settings.load(
+            settings.RuntimeSettings, {"DEVMESH_AUTH": "off", "DEVMESH_GRPC_ADDR": "0.0.0.0:1", **tls}
+        )
+    assert settings.load(settings.RuntimeSettings, {"DEVMESH_AUTH": "off", **tls}).auth == "off"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("DEVMESH_RATE_LIMITS", "admin=10/20", "`*`"),
+        ("DEVMESH_RATE_LIMITS", "admin=fast,*=1/1", "per second"),
+        ("DEVMESH_RATE_LIMITS", "*=0/5", "positive"),
+        ("DEVMESH_AUTH_MESH_ROLES", "spiffe://x", "glob"),
+        ("DEVMESH_AUTH", "maybe", "required, off"),
+        ("DEVMESH_RATE_LIMIT_FALLBACK", "pray", "local, refuse"),
+    ],
+)
+def test_access_settings_are_checked(name: str, value: str, says: str) -> None:
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load(settings.RuntimeSettings, {"DEVMESH_INSECURE": "1", "DEVMESH_AUTH": "off", name: value})
+    assert name in str(caught.value) and says in str(caught.value)
+
+
 def test_values_are_parsed_into_their_types() -> None:
     loaded = settings.load(
         settings.RuntimeSettings,
-        {"DEVMESH_MAX_CONCURRENT_RPCS": "7", "DEVMESH_REDIS_WAIT_AOF": "off", "DEVMESH_INSECURE": "1"},
+        {
+            "DEVMESH_MAX_CONCURRENT_RPCS": "7",
+            "DEVMESH_REDIS_WAIT_AOF": "off",
+            "DEVMESH_INSECURE": "1",
+            "DEVMESH_AUTH": "off",
+        },
     )
     assert loaded.max_concurrent_rpcs == 7
     assert loaded.redis_wait_aof is False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -34,11 +34,18 @@ ErrorTranslator = Callable[[BaseException], ServiceError | None]
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-async def abort_with(context: aio.ServicerContext, error: ServiceError, info: MethodInfo) -> None:
-    """End the call with `error` as a google.rpc.Status in `grpc-status-details-bin`.
+async def abort_with(
+    context: aio.ServicerContext,
+    error: ServiceError,
+    info: MethodInfo,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> NoReturn:
+    """End the call with `error` as a google.rpc.Status in `grpc-status-details-bin`, plus any
+    extra trailing `metadata` (rate-limit headers).
 
     Every interceptor that refuses a call (limits, auth) uses this, so all refusals look alike.
     """
+    request_context.error_reason.set(error.reason)
     status = error.to_status(info.error_domain)
     rid = request_context.request_id.get()
     if rid:
@@ -47,8 +54,11 @@ async def abort_with(context: aio.ServicerContext, error: ServiceError, info: Me
         status.details.append(packed)
     code = _GRPC_CODES[status.code]
     await context.abort(
-        code, status.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+        code,
+        status.message,
+        trailing_metadata=(*metadata, ("grpc-status-details-bin", status.SerializeToString())),
     )
+    raise AssertionError("context.abort returned")  # it always raises AbortError
 
 
 class ErrorInterceptor(CallInterceptor):

@@ -50,6 +50,7 @@ class LoggingInterceptor(CallInterceptor):
             duration_ms=round((time.perf_counter() - start) * 1000, 3),
             trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
             principal=request_context.principal.get(),
+            reason=request_context.error_reason.get() or None,
             peer=context.peer(),
         )
 

@@ -28,8 +28,9 @@ class MethodPolicy(_message.Message):
 
     PERMISSION_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_COST_FIELD_NUMBER: _builtins.int
+    PUBLIC_FIELD_NUMBER: _builtins.int
     permission: _builtins.str
-    """The permission a caller needs, `<service>.<resource>.<verb>`
+    """The permission a caller needs (empty only when `public`), `<service>.<resource>.<verb>`
     (for example `config.environments.update`). Roles map to permissions in
     one place in the runtime; wildcards such as `config.*` are allowed there.
     """
@@ -37,15 +38,21 @@ class MethodPolicy(_message.Message):
     """How many rate-limit tokens one call costs. 0 means the default cost of 1;
     expensive calls declare more.
     """
+    public: _builtins.bool
+    """Callable without credentials (health-like public endpoints such as the
+    JWKS). A public RPC declares no permission and is not rate limited per
+    principal.
+    """
     def __init__(
         self,
         *,
         permission: _builtins.str = ...,
         rate_limit_cost: _builtins.int = ...,
+        public: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["permission", b"permission", "rate_limit_cost", b"rate_limit_cost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["permission", b"permission", "public", b"public", "rate_limit_cost", b"rate_limit_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

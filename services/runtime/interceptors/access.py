@@ -1,0 +1,138 @@
+"""Who may call what, how often: authentication, authorization and the rate limit, in order.
+
+1. Authentication turns the call's credentials into a Principal or refuses with
+   UNAUTHENTICATED and a reason (`identity.authenticator`).
+2. Authorization checks the permission the contract declares for the method against the
+   principal's role (`identity.roles`), before the service looks at the request, so that a
+   refusal never reveals whether a resource exists.
+3. The rate limit charges the method's declared cost to the principal (`ratelimit`); over the
+   limit the call fails with RESOURCE_EXHAUSTED, RetryInfo and QuotaFailure. Every answer
+   carries `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset`.
+
+Public methods (health, reflection, the JWKS) skip all three.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, NoReturn
+
+import grpc
+from grpc import aio
+
+from services.runtime import request_context
+from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceExhausted, ServiceError
+from services.runtime.identity import roles
+from services.runtime.identity.authenticator import Authenticator
+from services.runtime.identity.principal import Principal
+from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior
+from services.runtime.interceptors.errors import ErrorTranslator, abort_with
+from services.runtime.logging import get_logger
+from services.runtime.methods import MethodInfo
+from services.runtime.ratelimit import Limit, RateLimiter
+from services.runtime.telemetry import AUTH_FAILURES, PERMISSION_DENIALS
+
+log = get_logger(__name__)
+
+# The authenticated caller of the current call, for servicers that act on its behalf.
+caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("devmesh_caller", default=None)
+
+
+class AccessInterceptor(CallInterceptor):
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter | None,
+        limits: Mapping[str, Limit],
+        translators: Sequence[ErrorTranslator] = (),
+    ) -> None:
+        super().__init__()
+        self._authenticator = authenticator
+        self._limiter = limiter
+        self._limits = dict(limits)
+        self._translators = list(translators)
+
+    def wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return handler if info.public else super().wrap(info, handler)
+
+    def limit_for(self, principal: Principal) -> Limit:
+        if principal.rate_per_second > 0:
+            burst = principal.rate_burst or max(1, math.ceil(2 * principal.rate_per_second))
+            return Limit(principal.rate_per_second, burst)
+        return self._limits.get(principal.role) or self._limits["*"]
+
+    async def _admit(self, info: MethodInfo, context: aio.ServicerContext) -> None:
+        try:
+            principal = await self._authenticator.authenticate(context)
+        except ServiceError as refused:
+            AUTH_FAILURES.labels(refused.reason).inc()
+            await abort_with(context, refused, info)
+        except Exception as exc:
+            await self._dependency_failed(exc, info, context)
+        request_context.principal.set(principal.name)
+        caller.set(principal)
+        if not principal.allows(info.permission):
+            PERMISSION_DENIALS.labels(info.permission).inc()
+            hint = (
+                "" if principal.role in roles.ROLES else f" (role {principal.role or 'none'} grants nothing)"
+            )
+            await abort_with(
+                context,
+                PermissionDenied(
+                    f"{principal.name} lacks permission {info.permission}{hint}",
+                    metadata={"permission": info.permission},
+                ),
+                info,
+            )
+        if self._limiter is None:
+            return
+        try:
+            decision = await self._limiter.check(
+                principal.name, self.limit_for(principal), info.rate_limit_cost
+            )
+        except ServiceError as refused:
+            await abort_with(context, refused, info)
+        headers = decision.headers()
+        if not decision.admitted:
+            await abort_with(
+                context,
+                ResourceExhausted(
+                    f"rate limit of {principal.name} exceeded; retry in {decision.retry_after:.3f} s",
+                    retry_after=decision.retry_after,
+                    quota_violations=[
+                        QuotaViolation(
+                            subject=principal.name,
+                            description=f"{decision.limit} requests burst; {info.method} costs {info.rate_limit_cost}",
+                        )
+                    ],
+                    reason="RATE_LIMITED",
+                ),
+                info,
+                headers,
+            )
+        await context.send_initial_metadata(headers)
+
+    async def _dependency_failed(
+        self, exc: Exception, info: MethodInfo, context: aio.ServicerContext
+    ) -> NoReturn:
+        for translate in self._translators:
+            translated = translate(exc)
+            if translated is not None:
+                log.warning("auth.dependency_failed", error=type(exc).__name__, reason=translated.reason)
+                await abort_with(context, translated, info)
+        raise exc
+
+    async def around_unary(
+        self, info: MethodInfo, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
+    ) -> Any:
+        await self._admit(info, context)
+        return await behavior(request, context)
+
+    async def around_stream(
+        self, info: MethodInfo, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        await self._admit(info, context)
+        async for response in behavior(request, context):
+            yield response
