@@ -280,8 +280,19 @@ def start_openbao(log_dir: Path, port: int = 0) -> OpenBao:
 # -- devmesh services -----------------------------------------------------------------------
 
 
-def grpc_channel(addr: str, tls: CertPaths | None) -> Any:
-    """A blocking channel to a service or the edge: mTLS with `tls` credentials, else plaintext."""
+def api_key_credentials(api_key: str) -> Any:
+    """Call credentials sending `x-api-key` on every call of a secure channel."""
+    import grpc
+
+    def plugin(_context: Any, callback: Any) -> None:
+        callback((("x-api-key", api_key),), None)
+
+    return grpc.metadata_call_credentials(plugin, name="devmesh-api-key")
+
+
+def grpc_channel(addr: str, tls: CertPaths | None, api_key: str = "") -> Any:
+    """A blocking channel to a service or the edge: mTLS with `tls` credentials, else plaintext;
+    with `api_key`, every call carries it."""
     import grpc
 
     if tls is None:
@@ -289,6 +300,8 @@ def grpc_channel(addr: str, tls: CertPaths | None) -> Any:
     credentials = grpc.ssl_channel_credentials(
         tls.ca.read_bytes(), tls.key.read_bytes(), tls.cert.read_bytes()
     )
+    if api_key:
+        credentials = grpc.composite_channel_credentials(credentials, api_key_credentials(api_key))
     return grpc.secure_channel(addr, credentials)
 
 

@@ -247,8 +247,8 @@ class RuntimeSettings:
     auth_audience: str = setting("devmesh", "The `aud` tokens are issued for and must carry.")
     auth_edge_identities: str = setting(
         "spiffe://devmesh.local/ns/devmesh/sa/edge",
-        "Comma-separated SPIFFE ids of the edge proxies: never principals themselves, they forward "
-        "the caller's client certificate in x-forwarded-client-cert.",
+        "Comma-separated SPIFFE ids of the edge proxies: never principals themselves; callers through "
+        "the edge authenticate with the API key or token the edge forwards.",
     )
     auth_mesh_roles: str = setting(
         "spiffe://devmesh.local/ns/ops/sa/*=admin,spiffe://devmesh.local/ns/devmesh/sa/*=service",

@@ -16,6 +16,7 @@ from tools.certs import CertPaths
 from tools.stack import Stack, grpc_channel, local_stack
 
 HEALTH_INTERVAL = 0.5  # seconds between Envoy's health checks; production uses the default
+LIMITS = "admin=5000/10000,*=20/40"
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tmp_path_factory.mktemp("mesh"),
         ["config"],
         health_interval=HEALTH_INTERVAL,
-        service_env={"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3"},
+        # High limits for the admin key: the load loops here must not trip the rate limiter.
+        service_env={"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3", "DEVMESH_RATE_LIMITS": LIMITS},
     ) as stack:
         yield stack
 
@@ -40,9 +42,17 @@ def operator(mesh: Stack) -> CertPaths:
     return mesh.operator_tls
 
 
+@pytest.fixture(scope="session")
+def admin_key(mesh: Stack) -> str:
+    """The admin API key `make run` creates. A client certificate only opens the edge's door;
+    the key says who calls."""
+    assert mesh.admin_api_key.startswith("dmk_")
+    return mesh.admin_api_key
+
+
 @pytest.fixture
-def edge_channel(edge: str, operator: CertPaths) -> Iterator[grpc.Channel]:
-    with grpc_channel(edge, operator) as channel:
+def edge_channel(edge: str, operator: CertPaths, admin_key: str) -> Iterator[grpc.Channel]:
+    with grpc_channel(edge, operator, admin_key) as channel:
         yield channel
 
 
@@ -52,23 +62,25 @@ def config_stub(edge_channel: grpc.Channel) -> config_pb2_grpc.ConfigServiceStub
 
 
 class Rest:
-    """REST through the edge with the operator's client certificate."""
+    """REST through the edge with the operator's client certificate and, when given, an API key."""
 
-    def __init__(self, edge: str, tls: CertPaths) -> None:
+    def __init__(self, edge: str, tls: CertPaths, api_key: str = "") -> None:
         self.base = f"https://{edge}"
         self.session = requests.Session()
         # Ignore REQUESTS_CA_BUNDLE and proxy variables: trust only the mesh CA, talk only to loopback.
         self.session.trust_env = False
         self.session.cert = (str(tls.cert), str(tls.key))
         self.session.verify = str(tls.ca)
+        if api_key:
+            self.session.headers["x-api-key"] = api_key
 
     def __call__(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return self.session.request(method, self.base + path, timeout=10, **kwargs)
 
 
 @pytest.fixture
-def rest(edge: str, operator: CertPaths) -> Iterator[Rest]:
-    client = Rest(edge, operator)
+def rest(edge: str, operator: CertPaths, admin_key: str) -> Iterator[Rest]:
+    client = Rest(edge, operator, admin_key)
     yield client
     client.session.close()
 

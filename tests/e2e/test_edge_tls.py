@@ -172,7 +172,7 @@ def _serial(cert_dir: CertDir) -> int:
 
 
 def test_rotating_edge_and_service_certificates_under_load_loses_nothing(
-    mesh: Stack, edge: str, operator: CertPaths
+    mesh: Stack, edge: str, operator: CertPaths, admin_key: str
 ) -> None:
     assert mesh.renewer is not None
     stop = threading.Event()
@@ -182,7 +182,7 @@ def test_rotating_edge_and_service_certificates_under_load_loses_nothing(
     def load() -> None:
         while not stop.is_set():
             # A fresh connection every few calls, so handshakes happen throughout the rotation.
-            with grpc_channel(edge, operator) as channel:
+            with grpc_channel(edge, operator, admin_key) as channel:
                 stub = config_pb2_grpc.ConfigServiceStub(channel)
                 for _ in range(10):
                     try:

@@ -6,9 +6,10 @@ Credentials, first found wins:
 2. `x-api-key: <key>`: shape and checksum first (no lookup), then the key's record (cached
    briefly, dropped at once on a pub/sub invalidation), then a constant-time comparison of
    HMAC-SHA256(pepper, key) with the stored digest(s).
-3. The mesh identity: the SPIFFE id of the peer's certificate, or, when the peer is the edge,
-   the client certificate the edge forwards in `x-forwarded-client-cert`. The edge itself is
-   never a principal.
+3. The mesh identity: the SPIFFE id of the peer's certificate, for service-to-service calls
+   (and an operator calling a service directly). Through the edge the peer is the edge, which
+   is never a principal: it forwards the caller's `authorization` or `x-api-key`, and a client
+   certificate there only admits the connection.
 
 Nothing here logs or returns a credential.
 """
@@ -58,7 +59,7 @@ def refuse(reason: str, message: str) -> Unauthenticated:
 def _metadata(context: aio.ServicerContext) -> dict[str, str]:
     found: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
-        if key in ("authorization", "x-api-key", "x-forwarded-client-cert") and key not in found:
+        if key in ("authorization", "x-api-key") and key not in found:
             found[key] = value if isinstance(value, str) else ""
     return found
 
@@ -72,16 +73,6 @@ def peer_spiffe_id(context: aio.ServicerContext) -> str:
         text = bytes(value).decode()
         if text.startswith("spiffe://"):
             return text
-    return ""
-
-
-def forwarded_spiffe_id(xfcc: str) -> str:
-    """The URI of the client certificate in the last (the edge's own) XFCC element."""
-    last = xfcc.rsplit(",", 1)[-1]
-    for pair in last.split(";"):
-        name, _, value = pair.partition("=")
-        if name.strip().lower() == "uri":
-            return value.strip().strip('"')
     return ""
 
 
@@ -234,19 +225,13 @@ class Authenticator:
         api_key = metadata.get("x-api-key")
         if api_key is not None:
             return await self.from_api_key(api_key.strip())
-        identity = self.mesh_identity(context, metadata.get("x-forwarded-client-cert", ""))
-        if identity:
+        identity = peer_spiffe_id(context)
+        if identity and identity not in self.settings.edge_identities:
             return self.from_mesh(identity)
         raise refuse(
             "CREDENTIALS_MISSING",
             "no credentials: send `authorization: Bearer <token>` or `x-api-key: <key>`",
         )
-
-    def mesh_identity(self, context: aio.ServicerContext, xfcc: str) -> str:
-        peer = peer_spiffe_id(context)
-        if peer in self.settings.edge_identities:
-            return forwarded_spiffe_id(xfcc) if xfcc else ""
-        return peer
 
     def from_mesh(self, spiffe_id: str) -> Principal:
         role = next((r for glob, r in self.settings.mesh_roles if fnmatch.fnmatchcase(spiffe_id, glob)), "")
