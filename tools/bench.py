@@ -6,11 +6,14 @@
   (shared/notes/runtime.md), so the load comes from several client processes.
 - watch_fanout: one write delivered to 1,000 open WatchConfig streams; latency from the
   write's acknowledgement to each stream's receipt.
+- identity: ResolveConfig with API-key authentication and the Redis rate limiter on, against
+  auth off and the bare echo server; and what authentication plus rate limiting add per call.
 - edge: cold start of the whole local stack (Valkey, OpenBao and its bootstrap, certificates,
   the config service, Envoy healthy), then ResolveConfig straight to the service over mTLS,
   through the edge over gRPC, and through the edge over REST (HTTP/1.1 keep-alive clients).
 
-Goals (reported, not asserted): unary throughput >= 0.8 of echo; fan-out p99 < 250 ms;
+Goals (reported, not asserted): unary throughput >= 0.8 of echo; with auth and rate limits
+>= 0.7 of echo and < 150 µs per call at p50; fan-out p99 < 250 ms;
 cold start < 15 s; edge >= 0.85 of direct throughput with p99 overhead < 2 ms.
 """
 
@@ -36,10 +39,12 @@ from services.runtime import logging as runtime_logging
 from tools.certs import CertPaths
 from tools.stack import (
     LOOPBACK,
+    VaultLogin,
     free_port,
     grpc_channel,
     local_stack,
     spawn,
+    start_openbao,
     start_service,
     start_valkey,
     wait_until,
@@ -76,6 +81,7 @@ async def _echo_server(port: int) -> None:
 
 
 Tls = tuple[str, str, str] | None  # (ca, cert, key) paths: picklable for the client processes
+Metadata = tuple[tuple[str, str], ...]  # sent with every call (gRPC metadata, or HTTP headers)
 
 
 def _channel(addr: str, tls: Tls) -> aio.Channel:
@@ -86,7 +92,7 @@ def _channel(addr: str, tls: Tls) -> aio.Channel:
 
 
 async def _load(
-    addr: str, method: str, payload: bytes, duration: float, in_flight: int, tls: Tls
+    addr: str, method: str, payload: bytes, duration: float, in_flight: int, tls: Tls, metadata: Metadata
 ) -> list[float]:
     latencies: list[float] = []
     async with _channel(addr, tls) as channel:
@@ -96,7 +102,7 @@ async def _load(
 
         async def worker() -> None:
             while (now := time.perf_counter()) < stop_at:
-                await call(payload, timeout=10)
+                await call(payload, timeout=10, metadata=metadata)
                 if now >= measure_from:
                     latencies.append(time.perf_counter() - now)
 
@@ -105,13 +111,27 @@ async def _load(
 
 
 def _client_process(
-    addr: str, method: str, payload: bytes, duration: float, tls: Tls, out: Any, in_flight: int
+    addr: str,
+    method: str,
+    payload: bytes,
+    duration: float,
+    tls: Tls,
+    out: Any,
+    in_flight: int,
+    metadata: Metadata,
 ) -> None:
-    out.put(asyncio.run(_load(addr, method, payload, duration, in_flight, tls)))
+    out.put(asyncio.run(_load(addr, method, payload, duration, in_flight, tls, metadata)))
 
 
 def _rest_client_process(
-    addr: str, path: str, _payload: bytes, duration: float, tls: Tls, out: Any, in_flight: int
+    addr: str,
+    path: str,
+    _payload: bytes,
+    duration: float,
+    tls: Tls,
+    out: Any,
+    in_flight: int,
+    metadata: Metadata,
 ) -> None:
     """HTTP/1.1 keep-alive GETs from `in_flight` threads (one connection each)."""
     import http.client
@@ -130,7 +150,7 @@ def _rest_client_process(
         context.load_cert_chain(cert, key)
         conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
         while (now := time.perf_counter()) < stop_at:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=dict(metadata))
             response = conn.getresponse()
             response.read()
             if response.status != 200:
@@ -157,6 +177,7 @@ def measure(
     rest: bool = False,
     processes: int = CLIENT_PROCESSES,
     in_flight: int = IN_FLIGHT_PER_PROCESS,
+    metadata: Metadata = (),
 ) -> dict[str, float]:
     """Throughput and latency percentiles of `method` (a gRPC method, or a REST path when `rest`)
     with `processes` client processes keeping `in_flight` calls each."""
@@ -164,7 +185,7 @@ def measure(
     out = ctx.Queue()
     target = _rest_client_process if rest else _client_process
     clients = [
-        ctx.Process(target=target, args=(addr, method, payload, duration, tls, out, in_flight))
+        ctx.Process(target=target, args=(addr, method, payload, duration, tls, out, in_flight, metadata))
         for _ in range(processes)
     ]
     for c in clients:
@@ -267,20 +288,27 @@ def edge(duration: float) -> dict[str, Any]:
     the edge over gRPC and REST, one after the other with the same client load."""
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        with local_stack(Path(tmp), ["config"], service_env={"DEVMESH_LOG_LEVEL": "info"}) as stack:
+        # Every call carries the admin key; its role's limit is set out of the benchmark's reach.
+        env = {"DEVMESH_LOG_LEVEL": "info", "DEVMESH_RATE_LIMITS": "admin=1000000/1000000,*=20/40"}
+        with local_stack(Path(tmp), ["config"], service_env=env) as stack:
             cold_start = time.perf_counter() - started
             assert stack.envoy is not None
             tls = stack.operator_tls
             paths: Tls = (str(tls.ca), str(tls.cert), str(tls.key))
+            key: Metadata = (("x-api-key", stack.admin_api_key),)
             direct_addr = stack.services["config"].addr
             resolve, _ = _seed(direct_addr, tls)
             method = "/devmesh.config.v1.ConfigService/ResolveConfig"
             edge_addr, rest_path = stack.envoy.edge_addr, "/v1/namespaces/bench/environments/prod:resolve"
-            direct = measure(direct_addr, method, resolve, duration, paths)
-            via_grpc = measure(edge_addr, method, resolve, duration, paths)
-            via_rest = measure(edge_addr, rest_path, b"", duration, paths, rest=True, in_flight=16)
+            direct = measure(direct_addr, method, resolve, duration, paths, metadata=key)
+            via_grpc = measure(edge_addr, method, resolve, duration, paths, metadata=key)
+            via_rest = measure(
+                edge_addr, rest_path, b"", duration, paths, rest=True, in_flight=16, metadata=key
+            )
             # Latency added by the edge, without queueing: one call at a time.
-            one = functools.partial(measure, duration=duration, tls=paths, processes=1, in_flight=1)
+            one = functools.partial(
+                measure, duration=duration, tls=paths, processes=1, in_flight=1, metadata=key
+            )
             direct_serial = one(direct_addr, method, resolve)
             grpc_serial = one(edge_addr, method, resolve)
             rest_serial = one(edge_addr, rest_path, b"", rest=True)
@@ -356,7 +384,86 @@ def run(duration: float) -> dict[str, Any]:
             "goal_ratio_to_echo": 0.8,
         },
         "watch_fanout": {**fanout, "goal_p99_ms": 250},
+        "identity": identity(duration),
         "edge": edge(duration),
+    }
+
+
+async def _mint_key(redis_url: str, pepper: bytes) -> str:
+    """An admin key whose own limit the benchmark cannot reach, minted as `make run` would."""
+    from services.config.api_keys import ApiKeys, NewKey
+    from services.runtime import redis_client
+    from services.runtime.identity.principal import Principal
+
+    redis = redis_client.connect(redis_url, 2.0)
+    try:
+        api_keys = ApiKeys(redis, redis_client.DurableWriter(redis, True, 2.0), lambda: pepper)
+        new = NewKey("bench", "bench", "admin", (), 0, rate_per_second=1_000_000, rate_burst=10_000_000)
+        _, key = await api_keys.create(Principal("bench", role="admin"), new)
+        return key
+    finally:
+        await redis.aclose()
+
+
+def identity(duration: float) -> dict[str, Any]:
+    """ResolveConfig with API-key authentication and the Redis rate limiter on, against the same
+    call with both off and against the bare echo server, under the same load in one run; then
+    one call at a time, whose p50 difference is what authentication plus rate limiting cost."""
+    from services.runtime.vault import API_KEY_PEPPER_PATH, KV_MOUNT
+    from tools import vault_bootstrap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        valkey = start_valkey(state / "valkey")
+        buckets = start_valkey(state / "valkey-ratelimit", durable=False)  # as `make run` does
+        bao = start_openbao(state / "openbao")
+        echo_port = free_port()
+        echo = spawn("echo", [sys.executable, "-m", "tools.bench", "echo-server", str(echo_port)], state)
+        started: list[Any] = []
+        try:
+            role = vault_bootstrap.bootstrap(bao.client(), ["config"], state / "vault")["config"]
+            log_env = {"DEVMESH_LOG_LEVEL": "info"}
+            started.append(off := start_service(["config"], valkey.url, state, extra_env=log_env))
+            login = VaultLogin(bao.addr, role.role_id, role.secret_id_file)
+            on_env = {**log_env, "DEVMESH_RATE_LIMIT_REDIS_URL": buckets.url}
+            started.append(on := start_service(["config"], valkey.url, state, extra_env=on_env, vault=login))
+            wait_until(lambda: _echo_ready(f"{LOOPBACK}:{echo_port}"), 15, "echo server", echo)
+            resolve, _ = _seed(off.addr)
+            secret = bao.client().secrets.kv.v2.read_secret_version(
+                API_KEY_PEPPER_PATH, mount_point=KV_MOUNT, raise_on_deleted_version=True
+            )
+            key = asyncio.run(_mint_key(valkey.url, bytes.fromhex(secret["data"]["data"]["pepper"])))
+            with_key: Metadata = (("x-api-key", key),)
+            method = "/devmesh.config.v1.ConfigService/ResolveConfig"
+            echo_result = measure(f"{LOOPBACK}:{echo_port}", ECHO_METHOD, resolve, duration)
+            plain = measure(off.addr, method, resolve, duration)
+            guarded = measure(on.addr, method, resolve, duration, metadata=with_key)
+            one = functools.partial(measure, duration=duration, processes=1, in_flight=1)
+            plain_serial = one(off.addr, method, resolve)
+            guarded_serial = one(on.addr, method, resolve, metadata=with_key)
+        finally:
+            for service in started:
+                service.process.stop()
+            echo.stop()
+            assert bao.process is not None
+            bao.process.stop()
+            buckets.process.stop()
+            valkey.process.stop()
+    return {
+        "echo_bare": echo_result,
+        "resolve_auth_off": {**plain, "ratio_to_echo": round(plain["rps"] / echo_result["rps"], 3)},
+        "resolve_api_key_and_rate_limit": {
+            **guarded,
+            "ratio_to_echo": round(guarded["rps"] / echo_result["rps"], 3),
+            "ratio_to_auth_off": round(guarded["rps"] / plain["rps"], 3),
+        },
+        "goal_ratio_to_echo": 0.7,
+        "one_call_at_a_time": {
+            "auth_off": plain_serial,
+            "api_key_and_rate_limit": guarded_serial,
+            "auth_and_rate_limit_p50_us": round((guarded_serial["p50_ms"] - plain_serial["p50_ms"]) * 1000),
+            "goal_p50_us": 150,
+        },
     }
 
 
@@ -368,7 +475,9 @@ def _echo_ready(addr: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "edge", "echo-server"])
+    parser.add_argument(
+        "command", nargs="?", default="all", choices=["all", "edge", "identity", "echo-server"]
+    )
     parser.add_argument("port", nargs="?", type=int, default=0)
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds measured per target")
     args = parser.parse_args(argv)
@@ -376,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "echo-server":
         asyncio.run(_echo_server(args.port))
         return 0
-    result = {"edge": edge(args.duration)} if args.command == "edge" else run(args.duration)
+    sections = {"edge": edge, "identity": identity}
+    if args.command in sections:
+        result = {args.command: sections[args.command](args.duration)}
+    else:
+        result = run(args.duration)
     print(json.dumps(result, indent=2))
     return 0
 

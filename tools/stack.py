@@ -186,8 +186,12 @@ class Valkey:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
 
-def start_valkey(data_dir: Path, port: int = 0, log_dir: Path | None = None) -> Valkey:
-    """Valkey on loopback with AOF fsynced on every write: an acknowledged write survives a crash."""
+def start_valkey(
+    data_dir: Path, port: int = 0, log_dir: Path | None = None, *, durable: bool = True
+) -> Valkey:
+    """Valkey on loopback. `durable`: AOF fsynced on every write, so an acknowledged write
+    survives a crash. Not durable: in memory only, for state worth less than an fsync per
+    write (rate-limit buckets)."""
     import redis
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +205,7 @@ def start_valkey(data_dir: Path, port: int = 0, log_dir: Path | None = None) -> 
         "--dir",
         str(data_dir),
         "--appendonly",
-        "yes",
+        "yes" if durable else "no",
         "--appendfsync",
         "always",
         "--save",
@@ -472,6 +476,10 @@ class Ports:
         return self._at(79)
 
     @property
+    def ratelimit_valkey(self) -> int:
+        return self._at(80)
+
+    @property
     def openbao(self) -> int:
         return self._at(200)
 
@@ -488,7 +496,9 @@ class Ports:
 class Stack:
     state_dir: Path
     valkey: Valkey | None = None
+    ratelimit_valkey: Valkey | None = None
     external_redis_url: str = ""
+    external_ratelimit_redis_url: str = ""
     vault: OpenBao | None = None
     renewer: Renewer | None = None
     certs: dict[str, CertDir] = field(default_factory=dict)
@@ -501,6 +511,12 @@ class Stack:
         return self.external_redis_url or (self.valkey.url if self.valkey else "")
 
     @property
+    def ratelimit_redis_url(self) -> str:
+        if self.ratelimit_valkey is not None:
+            return self.ratelimit_valkey.url
+        return self.external_ratelimit_redis_url or self.redis_url
+
+    @property
     def operator_tls(self) -> CertPaths:
         return self.certs[OPERATOR.name].current
 
@@ -508,6 +524,7 @@ class Stack:
         tls = self.operator_tls
         processes = {
             **({"valkey": self.valkey.process} if self.valkey else {}),
+            **({"valkey-ratelimit": self.ratelimit_valkey.process} if self.ratelimit_valkey else {}),
             **({"openbao": self.vault.process} if self.vault and self.vault.process else {}),
             **{name: sp.process for name, sp in self.services.items()},
             **({"envoy": self.envoy.process} if self.envoy else {}),
@@ -518,6 +535,7 @@ class Stack:
             "services": {name: sp.addr for name, sp in self.services.items()},
             "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
             "redis_url": self.redis_url,
+            "ratelimit_redis_url": self.ratelimit_redis_url,
             "vault_addr": self.vault.addr if self.vault else "",
             "admin_api_key": self.admin_api_key,
             "pids": {name: p.pid for name, p in processes.items()},
@@ -535,6 +553,8 @@ class Stack:
             self.vault.process.stop()
         if self.valkey is not None:
             self.valkey.process.stop()
+        if self.ratelimit_valkey is not None:
+            self.ratelimit_valkey.process.stop()
 
 
 @contextlib.contextmanager
@@ -543,6 +563,7 @@ def local_stack(
     services: list[str],
     *,
     redis_url: str = "",
+    ratelimit_redis_url: str = "",
     vault_addr: str = "",
     vault_token: str = "",
     ports: Ports | None = None,
@@ -550,16 +571,21 @@ def local_stack(
     health_interval: float = 1.0,
     service_env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """The whole mesh on loopback, stopped on exit: Valkey and OpenBao (unless given), Vault
+    """The whole mesh on loopback, stopped on exit: Valkey (and one without AOF for rate limits)
+    and OpenBao (unless given), Vault
     bootstrapped, certificates issued and renewed, one mTLS process per service, the Envoy edge."""
     from services import catalog
 
     ports = ports or Ports()
-    stack = Stack(state_dir, external_redis_url=redis_url)
+    stack = Stack(state_dir, external_redis_url=redis_url, external_ratelimit_redis_url=ratelimit_redis_url)
     logs = state_dir / "logs"
     try:
         if not redis_url:
             stack.valkey = start_valkey(state_dir / "valkey", ports.valkey, logs)
+            # Rate-limit buckets change on every call and are worth no fsync: their own Valkey.
+            stack.ratelimit_valkey = start_valkey(
+                state_dir / "valkey-ratelimit", ports.ratelimit_valkey, logs, durable=False
+            )
         stack.vault = OpenBao(vault_addr, vault_token) if vault_addr else start_openbao(logs, ports.openbao)
         client = stack.vault.client()
         modules = catalog.resolve(services)
@@ -578,7 +604,7 @@ def local_stack(
                 tls=stack.certs[module.name].current,
                 client_tls=stack.operator_tls,
                 vault=VaultLogin(stack.vault.addr, role.role_id, role.secret_id_file),
-                extra_env=service_env,
+                extra_env={"DEVMESH_RATE_LIMIT_REDIS_URL": stack.ratelimit_redis_url, **(service_env or {})},
             )
         edge = EdgeSettings(
             LOOPBACK, ports.edge, ports.envoy_admin, stack.certs[EDGE.name].root, health_interval
@@ -664,6 +690,7 @@ def run(argv: list[str] | None = None) -> int:
             STATE_DIR,
             args.services,
             redis_url=os.environ.get("DEVMESH_REDIS_URL", ""),
+            ratelimit_redis_url=os.environ.get("DEVMESH_RATE_LIMIT_REDIS_URL", ""),
             vault_addr=os.environ.get("VAULT_ADDR", ""),
             vault_token=os.environ.get("VAULT_TOKEN", ""),
             ports=Ports(args.base_port),

@@ -1,10 +1,16 @@
 """Per-principal rate limits: GCRA in one atomic Lua script on Redis, shared by every replica.
 
 GCRA (the generic cell rate algorithm) keeps one number per principal, the theoretical
-arrival time (TAT) of the next token; a call costing `n` is admitted when
-`TAT + n*interval - burst*interval <= now`. It is smooth (no fixed-window edges that admit a
-double burst) and exact under concurrency, because Redis runs the script atomically with its
-own clock.
+arrival time (TAT) of the next token; a call costing `n` is admitted when `n` tokens are
+available, `burst - (TAT - now) / interval` of them. It is smooth (no fixed-window edges that
+admit a double burst) and exact under concurrency, because Redis runs the script atomically
+with its own clock.
+
+Leases keep Redis off most calls for generous limits: a replica may take up to
+`lease_size(limit)` tokens in one script call (never more than are available) and spend them
+locally for a few tens of milliseconds. Tokens taken are spent from the shared bucket at once,
+so replicas together can never admit more than the limit; a lease left unused only admits
+less. Small limits (a few calls a second) get leases of one token: every call asks Redis.
 
 When Redis is unreachable the limiter either falls back to the same algorithm in process
 (`local`, the default: each replica then admits up to the limit on its own) or refuses
@@ -31,25 +37,38 @@ KEY_PREFIX = "devmesh:ratelimit"
 FALLBACK_LOCAL = "local"
 FALLBACK_REFUSE = "refuse"
 
-# KEYS[1]: the principal's TAT; ARGV: interval (µs per token), burst (tokens), cost (tokens).
-# Returns {admitted 0|1, tokens remaining, µs until admitted, µs until the bucket is full}.
+# KEYS[1]: the principal's TAT; ARGV: interval (µs per token), burst (tokens), cost (tokens the
+# call needs), want (tokens to take, >= cost: the rest is a lease). Returns {tokens granted (0:
+# refused), tokens left after, µs until `cost` tokens are available, µs until the bucket is full}.
 _GCRA = """
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local capacity = interval * burst
-local new_tat = tat + interval * cost
-local allow_at = new_tat - capacity
-if allow_at > now then
-  return {0, math.floor((now - (tat - capacity)) / interval), allow_at - now, tat - now}
+local available = math.floor((now + capacity - tat) / interval)
+if available < cost then
+  return {0, available, tat + cost * interval - capacity - now, tat - now}
 end
+local grant = math.min(want, available)
+local new_tat = tat + grant * interval
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, math.floor((now - allow_at) / interval), 0, new_tat - now}
+return {grant, available - grant, 0, new_tat - now}
 """
+
+LEASE_WINDOW = 0.05  # seconds of a limit's rate one lease may hold
+MAX_LEASE = 100
+
+
+def lease_size(limit: Limit) -> int:
+    """Tokens one script call may take: a twentieth of a second's worth, a tenth of the burst at
+    most, so that what a replica holds back from the others stays small."""
+    return max(1, min(MAX_LEASE, limit.burst // 10, int(limit.per_second * LEASE_WINDOW)))
+
 
 _REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)
 
@@ -82,16 +101,23 @@ class Decision:
 
 
 def _gcra_local(tats: dict[str, int], key: str, limit: Limit, cost: int, now: int) -> list[int]:
-    """The Lua script's arithmetic, for the in-process fallback."""
+    """The Lua script's arithmetic (without leases), for the in-process fallback."""
     interval = limit.interval_us
     capacity = interval * limit.burst
     tat = max(tats.get(key, now), now)
-    new_tat = tat + interval * cost
-    allow_at = new_tat - capacity
-    if allow_at > now:
-        return [0, (now - (tat - capacity)) // interval, allow_at - now, tat - now]
-    tats[key] = new_tat
-    return [1, (now - allow_at) // interval, 0, new_tat - now]
+    available = (now + capacity - tat) // interval
+    if available < cost:
+        return [0, available, tat + cost * interval - capacity - now, tat - now]
+    tats[key] = tat + cost * interval
+    return [cost, available - cost, 0, tats[key] - now]
+
+
+@dataclass
+class _Lease:
+    tokens: int  # taken from the shared bucket, not yet spent
+    until: float  # monotonic time after which they are dropped
+    remaining: int  # what the bucket had left when they were taken
+    reset_after: float
 
 
 def parse_limits(raw: str) -> dict[str, Limit]:
@@ -121,22 +147,29 @@ class RateLimiter:
         self._degraded_until = 0.0  # monotonic time before which Redis is not tried again
         self.degraded = False
         self._local: dict[str, int] = {}
+        self._leases: dict[str, _Lease] = {}
 
     async def check(self, principal: str, limit: Limit, cost: int) -> Decision:
         cost = max(1, min(cost, limit.burst))  # a call dearer than the burst could never pass
         key = f"{KEY_PREFIX}:{principal}"
-        args = (limit.interval_us, limit.burst, cost)
+        lease = self._leases.get(key)
+        now = time.monotonic()
+        if lease is not None and lease.tokens >= cost and now < lease.until:
+            lease.tokens -= cost
+            RATE_LIMIT_DECISIONS.labels("admitted", "lease").inc()
+            return Decision(
+                True, limit.burst, lease.remaining + lease.tokens, 0.0, lease.reset_after, "lease"
+            )
         backend = "redis"
-        if time.monotonic() >= self._degraded_until:
+        result = None
+        if now >= self._degraded_until:
+            want = max(cost, lease_size(limit))
             try:
-                result = await self._script(keys=[key], args=args)
+                result = await self._script(keys=[key], args=(limit.interval_us, limit.burst, cost, want))
                 if self.degraded:
                     self._recovered()
             except _REDIS_DOWN as exc:
                 self._degrade(exc)
-                result = None
-        else:
-            result = None
         if result is None:
             if self.fallback == FALLBACK_REFUSE:
                 RATE_LIMIT_DECISIONS.labels("unavailable", "none").inc()
@@ -149,9 +182,16 @@ class RateLimiter:
             if len(self._local) > 100_000:
                 self._local.clear()
             result = _gcra_local(self._local, key, limit, cost, int(time.time() * 1_000_000))
-        admitted, remaining, retry_us, reset_us = (int(x) for x in result)
+        granted, remaining, retry_us, reset_us = (int(x) for x in result)
+        admitted = granted >= cost
+        if admitted and granted > cost:
+            if len(self._leases) > 100_000:
+                self._leases.clear()
+            held = granted - cost
+            self._leases[key] = _Lease(held, now + LEASE_WINDOW, remaining, reset_us / 1e6)
         RATE_LIMIT_DECISIONS.labels("admitted" if admitted else "limited", backend).inc()
-        return Decision(bool(admitted), limit.burst, remaining, retry_us / 1e6, reset_us / 1e6, backend)
+        left = remaining + (granted - cost if admitted else 0)
+        return Decision(admitted, limit.burst, left, retry_us / 1e6, reset_us / 1e6, backend)
 
     def _degrade(self, exc: Exception) -> None:
         self._degraded_until = time.monotonic() + self._retry_interval

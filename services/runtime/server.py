@@ -92,6 +92,7 @@ class Server:
         self.runtime = runtime
         settings = runtime.settings
         translators = [redis_client.translate_error, vault.translate_error]
+        self._ratelimit_redis: redis_client.Redis | None = None  # its own instance, when configured
         # Services reach the authenticator (the config service needs its pepper) through the runtime.
         runtime.authenticator = _authenticator(runtime)
         self.bindings = [factory(runtime) for factory in factories]
@@ -100,7 +101,13 @@ class Server:
         if runtime.authenticator is not None:
             limiter = None
             if settings.rate_limit_enabled:
-                limiter = RateLimiter(runtime.redis, fallback=settings.rate_limit_fallback)
+                if settings.rate_limit_redis_url:
+                    self._ratelimit_redis = redis_client.connect(
+                        settings.rate_limit_redis_url, settings.redis_timeout
+                    )
+                limiter = RateLimiter(
+                    self._ratelimit_redis or runtime.redis, fallback=settings.rate_limit_fallback
+                )
             limits = ratelimit.parse_limits(settings.rate_limits)
             access = AccessInterceptor(runtime.authenticator, limiter, limits, translators)
         self.grpc = aio.server(
@@ -188,6 +195,8 @@ class Server:
         await self.grpc.stop(grace)
         if self.runtime.authenticator is not None:
             await self.runtime.authenticator.stop()
+        if self._ratelimit_redis is not None:
+            await self._ratelimit_redis.aclose()
         log.info("server.stopped", port=self.port)
 
     async def wait(self) -> None:

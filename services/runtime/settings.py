@@ -101,6 +101,10 @@ def parse_redis_url(raw: str) -> str:
     return raw
 
 
+def parse_optional_redis_url(raw: str) -> str:
+    return parse_redis_url(raw) if raw else ""
+
+
 def parse_log_level(raw: str) -> str:
     level = raw.strip().lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -274,6 +278,12 @@ class RuntimeSettings:
         parse=parse_rate_limits,
     )
     rate_limit_enabled: bool = setting(True, "Enforce per-principal rate limits.", parse=parse_bool)
+    rate_limit_redis_url: str = setting(
+        "",
+        "Redis/Valkey URL for rate-limit buckets; empty: DEVMESH_REDIS_URL. Buckets change on every "
+        "call and need no persistence: give them an instance without AOF fsync, or every call pays one.",
+        parse=parse_optional_redis_url,
+    )
     rate_limit_fallback: str = setting(
         "local",
         "When Redis is unreachable: `local` limits in process (per replica), `refuse` fails calls "

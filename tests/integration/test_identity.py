@@ -637,7 +637,7 @@ async def test_over_the_limit_the_answer_says_when_to_retry(mesh: Mesh, ns: str)
     call = mesh.config().ResolveConfig(resolve_request(ns), metadata=key)
     with pytest.raises(grpc.aio.AioRpcError):
         await call
-    headers = dict(await call.initial_metadata())
+    headers = dict(await call.trailing_metadata())
     assert headers["x-ratelimit-limit"] == "2" and headers["x-ratelimit-remaining"] == "1"
     await refused(mesh.config().ResolveConfig, resolve_request(ns), metadata=key)
     error = await refused(mesh.config().ResolveConfig, resolve_request(ns), metadata=key)

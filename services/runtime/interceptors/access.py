@@ -7,7 +7,9 @@
    refusal never reveals whether a resource exists.
 3. The rate limit charges the method's declared cost to the principal (`ratelimit`); over the
    limit the call fails with RESOURCE_EXHAUSTED, RetryInfo and QuotaFailure. Every answer
-   carries `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset`.
+   carries `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset`: as trailing
+   metadata for gRPC callers (free: it travels with the status), as response headers for REST
+   callers through the edge (Envoy marks transcoded calls with `x-envoy-original-path`).
 
 Public methods (health, reflection, the JWKS) skip all three.
 """
@@ -27,7 +29,7 @@ from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceEx
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator
 from services.runtime.identity.principal import Principal
-from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior
+from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior, metadata_value
 from services.runtime.interceptors.errors import ErrorTranslator, abort_with
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
@@ -112,7 +114,12 @@ class AccessInterceptor(CallInterceptor):
                 info,
                 headers,
             )
-        await context.send_initial_metadata(headers)
+        if metadata_value(context, "x-envoy-original-path") is not None:
+            # Transcoded REST: HTTP clients see only headers, so send them before the body.
+            await context.send_initial_metadata(headers)
+        else:
+            # gRPC clients read trailers; these ride along with the status, at no extra cost.
+            context.set_trailing_metadata(headers)
 
     async def _dependency_failed(
         self, exc: Exception, info: MethodInfo, context: aio.ServicerContext

@@ -53,10 +53,11 @@ async def abort_with(
         packed.Pack(error_details_pb2.RequestInfo(request_id=rid))
         status.details.append(packed)
     code = _GRPC_CODES[status.code]
+    already = tuple(context.trailing_metadata() or ())  # rate-limit trailers set earlier, say
     await context.abort(
         code,
         status.message,
-        trailing_metadata=(*metadata, ("grpc-status-details-bin", status.SerializeToString())),
+        trailing_metadata=(*already, *metadata, ("grpc-status-details-bin", status.SerializeToString())),
     )
     raise AssertionError("context.abort returned")  # it always raises AbortError
 
