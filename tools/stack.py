@@ -656,7 +656,7 @@ def _print_howto(stack: Stack, state: Path, elapsed: float) -> None:
         f"  REST:  curl --cacert {tls.ca} --cert {tls.cert} --key {tls.key} -H {key} "
         f"-X POST 'https://{edge}/v1/namespaces?namespace_id=demo' -d '{{}}'"
     )
-    print(f"  The admin API key is admin_api_key in {state}; your client certificate is an admin too.")
+    print(f"  Your certificate opens the edge; the key (admin_api_key in {state}) says who you are.")
     print(f"  admin: {stack.envoy.admin_url if stack.envoy else ''}   logs: {stack.state_dir / 'logs'}")
     print("Ctrl-C stops everything.", flush=True)
 
