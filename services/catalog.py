@@ -13,6 +13,7 @@ from services.runtime.server import ServiceFactory
 # `PROTO_SERVICES` (the gRPC services it serves) and `VAULT_POLICY` (HCL: what it may do in Vault)
 SERVICES: dict[str, str] = {
     "config": "services.config.app",
+    "secrets": "services.secrets.app",
 }
 
 

@@ -35,26 +35,29 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Valkey]:
 
 @dataclass(frozen=True)
 class BootstrappedVault:
-    """A real OpenBao, bootstrapped as `make run` does, and the config service's AppRole."""
+    """A real OpenBao, bootstrapped as `make run` does, and the services' AppRoles."""
 
     server: OpenBao
-    approle: vault_bootstrap.AppRole
+    approles: dict[str, vault_bootstrap.AppRole]
 
     def client(self) -> Any:
         """An hvac client with the root token (for tests that rotate keys)."""
         return self.server.client()
 
-    def settings(self) -> dict[str, object]:
-        """Settings that make a test server log in as the config service, with auth on."""
-        return {"auth": "required", "vault_addr": self.server.addr, "vault_role_id": self.approle.role_id,
-                "vault_secret_id_file": str(self.approle.secret_id_file)}  # fmt: skip
+    def settings(self, service: str = "config") -> dict[str, object]:
+        """Settings that make a test server log in as `service`, with auth on."""
+        role = self.approles[service]
+        return {"auth": "required", "vault_addr": self.server.addr, "vault_role_id": role.role_id,
+                "vault_secret_id_file": str(role.secret_id_file)}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrappedVault]:
     server = start_openbao(tmp_path_factory.mktemp("openbao"))
-    approles = vault_bootstrap.bootstrap(server.client(), ["config"], tmp_path_factory.mktemp("approles"))
-    yield BootstrappedVault(server, approles["config"])
+    approles = vault_bootstrap.bootstrap(
+        server.client(), ["config", "secrets"], tmp_path_factory.mktemp("approles")
+    )
+    yield BootstrappedVault(server, approles)
     assert server.process is not None
     server.process.stop()
 
@@ -68,7 +71,7 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
     started: list[Server] = []
 
     async def start(
-        redis_url: str, env: dict[str, str] | None = None, **settings: object
+        redis_url: str, env: dict[str, str] | None = None, factories: Any = None, **settings: object
     ) -> tuple[Server, str]:
         """A config server on loopback plaintext; auth off unless `settings` turn it on (with Vault)."""
         defaults: dict[str, object] = {"grpc_addr": "127.0.0.1:0", "health_interval": 0.2, "insecure": True,
@@ -77,7 +80,7 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
         client = redis_client.connect(redis_url, runtime_settings.redis_timeout)
         vault_client = Vault(runtime_settings) if runtime_settings.vault_addr else None
         runtime = Runtime(runtime_settings, client, {**TEST_ENV, **(env or {})}, vault_client)
-        server = Server(runtime, [config_app.build])
+        server = Server(runtime, factories or [config_app.build])
         port = await server.start()
         started.append(server)
         return server, f"127.0.0.1:{port}"

@@ -17,17 +17,9 @@ from services.config import audit_events
 from services.config.api_keys import NAME_PREFIX, ApiKeys, NewKey, key_id_of
 from services.config.tokens import TokenIssuer
 from services.runtime.errors import InvalidArgument
-from services.runtime.identity import keys, keystore, roles
-from services.runtime.identity.principal import Principal
-from services.runtime.interceptors.access import caller
+from services.runtime.identity import keys, keystore
+from services.runtime.interceptors.access import current_caller
 from services.runtime.redis_client import Redis
-
-# With DEVMESH_AUTH=off (local plaintext debugging) every caller is this.
-LOCAL_ADMIN = Principal(name="anonymous", role=roles.ADMIN)
-
-
-def _caller() -> Principal:
-    return caller.get() or LOCAL_ADMIN
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp | None:
@@ -86,7 +78,7 @@ class ApiKeyServicer(api_keys_pb2_grpc.ApiKeyServiceServicer):
             rate_per_second=message.rate_limit_per_second,
             rate_burst=message.rate_limit_burst,
         )
-        record, key = await self._keys.create(_caller(), new)
+        record, key = await self._keys.create(current_caller(), new)
         return api_keys_pb2.CreateApiKeyResponse(api_key=api_key_proto(record), key=key)
 
     async def GetApiKey(
@@ -130,7 +122,7 @@ class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
         self, request: tokens_pb2.ExchangeTokenRequest, context: aio.ServicerContext
     ) -> tokens_pb2.ExchangeTokenResponse:
         ttl = request.ttl.seconds if request.HasField("ttl") else None
-        issued = await self._issuer.exchange(_caller(), ttl, tuple(request.permissions))
+        issued = await self._issuer.exchange(current_caller(), ttl, tuple(request.permissions))
         return tokens_pb2.ExchangeTokenResponse(
             access_token=issued.token,
             token_type="Bearer",

@@ -26,22 +26,51 @@ _READS = (
 )
 
 ROLES: dict[str, tuple[str, ...]] = {
-    # Everything, key management and the audit trail included.
+    # Everything, key management, secret access policies and the audit trail included.
     ADMIN: ("*",),
-    # Runs the platform: every configuration change and the audit trail, but no keys.
+    # Runs the platform: every configuration change, secrets (as far as the secrets' access
+    # policies let it) and the audit trail; no keys, no access policies.
     OPERATOR: (
         "config.namespaces.*",
         "config.environments.*",
         "config.revisions.*",
         "config.audit.list",
         "config.tokens.exchange",
+        "secrets.secrets.*",
+        "secrets.versions.*",
+        "secrets.events.watch",
+        "secrets.crypto.*",
+        "secrets.policies.get",
+        "secrets.policies.list",
     ),
-    # Reads configuration; changes nothing.
-    VIEWER: (*_READS, "config.tokens.exchange"),
-    # Another devmesh service (a mesh identity `ns/devmesh/sa/<service>`): reads configuration
-    # and exchanges its identity for tokens.
-    SERVICE: (*_READS, "config.tokens.exchange"),
+    # Reads configuration and secrets' metadata; changes nothing, reads no secret value.
+    VIEWER: (
+        *_READS,
+        "config.tokens.exchange",
+        "secrets.secrets.get",
+        "secrets.secrets.list",
+        "secrets.versions.list",
+        "secrets.events.watch",
+    ),
+    # Another devmesh service (a mesh identity `ns/devmesh/sa/<service>`): reads configuration,
+    # exchanges its identity for tokens, reads secret values its access policies allow, and
+    # encrypts and decrypts.
+    SERVICE: (
+        *_READS,
+        "config.tokens.exchange",
+        "secrets.secrets.get",
+        "secrets.secrets.list",
+        "secrets.versions.list",
+        "secrets.versions.access",
+        "secrets.events.watch",
+        "secrets.crypto.encrypt",
+        "secrets.crypto.decrypt",
+    ),
 }
+
+# Permissions deliberately held by admin alone: who holds credentials and who may read which
+# secret are decided here, not delegated.
+ADMIN_ONLY = ("config.apikeys.*", "secrets.policies.set", "secrets.policies.delete")
 
 _PATTERN_RE = re.compile(r"(\*|[a-z][a-z0-9_]*)(\.(\*|[a-z][a-z0-9_]*))*")
 

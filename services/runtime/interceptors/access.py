@@ -40,6 +40,13 @@ log = get_logger(__name__)
 
 # The authenticated caller of the current call, for servicers that act on its behalf.
 caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("devmesh_caller", default=None)
+# With DEVMESH_AUTH=off (local debugging, loopback only) every caller is this.
+LOCAL_ADMIN = Principal(name="anonymous", role=roles.ADMIN)
+
+
+def current_caller() -> Principal:
+    """Who is calling: the authenticated principal, or LOCAL_ADMIN when auth is off."""
+    return caller.get() or LOCAL_ADMIN
 
 
 class AccessInterceptor(CallInterceptor):

@@ -1,0 +1,337 @@
+"""The secrets service's domain: every rule, no gRPC. Values and metadata live in Vault
+(`vault_store`), access policies and events in Redis.
+
+Every operation checks the caller's access to the secret's name first (`policies.require`),
+then looks at the secret, so a refusal reveals nothing about existence.
+"""
+
+from __future__ import annotations
+
+import secrets as random_source
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from services.runtime import request_context
+from services.runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from services.runtime.identity.principal import Principal
+from services.runtime.redis_client import Redis
+from services.secrets import events as ev
+from services.secrets.events import Events
+from services.secrets.policies import ADMIN, MANAGE, READ, Policies
+from services.secrets.vault_store import DESTROYED, DISABLED, ENABLED, SecretMeta, SecretStore, now_us
+
+DUE = "devmesh:secrets:due"  # zset: secret id -> when the scheduler next has work for it (µs)
+CREATE_LOCK = "devmesh:secrets:creating:{}"
+LABEL_KEY = string.ascii_lowercase + string.digits + "_.-"
+DEFAULT_ALPHABET = string.ascii_letters + string.digits
+TEN_YEARS_S = 10 * 365 * 86400
+MAX_ADD_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Rotation:
+    interval_s: float
+    promotion_delay_s: float = 0.0
+    generator: str = "random"  # or "manual"
+    length: int = 32
+    alphabet: str = DEFAULT_ALPHABET
+
+    def to_json(self) -> dict[str, Any]:
+        return {"interval_s": self.interval_s, "promotion_delay_s": self.promotion_delay_s,
+                "generator": self.generator, "length": self.length, "alphabet": self.alphabet}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Rotation:
+        return cls(**data)
+
+    def problems(self, field: str) -> list[FieldViolation]:
+        found = []
+        if not 1 <= self.interval_s <= TEN_YEARS_S:
+            found.append(FieldViolation(f"{field}.interval", "must be between 1 second and 10 years"))
+        if not 0 <= self.promotion_delay_s <= self.interval_s:
+            found.append(FieldViolation(f"{field}.promotion_delay", "must be between 0 and the interval"))
+        if self.generator == "random":
+            if not 8 <= self.length <= 4096:
+                found.append(FieldViolation(f"{field}.random.length", "must be between 8 and 4096"))
+            distinct = set(self.alphabet)
+            if (
+                not 2 <= len(distinct) <= 256
+                or len(distinct) != len(self.alphabet)
+                or not all(c.isascii() and c.isprintable() for c in self.alphabet)
+            ):
+                found.append(
+                    FieldViolation(f"{field}.random.alphabet", "2 to 256 distinct printable ASCII characters")
+                )
+        return found
+
+    def generate(self) -> bytes:
+        return "".join(random_source.choice(self.alphabet) for _ in range(self.length)).encode()
+
+
+def validate_labels(labels: dict[str, str], field: str = "secret.labels") -> list[FieldViolation]:
+    found = []
+    if len(labels) > 16:
+        found.append(FieldViolation(field, "at most 16 labels"))
+    for key, value in labels.items():
+        if not (1 <= len(key) <= 63 and key[0].isalpha() and key[0].islower() and set(key) <= set(LABEL_KEY)):
+            found.append(FieldViolation(f"{field}[{key!r}]", "keys match [a-z][a-z0-9_.-]{0,62}"))
+        if len(value) > 128:
+            found.append(FieldViolation(f"{field}[{key!r}]", "values are at most 128 characters"))
+    return found
+
+
+class SecretsDomain:
+    def __init__(
+        self, store: SecretStore, policies: Policies, events: Events, redis: Redis, *, max_payload: int
+    ) -> None:
+        self.store = store
+        self.policies = policies
+        self.events = events
+        self._redis = redis
+        self._max_payload = max_payload
+
+    # -- secrets ------------------------------------------------------------------------------
+
+    async def create(
+        self, caller: Principal, sid: str, labels: dict[str, str], rotation: Rotation | None
+    ) -> SecretMeta:
+        await self.policies.require(caller, sid, ADMIN)
+        problems = validate_labels(labels) + (rotation.problems("secret.rotation") if rotation else [])
+        if problems:
+            raise InvalidArgument("the secret is invalid", problems)
+        # Two creators of one id: the lock makes the second one see ALREADY_EXISTS.
+        if not await self._redis.set(CREATE_LOCK.format(sid), "1", nx=True, px=10_000):
+            raise AlreadyExists(
+                f"secret {sid!r} is being created", resource_type="Secret", resource_name=f"secrets/{sid}"
+            )
+        try:
+            if await self.store.exists(sid):
+                raise AlreadyExists(f"secret {sid!r} already exists", resource_type="Secret",
+                                    resource_name=f"secrets/{sid}")  # fmt: skip
+            now = now_us()
+            meta = SecretMeta(sid, labels=labels, create_us=now)
+            self._set_rotation(meta, rotation, now)
+            meta = await self.store.write_meta(meta, None)
+        finally:
+            await self._redis.delete(CREATE_LOCK.format(sid))
+        await self.schedule(meta)
+        return meta
+
+    @staticmethod
+    def _set_rotation(meta: SecretMeta, rotation: Rotation | None, now: int) -> None:
+        meta.rotation = rotation.to_json() if rotation else None
+        meta.next_rotation_us = now + int(rotation.interval_s * 1_000_000) if rotation else 0
+
+    async def get(self, caller: Principal, sid: str) -> SecretMeta:
+        await self.policies.require(caller, sid, READ)
+        return await self.store.read(sid)
+
+    async def list(
+        self, caller: Principal, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[SecretMeta], bool]:
+        """Secrets the caller may read, by id after `after`; and whether more remain."""
+        policies = await self.policies.all()
+        readable = []
+        for sid in await self.store.list_ids():
+            if not sid.startswith(prefix) or (after is not None and sid <= after):
+                continue
+            if (caller.role == "admin" and not caller.permissions) or any(
+                sid.startswith(p.prefix) and p.level_of(caller) >= READ for p in policies
+            ):
+                readable.append(sid)
+        page = readable[:limit]
+        return [await self.store.read(sid) for sid in page], len(readable) > limit
+
+    async def update(
+        self, caller: Principal, sid: str, labels: dict[str, str] | None, rotation: Rotation | None,
+        set_rotation: bool, etag: str,
+    ) -> SecretMeta:  # fmt: skip
+        await self.policies.require(caller, sid, ADMIN)
+        problems = (validate_labels(labels) if labels is not None else []) + (
+            rotation.problems("secret.rotation") if rotation else []
+        )
+        if problems:
+            raise InvalidArgument("the secret is invalid", problems)
+        meta = await self.store.read(sid)
+        expected = _etag(etag)
+        if labels is not None:
+            meta.labels = labels
+        if set_rotation:
+            self._set_rotation(meta, rotation, now_us())
+        meta = await self.store.write_meta(meta, expected if expected is not None else meta.revision)
+        await self.schedule(meta)
+        return meta
+
+    async def delete(self, caller: Principal, sid: str, etag: str) -> None:
+        await self.policies.require(caller, sid, ADMIN)
+        meta = await self.store.read(sid)
+        expected = _etag(etag)
+        if expected is not None and expected != meta.revision:
+            raise _stale(sid)
+        await self.store.delete(sid)
+        await self._redis.zrem(DUE, sid)
+        await self.events.publish(ev.DELETED, sid)
+
+    # -- versions -----------------------------------------------------------------------------
+
+    async def add_version(self, caller: Principal, sid: str, data: bytes, expected: int | None) -> int:
+        await self.policies.require(caller, sid, MANAGE)
+        self._check_payload(data, "payload.data")
+        for _ in range(MAX_ADD_ATTEMPTS):
+            meta = await self.store.read(sid)
+            try:
+                version = await self.store.add_version(
+                    sid, data, meta.newest if expected is None else expected
+                )
+                break
+            except Aborted:
+                # Without an expectation the writer only wants its value added: try again on top.
+                if expected is not None:
+                    raise
+        else:
+            raise Aborted(f"secret {sid!r} is changing too fast; retry", reason="CONTENTION")
+        request_context.note_audit(version=version)
+        await self.events.publish(ev.VERSION_ADDED, sid, version)
+        return version
+
+    def _check_payload(self, data: bytes, field: str) -> None:
+        if not data:
+            raise InvalidArgument.for_field(field, "must not be empty")
+        if len(data) > self._max_payload:
+            raise InvalidArgument.for_field(field, f"at most {self._max_payload} bytes")
+
+    async def access(self, caller: Principal, sid: str, version: int | None) -> tuple[int, bytes]:
+        await self.policies.require(caller, sid, READ)
+        meta = await self.store.read(sid)
+        number = meta.latest if version is None else version
+        request_context.note_audit(version=number or "latest")
+        if number == 0:
+            raise NotFound(f"secret {sid!r} has no enabled version", resource_type="SecretVersion",
+                           resource_name=f"secrets/{sid}/versions/latest")  # fmt: skip
+        found = meta.versions.get(number)
+        if found is None:
+            raise NotFound(f"secret {sid!r} has no version {number}", resource_type="SecretVersion",
+                           resource_name=f"secrets/{sid}/versions/{number}")  # fmt: skip
+        if found.state != ENABLED:
+            raise FailedPrecondition(
+                f"version {number} of {sid!r} is {found.state.lower()}", reason=f"VERSION_{found.state}"
+            )
+        return number, await self.store.read_version(sid, number)
+
+    async def versions(self, caller: Principal, sid: str) -> SecretMeta:
+        await self.policies.require(caller, sid, READ)
+        return await self.store.read(sid)
+
+    async def change_version(self, caller: Principal, sid: str, number: int, state: str) -> SecretMeta:
+        """Move a version to ENABLED, DISABLED or DESTROYED."""
+        await self.policies.require(caller, sid, MANAGE)
+        meta = await self.store.read(sid)
+        found = meta.versions.get(number)
+        if found is None:
+            raise NotFound(f"secret {sid!r} has no version {number}", resource_type="SecretVersion",
+                           resource_name=f"secrets/{sid}/versions/{number}")  # fmt: skip
+        if found.state == DESTROYED and state != DESTROYED:
+            raise FailedPrecondition(f"version {number} of {sid!r} is destroyed", reason="VERSION_DESTROYED")
+        if state != found.state:
+            action = {
+                ENABLED: self.store.enable,
+                DISABLED: self.store.disable,
+                DESTROYED: self.store.destroy,
+            }[state]
+            await action(sid, number)
+            await self.events.publish(ev.VERSION_CHANGED, sid, number)
+        request_context.note_audit(version=number, state=state)
+        meta.versions[number].state = state
+        return meta
+
+    # -- rotation -----------------------------------------------------------------------------
+
+    async def rotate(self, caller: Principal, sid: str, promote: bool, payload: bytes) -> SecretMeta:
+        await self.policies.require(caller, sid, MANAGE)
+        meta = await self.store.read(sid)
+        if meta.rotation is None:
+            raise FailedPrecondition(f"secret {sid!r} has no rotation policy", reason="NO_ROTATION_POLICY")
+        if meta.pending:
+            raise FailedPrecondition(
+                f"version {meta.pending} of {sid!r} is still pending; it is promoted at its promote_time",
+                reason="ROTATION_PENDING",
+            )
+        rotation = Rotation.from_json(meta.rotation)
+        if rotation.generator == "manual":
+            if not payload:
+                raise FailedPrecondition(f"secret {sid!r} rotates by hand: send the new value as payload",
+                                         reason="PAYLOAD_REQUIRED")  # fmt: skip
+            self._check_payload(payload, "payload.data")
+            value = payload
+        else:
+            value = rotation.generate()
+        return await self._rotate(meta, rotation, value, promote)
+
+    async def _rotate(self, meta: SecretMeta, rotation: Rotation, value: bytes, promote: bool) -> SecretMeta:
+        version = await self.store.add_version(meta.id, value, meta.newest)
+        fresh = await self.store.read(meta.id)
+        now = now_us()
+        fresh.next_rotation_us = now + int(rotation.interval_s * 1_000_000)
+        delay = 0 if promote else int(rotation.promotion_delay_s * 1_000_000)
+        fresh.pending, fresh.promote_us = (version, now + delay) if delay else (0, 0)
+        fresh = await self.store.write_meta(fresh, None)
+        request_context.note_audit(version=version)
+        await self.events.publish(ev.ROTATION_STARTED if delay else ev.ROTATED, meta.id, version)
+        await self.schedule(fresh)
+        return fresh
+
+    async def run_due(self, sid: str, due_us: int) -> str:
+        """The scheduler's work for one secret whose time `due_us` came; returns what it did."""
+        try:
+            meta = await self.store.read(sid)
+        except NotFound:
+            await self._redis.zrem(DUE, sid)
+            return "gone"
+        now = now_us()
+        if meta.due_us != due_us or not due_us or due_us > now:
+            await self.schedule(meta)  # another replica already acted, or the policy changed
+            return "stale"
+        if meta.pending and meta.promote_us <= now:
+            version, meta.pending, meta.promote_us = meta.pending, 0, 0
+            meta = await self.store.write_meta(meta, None)
+            await self.events.publish(ev.ROTATED, sid, version)
+            await self.schedule(meta)
+            return "promoted"
+        assert meta.rotation is not None
+        rotation = Rotation.from_json(meta.rotation)
+        if rotation.generator == "manual":
+            meta.next_rotation_us = now + int(rotation.interval_s * 1_000_000)
+            meta = await self.store.write_meta(meta, None)
+            await self.events.publish(ev.ROTATION_DUE, sid)
+            await self.schedule(meta)
+            return "reminded"
+        if meta.pending:  # a rotation is still pending: the next one waits for its promotion
+            return "waiting"
+        await self._rotate(meta, rotation, rotation.generate(), promote=False)
+        return "rotated"
+
+    async def schedule(self, meta: SecretMeta) -> None:
+        if meta.due_us:
+            await self._redis.zadd(DUE, {meta.id: meta.due_us})
+        else:
+            await self._redis.zrem(DUE, meta.id)
+
+
+def _etag(etag: str) -> int | None:
+    if not etag:
+        return None
+    if not etag.isdigit():
+        raise InvalidArgument.for_field("etag", "is not an etag this service issued")
+    return int(etag)
+
+
+def _stale(sid: str) -> Aborted:
+    return Aborted(f"secret {sid!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")

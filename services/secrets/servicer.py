@@ -1,0 +1,269 @@
+"""SecretsService over gRPC: protos in, domain calls, protos out. Values never reach a log."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from google.protobuf import duration_pb2, empty_pb2, timestamp_pb2
+from grpc import aio
+
+from devmesh.secrets.v1 import secrets_pb2 as pb
+from devmesh.secrets.v1 import secrets_pb2_grpc
+from services.runtime import pagination
+from services.runtime.errors import FieldViolation, InvalidArgument
+from services.runtime.interceptors.access import current_caller
+from services.secrets import names
+from services.secrets.domain import DEFAULT_ALPHABET, Rotation, SecretsDomain
+from services.secrets.envelope import Envelope
+from services.secrets.events import Events
+from services.secrets.policies import Policies, Policy
+from services.secrets.vault_store import DESTROYED, DISABLED, ENABLED, SecretMeta
+
+_EMPTY = empty_pb2.Empty()
+_STATES = {ENABLED: pb.SecretVersion.STATE_ENABLED, DISABLED: pb.SecretVersion.STATE_DISABLED,
+           DESTROYED: pb.SecretVersion.STATE_DESTROYED}  # fmt: skip
+
+
+def _ts(us: int) -> timestamp_pb2.Timestamp | None:
+    if not us:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMicroseconds(us)
+    return ts
+
+
+def _seconds(duration: duration_pb2.Duration) -> float:
+    return float(duration.seconds) + duration.nanos / 1e9
+
+
+def rotation_from_proto(policy: pb.RotationPolicy) -> Rotation:
+    generator = policy.WhichOneof("generator")
+    if generator is None:
+        raise InvalidArgument.for_field("secret.rotation", "needs a generator: random or manual")
+    random = policy.random
+    return Rotation(
+        interval_s=_seconds(policy.interval),
+        promotion_delay_s=_seconds(policy.promotion_delay),
+        generator=generator,
+        length=random.length or 32,
+        alphabet=random.alphabet or DEFAULT_ALPHABET,
+    )
+
+
+def rotation_proto(data: dict[str, object] | None) -> pb.RotationPolicy | None:
+    if data is None:
+        return None
+    rotation = Rotation.from_json(data)
+    message = pb.RotationPolicy()
+    message.interval.FromNanoseconds(int(rotation.interval_s * 1e9))
+    message.promotion_delay.FromNanoseconds(int(rotation.promotion_delay_s * 1e9))
+    if rotation.generator == "manual":
+        message.manual.SetInParent()
+    else:
+        message.random.length, message.random.alphabet = rotation.length, rotation.alphabet
+    return message
+
+
+def secret_proto(meta: SecretMeta) -> pb.Secret:
+    return pb.Secret(
+        name=names.secret_name(meta.id),
+        labels=meta.labels,
+        rotation=rotation_proto(meta.rotation),
+        create_time=_ts(meta.create_us),
+        latest_version=meta.latest,
+        pending_version=meta.pending,
+        promote_time=_ts(meta.promote_us if meta.pending else 0),
+        next_rotation_time=_ts(meta.next_rotation_us),
+        etag=meta.etag,
+    )
+
+
+def version_proto(meta: SecretMeta, number: int) -> pb.SecretVersion:
+    version = meta.versions[number]
+    return pb.SecretVersion(
+        name=names.version_resource(meta.id, number),
+        state=_STATES[version.state],
+        pending=number == meta.pending,
+        create_time=_ts(version.create_us),
+    )
+
+
+def policy_proto(policy: Policy) -> pb.AccessPolicy:
+    return pb.AccessPolicy(
+        name=f"accessPolicies/{policy.id}",
+        prefix=policy.prefix,
+        bindings=[
+            pb.Binding(member=m, level=pb.Binding.Level.ValueType(level)) for m, level in policy.bindings
+        ],
+        etag=str(policy.revision),
+    )
+
+
+class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
+    def __init__(self, domain: SecretsDomain, policies: Policies, events: Events, envelope: Envelope) -> None:
+        self._domain = domain
+        self._policies = policies
+        self._events = events
+        self._envelope = envelope
+
+    async def CreateSecret(self, request: pb.CreateSecretRequest, context: aio.ServicerContext) -> pb.Secret:
+        sid = names.check_id(request.secret_id, "secret_id")
+        secret = request.secret
+        rotation = rotation_from_proto(secret.rotation) if secret.HasField("rotation") else None
+        meta = await self._domain.create(current_caller(), sid, dict(secret.labels), rotation)
+        return secret_proto(meta)
+
+    async def GetSecret(self, request: pb.GetSecretRequest, context: aio.ServicerContext) -> pb.Secret:
+        return secret_proto(await self._domain.get(current_caller(), names.secret_id(request.name)))
+
+    async def ListSecrets(
+        self, request: pb.ListSecretsRequest, context: aio.ServicerContext
+    ) -> pb.ListSecretsResponse:
+        size = pagination.page_size(request.page_size)
+        query = ("secrets", request.prefix)
+        after = pagination.decode_token(request.page_token, query)
+        page, more = await self._domain.list(current_caller(), request.prefix, after, size)
+        token = pagination.encode_token(page[-1].id, query) if more and page else ""
+        return pb.ListSecretsResponse(secrets=[secret_proto(m) for m in page], next_page_token=token)
+
+    async def UpdateSecret(self, request: pb.UpdateSecretRequest, context: aio.ServicerContext) -> pb.Secret:
+        secret = request.secret
+        sid = names.secret_id(secret.name, "secret.name")
+        paths = list(request.update_mask.paths) or ["labels", "rotation"]
+        unknown = [p for p in paths if p not in ("labels", "rotation")]
+        if unknown:
+            raise InvalidArgument(
+                "unknown update_mask paths",
+                [FieldViolation("update_mask", f"{p!r} cannot be updated") for p in unknown],
+            )
+        rotation = (
+            rotation_from_proto(secret.rotation)
+            if "rotation" in paths and secret.HasField("rotation")
+            else None
+        )
+        meta = await self._domain.update(
+            current_caller(), sid, dict(secret.labels) if "labels" in paths else None, rotation,
+            "rotation" in paths, secret.etag,
+        )  # fmt: skip
+        return secret_proto(meta)
+
+    async def DeleteSecret(
+        self, request: pb.DeleteSecretRequest, context: aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self._domain.delete(current_caller(), names.secret_id(request.name), request.etag)
+        return _EMPTY
+
+    async def AddSecretVersion(
+        self, request: pb.AddSecretVersionRequest, context: aio.ServicerContext
+    ) -> pb.SecretVersion:
+        sid = names.secret_id(request.parent, "parent")
+        expected = request.expected_version if request.HasField("expected_version") else None
+        version = await self._domain.add_version(current_caller(), sid, request.payload.data, expected)
+        meta = await self._domain.store.read(sid)
+        return version_proto(meta, version)
+
+    async def AccessSecretVersion(
+        self, request: pb.AccessSecretVersionRequest, context: aio.ServicerContext
+    ) -> pb.AccessSecretVersionResponse:
+        sid, version = names.version_name(request.name)
+        number, data = await self._domain.access(current_caller(), sid, version)
+        return pb.AccessSecretVersionResponse(
+            name=names.version_resource(sid, number), payload=pb.SecretPayload(data=data)
+        )
+
+    async def ListSecretVersions(
+        self, request: pb.ListSecretVersionsRequest, context: aio.ServicerContext
+    ) -> pb.ListSecretVersionsResponse:
+        meta = await self._domain.versions(current_caller(), names.secret_id(request.parent, "parent"))
+        return pb.ListSecretVersionsResponse(
+            versions=[version_proto(meta, n) for n in sorted(meta.versions, reverse=True)]
+        )
+
+    async def _change(self, name: str, state: str) -> pb.SecretVersion:
+        sid, number = names.version_name(name)
+        if number is None:
+            raise InvalidArgument.for_field("name", "name a version by number, not `latest`")
+        meta = await self._domain.change_version(current_caller(), sid, number, state)
+        return version_proto(meta, number)
+
+    async def DisableSecretVersion(
+        self, request: pb.DisableSecretVersionRequest, context: aio.ServicerContext
+    ) -> pb.SecretVersion:
+        return await self._change(request.name, DISABLED)
+
+    async def EnableSecretVersion(
+        self, request: pb.EnableSecretVersionRequest, context: aio.ServicerContext
+    ) -> pb.SecretVersion:
+        return await self._change(request.name, ENABLED)
+
+    async def DestroySecretVersion(
+        self, request: pb.DestroySecretVersionRequest, context: aio.ServicerContext
+    ) -> pb.SecretVersion:
+        return await self._change(request.name, DESTROYED)
+
+    async def RotateSecret(self, request: pb.RotateSecretRequest, context: aio.ServicerContext) -> pb.Secret:
+        sid = names.secret_id(request.name)
+        meta = await self._domain.rotate(current_caller(), sid, request.promote, request.payload.data)
+        return secret_proto(meta)
+
+    async def WatchSecretEvents(
+        self, request: pb.WatchSecretEventsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.SecretEvent]:
+        after = request.after_id or await self._events.last_id()
+        parts = after.split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise InvalidArgument.for_field("after_id", "is not an event id")
+        caller = current_caller()
+        async for event in self._events.follow(after):
+            if event is None or not event.secret.startswith(request.prefix):
+                continue
+            if await self._policies.level(caller, event.secret) < 1:
+                continue
+            yield pb.SecretEvent(
+                id=event.id,
+                type=pb.SecretEvent.Type.Value(f"TYPE_{event.type}"),
+                secret=names.secret_name(event.secret),
+                version=event.version,
+                time=_ts(event.time_us),
+            )
+
+    async def Encrypt(self, request: pb.EncryptRequest, context: aio.ServicerContext) -> pb.EncryptResponse:
+        ciphertext, version = await self._envelope.encrypt(names.tenant_id(request.tenant), request.plaintext)
+        return pb.EncryptResponse(ciphertext=ciphertext, key_version=version)
+
+    async def Decrypt(self, request: pb.DecryptRequest, context: aio.ServicerContext) -> pb.DecryptResponse:
+        plaintext = await self._envelope.decrypt(names.tenant_id(request.tenant), request.ciphertext)
+        return pb.DecryptResponse(plaintext=plaintext)
+
+    async def Rewrap(self, request: pb.RewrapRequest, context: aio.ServicerContext) -> pb.EncryptResponse:
+        ciphertext, version = await self._envelope.rewrap(names.tenant_id(request.tenant), request.ciphertext)
+        return pb.EncryptResponse(ciphertext=ciphertext, key_version=version)
+
+    async def SetAccessPolicy(
+        self, request: pb.SetAccessPolicyRequest, context: aio.ServicerContext
+    ) -> pb.AccessPolicy:
+        message = request.policy
+        pid = names.policy_id(message.name, "policy.name")
+        policy = Policy(pid, message.prefix, [(b.member, int(b.level)) for b in message.bindings])
+        return policy_proto(await self._policies.set(policy, message.etag))
+
+    async def GetAccessPolicy(
+        self, request: pb.GetAccessPolicyRequest, context: aio.ServicerContext
+    ) -> pb.AccessPolicy:
+        return policy_proto(await self._policies.get(names.policy_id(request.name)))
+
+    async def ListAccessPolicies(
+        self, request: pb.ListAccessPoliciesRequest, context: aio.ServicerContext
+    ) -> pb.ListAccessPoliciesResponse:
+        size = pagination.page_size(request.page_size)
+        after = pagination.decode_token(request.page_token, ("policies",))
+        remaining = [p for p in await self._policies.all() if after is None or p.id > after]
+        page = remaining[:size]
+        token = pagination.encode_token(page[-1].id, ("policies",)) if len(remaining) > size else ""
+        return pb.ListAccessPoliciesResponse(policies=[policy_proto(p) for p in page], next_page_token=token)
+
+    async def DeleteAccessPolicy(
+        self, request: pb.DeleteAccessPolicyRequest, context: aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self._policies.delete(names.policy_id(request.name))
+        return _EMPTY

@@ -1,0 +1,211 @@
+"""Secrets in Vault KV v2 under `devmesh-kv/secrets/<id>`: values in versions, everything else
+in the secret's custom metadata. Vault is the only store: there is no second store to
+disagree with, so nothing is ever written halfway.
+
+Custom metadata (strings, as KV v2 requires):
+    labels         JSON object
+    rotation       JSON of the rotation policy, or absent
+    pending        the version a rotation added and has not promoted, or absent
+    promote_us     when that pending version becomes the latest
+    next_rotation_us  when the next rotation is due
+    create_us      creation time
+    revision       bumped on every metadata change: the etag
+
+Version states map onto KV v2's: enabled, disabled (soft-deleted), destroyed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from hvac import exceptions as hvac_errors
+
+from services.runtime.errors import Aborted, NotFound
+from services.runtime.vault import KV_MOUNT, Vault
+
+PATH = "secrets"
+ENABLED, DISABLED, DESTROYED = "ENABLED", "DISABLED", "DESTROYED"
+
+
+def now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def _time_us(text: str) -> int:
+    if not text:
+        return 0
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1_000_000)
+
+
+@dataclass
+class Version:
+    number: int
+    state: str
+    create_us: int
+
+
+@dataclass
+class SecretMeta:
+    id: str
+    labels: dict[str, str] = field(default_factory=dict)
+    rotation: dict[str, Any] | None = None
+    pending: int = 0
+    promote_us: int = 0
+    next_rotation_us: int = 0
+    create_us: int = 0
+    revision: int = 0
+    versions: dict[int, Version] = field(default_factory=dict)  # from Vault; not custom metadata
+
+    @property
+    def etag(self) -> str:
+        return str(self.revision)
+
+    @property
+    def newest(self) -> int:
+        return max(self.versions, default=0)
+
+    @property
+    def latest(self) -> int:
+        """The newest enabled version that is not pending rotation; 0 when none."""
+        enabled = [n for n, v in self.versions.items() if v.state == ENABLED and n != self.pending]
+        return max(enabled, default=0)
+
+    @property
+    def due_us(self) -> int:
+        """When the scheduler has something to do for this secret; 0: never."""
+        times = [t for t in (self.promote_us if self.pending else 0, self.next_rotation_us) if t]
+        return min(times, default=0)
+
+    def custom(self) -> dict[str, str]:
+        out = {"labels": json.dumps(self.labels, sort_keys=True), "create_us": str(self.create_us),
+               "revision": str(self.revision)}  # fmt: skip
+        if self.rotation is not None:
+            out["rotation"] = json.dumps(self.rotation, sort_keys=True)
+        for name in ("pending", "promote_us", "next_rotation_us"):
+            if getattr(self, name):
+                out[name] = str(getattr(self, name))
+        return out
+
+    @classmethod
+    def from_vault(cls, sid: str, data: dict[str, Any]) -> SecretMeta:
+        custom = data.get("custom_metadata") or {}
+        versions = {}
+        for number, info in (data.get("versions") or {}).items():
+            state = DESTROYED if info.get("destroyed") else DISABLED if info.get("deletion_time") else ENABLED
+            versions[int(number)] = Version(int(number), state, _time_us(info.get("created_time", "")))
+        return cls(
+            id=sid,
+            labels=json.loads(custom.get("labels", "{}")),
+            rotation=json.loads(custom["rotation"]) if custom.get("rotation") else None,
+            pending=int(custom.get("pending", 0)),
+            promote_us=int(custom.get("promote_us", 0)),
+            next_rotation_us=int(custom.get("next_rotation_us", 0)),
+            create_us=int(custom.get("create_us", 0)),
+            revision=int(custom.get("revision", 0)),
+            versions=versions,
+        )
+
+
+def _not_found(sid: str) -> NotFound:
+    return NotFound(f"secret {sid!r} does not exist", resource_type="Secret", resource_name=f"secrets/{sid}")
+
+
+class SecretStore:
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._kv = vault.client.secrets.kv.v2
+
+    def _path(self, sid: str) -> str:
+        return f"{PATH}/{sid}"
+
+    async def read(self, sid: str) -> SecretMeta:
+        try:
+            response = await self._vault.call(
+                self._kv.read_secret_metadata, self._path(sid), mount_point=KV_MOUNT
+            )
+        except hvac_errors.InvalidPath:
+            raise _not_found(sid) from None
+        return SecretMeta.from_vault(sid, response["data"])
+
+    async def exists(self, sid: str) -> bool:
+        try:
+            await self.read(sid)
+        except NotFound:
+            return False
+        return True
+
+    async def write_meta(self, meta: SecretMeta, expected_revision: int | None) -> SecretMeta:
+        """Write `meta`'s custom metadata as revision+1. With `expected_revision`, refuse (ABORTED)
+        when the stored revision differs. (OpenBao's metadata CAS would close the window between
+        the read and the write; hvac does not expose it yet.)"""
+        if expected_revision is not None:
+            current = await self.read(meta.id)
+            if current.revision != expected_revision:
+                raise Aborted(f"secret {meta.id!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")
+        meta.revision += 1
+        await self._vault.call(
+            self._kv.update_metadata, self._path(meta.id), custom_metadata=meta.custom(), mount_point=KV_MOUNT
+        )
+        return meta
+
+    async def list_ids(self) -> list[str]:
+        try:
+            response = await self._vault.call(self._kv.list_secrets, PATH, mount_point=KV_MOUNT)
+        except hvac_errors.InvalidPath:
+            return []
+        return sorted(k for k in response["data"]["keys"] if not k.endswith("/"))
+
+    async def add_version(self, sid: str, data: bytes, cas: int) -> int:
+        """Write a version with check-and-set `cas` (the version Vault must have as newest; 0
+        for none); ABORTED when another writer got there first. Returns the new version."""
+        try:
+            response = await self._vault.call(
+                self._kv.create_or_update_secret,
+                self._path(sid),
+                {"data": base64.b64encode(data).decode()},
+                cas=cas,
+                mount_point=KV_MOUNT,
+            )
+        except hvac_errors.InvalidRequest as exc:
+            if "check-and-set" in str(exc):
+                raise Aborted(
+                    f"another version of {sid!r} was added since version {cas}; nothing was written",
+                    reason="VERSION_CONFLICT",
+                ) from None
+            raise
+        return int(response["data"]["version"])
+
+    async def read_version(self, sid: str, version: int) -> bytes:
+        response = await self._vault.call(
+            self._kv.read_secret_version,
+            self._path(sid),
+            version=version,
+            mount_point=KV_MOUNT,
+            raise_on_deleted_version=True,
+        )
+        return base64.b64decode(response["data"]["data"]["data"])
+
+    async def disable(self, sid: str, version: int) -> None:
+        await self._vault.call(
+            self._kv.delete_secret_versions, self._path(sid), [version], mount_point=KV_MOUNT
+        )
+
+    async def enable(self, sid: str, version: int) -> None:
+        await self._vault.call(
+            self._kv.undelete_secret_versions, self._path(sid), [version], mount_point=KV_MOUNT
+        )
+
+    async def destroy(self, sid: str, version: int) -> None:
+        await self._vault.call(
+            self._kv.destroy_secret_versions, self._path(sid), [version], mount_point=KV_MOUNT
+        )
+
+    async def delete(self, sid: str) -> None:
+        await self._vault.call(
+            self._kv.delete_metadata_and_all_versions, self._path(sid), mount_point=KV_MOUNT
+        )

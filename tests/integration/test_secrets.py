@@ -1,0 +1,439 @@
+"""The secrets service on real OpenBao and Valkey, auth on: versions, check-and-set, access
+policies, rotation across replicas, events, envelope encryption, audit, Vault failures."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devmesh.secrets.v1 import secrets_pb2 as pb
+from devmesh.secrets.v1 import secrets_pb2_grpc
+from services.config.api_keys import ApiKeys, NewKey
+from services.runtime.audit import STREAM as AUDIT_STREAM
+from services.runtime.identity import keys
+from services.runtime.identity.principal import Principal
+from services.runtime.server import Server
+from services.runtime.vault import DATA_KEY, TRANSIT_MOUNT
+from services.secrets import app as secrets_app
+from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
+from tools import vault_bootstrap
+from tools.stack import Valkey, start_openbao
+
+FAST = {"DEVMESH_SECRETS_ROTATION_CHECK_INTERVAL": "0.1"}
+READ, MANAGE, ADMIN = pb.Binding.LEVEL_READ, pb.Binding.LEVEL_MANAGE, pb.Binding.LEVEL_ADMIN
+
+
+@dataclass
+class Secrets:
+    server: Server
+    addr: str
+    channel: aio.Channel
+
+    @property
+    def stub(self) -> secrets_pb2_grpc.SecretsServiceStub:
+        return secrets_pb2_grpc.SecretsServiceStub(self.channel)
+
+    async def key(self, role: str) -> tuple[tuple[str, str], ...]:
+        authenticator = self.server.runtime.authenticator
+        assert authenticator is not None
+        api_keys = ApiKeys(
+            self.server.runtime.redis, self.server.runtime.durable, lambda: authenticator.pepper
+        )
+        _, key = await api_keys.create(Principal("test", role="admin"), NewKey("t", "", role, (), 0, 0.0, 0))
+        return (("x-api-key", key),)
+
+
+async def _start(
+    start_config_server: ServerFactory, valkey: Valkey, openbao: BootstrappedVault, **settings: Any
+) -> tuple[Server, str]:
+    return await start_config_server(
+        valkey.url, env=FAST, factories=[secrets_app.build], **{**openbao.settings("secrets"), **settings}
+    )
+
+
+@pytest.fixture(scope="module")
+async def secrets(
+    valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
+) -> AsyncIterator[Secrets]:
+    server, addr = await _start(start_config_server, valkey, openbao)
+    async with aio.insecure_channel(addr) as channel:
+        yield Secrets(server, addr, channel)
+
+
+@pytest.fixture
+def sid() -> str:
+    return f"s{uuid.uuid4().hex[:10]}"
+
+
+async def refused(call: Any, *args: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(*args, **kwargs)
+    return caught.value
+
+
+def version(sid: str, n: int | str) -> str:
+    return f"secrets/{sid}/versions/{n}"
+
+
+async def add(s: Secrets, md: Any, sid: str, value: bytes, **kwargs: Any) -> pb.SecretVersion:
+    return await s.stub.AddSecretVersion(
+        pb.AddSecretVersionRequest(parent=f"secrets/{sid}", payload=pb.SecretPayload(data=value), **kwargs),
+        metadata=md,
+    )
+
+
+async def access(s: Secrets, md: Any, name: str) -> pb.AccessSecretVersionResponse:
+    return await s.stub.AccessSecretVersion(pb.AccessSecretVersionRequest(name=name), metadata=md)
+
+
+async def test_the_version_lifecycle(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    await secrets.stub.CreateSecret(pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin)
+    assert (await add(secrets, admin, sid, b"one")).name == version(sid, 1)
+    assert (await add(secrets, admin, sid, b"two")).name == version(sid, 2)
+    latest = await access(secrets, admin, version(sid, "latest"))
+    assert (latest.name, latest.payload.data) == (version(sid, 2), b"two")
+
+    await secrets.stub.DisableSecretVersion(
+        pb.DisableSecretVersionRequest(name=version(sid, 2)), metadata=admin
+    )
+    assert (await access(secrets, admin, version(sid, "latest"))).payload.data == b"one"
+    error = await refused(access, secrets, admin, version(sid, 2))
+    assert (
+        error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "VERSION_DISABLED"
+    )
+
+    await secrets.stub.EnableSecretVersion(
+        pb.EnableSecretVersionRequest(name=version(sid, 2)), metadata=admin
+    )
+    await secrets.stub.DestroySecretVersion(
+        pb.DestroySecretVersionRequest(name=version(sid, 1)), metadata=admin
+    )
+    error = await refused(access, secrets, admin, version(sid, 1))
+    assert error_info(error).reason == "VERSION_DESTROYED"
+    error = await refused(
+        secrets.stub.EnableSecretVersion, pb.EnableSecretVersionRequest(name=version(sid, 1)), metadata=admin
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    listed = await secrets.stub.ListSecretVersions(
+        pb.ListSecretVersionsRequest(parent=f"secrets/{sid}"), metadata=admin
+    )
+    assert [(v.name, v.state) for v in listed.versions] == [
+        (version(sid, 2), pb.SecretVersion.STATE_ENABLED),
+        (version(sid, 1), pb.SecretVersion.STATE_DESTROYED),
+    ]
+    error = await refused(access, secrets, admin, version(sid, 9))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    await secrets.stub.DeleteSecret(pb.DeleteSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+    error = await refused(secrets.stub.GetSecret, pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_concurrent_writers_conflict_with_aborted_and_lose_nothing(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    await secrets.stub.CreateSecret(pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin)
+    await add(secrets, admin, sid, b"base")
+    outcomes = await asyncio.gather(
+        *(add(secrets, admin, sid, f"expecting-1-{i}".encode(), expected_version=1) for i in range(6)),
+        return_exceptions=True,
+    )
+    won = [o for o in outcomes if isinstance(o, pb.SecretVersion)]
+    lost = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(won) == 1 and len(lost) == 5
+    assert all(
+        e.code() == grpc.StatusCode.ABORTED and error_info(e).reason == "VERSION_CONFLICT" for e in lost
+    )
+    # Writers without an expectation only want their value added: all of them land.
+    values = [f"any-{i}".encode() for i in range(6)]
+    added = await asyncio.gather(*(add(secrets, admin, sid, v) for v in values))
+    numbers = sorted(int(v.name.rpartition("/")[2]) for v in added)
+    assert numbers == list(range(3, 9))
+    stored = {(await access(secrets, admin, version(sid, n))).payload.data for n in numbers}
+    assert stored == set(values)
+
+
+async def test_access_policies_decide_before_existence(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    reader, manager, stranger = [await secrets.key("service") for _ in range(3)]
+    who = {
+        name: f"apikey:{keys.parse(md[0][1]).key_id}"
+        for name, md in (("reader", reader), ("manager", manager))
+    }
+    name = f"db-{sid}"
+    await secrets.stub.SetAccessPolicy(
+        pb.SetAccessPolicyRequest(
+            policy=pb.AccessPolicy(
+                name=f"accessPolicies/p-{sid}", prefix=name,
+                bindings=[pb.Binding(member=who["reader"], level=READ), pb.Binding(member=who["manager"], level=MANAGE)],
+            )
+        ),
+        metadata=admin,
+    )  # fmt: skip
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=name, secret=pb.Secret()), metadata=admin
+    )
+    await add(secrets, admin, name, b"s3cret")
+    assert (await access(secrets, reader, version(name, "latest"))).payload.data == b"s3cret"
+
+    def denied(error: grpc.aio.AioRpcError) -> bool:
+        return error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # The stranger learns nothing: an existing and a missing secret are refused alike.
+    assert denied(await refused(access, secrets, stranger, version(name, "latest")))
+    assert denied(await refused(access, secrets, stranger, version(f"{name}-missing", "latest")))
+    assert denied(await refused(access, secrets, reader, version(f"other-{sid}", "latest")))
+    # READ is not MANAGE; MANAGE is not ADMIN; the service role may not add versions at all.
+    assert denied(await refused(add, secrets, reader, name, b"x"))
+    assert denied(await refused(
+        secrets.stub.DisableSecretVersion, pb.DisableSecretVersionRequest(name=version(name, 1)), metadata=reader
+    ))  # fmt: skip
+    error = await refused(
+        secrets.stub.DeleteSecret, pb.DeleteSecretRequest(name=f"secrets/{name}"), metadata=manager
+    )
+    assert denied(error)
+    listed = await secrets.stub.ListSecrets(pb.ListSecretsRequest(prefix="db-"), metadata=reader)
+    assert [s.name for s in listed.secrets] == [f"secrets/{name}"]
+    assert (
+        await secrets.stub.ListSecrets(pb.ListSecretsRequest(prefix="db-"), metadata=stranger)
+    ).secrets == []
+
+
+async def test_values_never_reach_logs_or_the_audit_trail(secrets: Secrets, sid: str, capfd: Any) -> None:
+    admin = await secrets.key("admin")
+    value = f"hunter2-{uuid.uuid4().hex}".encode()
+    await secrets.stub.CreateSecret(pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin)
+    await add(secrets, admin, sid, value)
+    assert (await access(secrets, admin, version(sid, "latest"))).payload.data == value
+    await refused(access, secrets, await secrets.key("viewer"), version(sid, 1))
+    entries = await secrets.server.runtime.redis.xrevrange(AUDIT_STREAM, count=20)
+    mine = [
+        {k.decode(): v.decode() for k, v in f.items()}
+        for _, f in entries
+        if f[b"resource"].decode().endswith(sid) or sid in f[b"resource"].decode()
+    ]
+    actions = [(e["action"], e["result"], e.get("detail.version", "")) for e in mine]
+    assert ("secrets.versions.access", "OK", "1") in actions
+    assert ("secrets.versions.access", "PERMISSION_DENIED", "") in actions
+    assert ("secrets.versions.add", "OK", "1") in actions
+    captured = capfd.readouterr()
+    assert value.decode() not in captured.out + captured.err
+    assert all(value not in v for _, f in entries for v in f.values())
+
+
+async def test_a_rotation_is_seen_by_a_watcher(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    rotation = pb.RotationPolicy(
+        interval=duration_pb2.Duration(seconds=3600), random=pb.RandomGenerator(length=24)
+    )
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
+    )
+    await add(secrets, admin, sid, b"first")
+    watch = secrets.stub.WatchSecretEvents(pb.WatchSecretEventsRequest(prefix=sid), metadata=admin)
+    await asyncio.sleep(0.3)  # the stream starts at the newest event; let it subscribe first
+    rotated = await secrets.stub.RotateSecret(
+        pb.RotateSecretRequest(name=f"secrets/{sid}", promote=True), metadata=admin
+    )
+    assert rotated.latest_version == 2 and rotated.pending_version == 0
+    event = await asyncio.wait_for(watch.read(), 5)
+    assert (event.type, event.secret, event.version) == (pb.SecretEvent.TYPE_ROTATED, f"secrets/{sid}", 2)
+    watch.cancel()
+    value = (await access(secrets, admin, version(sid, "latest"))).payload.data
+    assert len(value) == 24 and value != b"first"
+
+
+async def test_two_phase_rotation_keeps_the_previous_version_until_promotion(
+    secrets: Secrets, sid: str
+) -> None:
+    admin = await secrets.key("admin")
+    rotation = pb.RotationPolicy(
+        interval=duration_pb2.Duration(seconds=3600), promotion_delay=duration_pb2.Duration(seconds=1),
+        random=pb.RandomGenerator(),
+    )  # fmt: skip
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
+    )
+    await add(secrets, admin, sid, b"current")
+    pending = await secrets.stub.RotateSecret(pb.RotateSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+    assert (pending.latest_version, pending.pending_version) == (1, 2)
+    assert (await access(secrets, admin, version(sid, "latest"))).payload.data == b"current"
+    assert (
+        len((await access(secrets, admin, version(sid, 2))).payload.data) == 32
+    )  # consumers can pre-load it
+    error = await refused(
+        secrets.stub.RotateSecret, pb.RotateSecretRequest(name=f"secrets/{sid}"), metadata=admin
+    )
+    assert error_info(error).reason == "ROTATION_PENDING"
+    deadline = time.monotonic() + 10
+    while (
+        await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+    ).latest_version != 2:
+        assert time.monotonic() < deadline, "the pending version was never promoted"
+        await asyncio.sleep(0.1)
+    assert (await access(secrets, admin, version(sid, 1))).payload.data == b"current"  # previous kept
+
+
+async def test_two_replicas_rotate_each_due_secret_exactly_once(
+    secrets: Secrets, valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory, sid: str
+) -> None:
+    _, other_addr = await _start(
+        start_config_server, valkey, openbao
+    )  # a second replica, same Redis and Vault
+    admin = await secrets.key("admin")
+    rotation = pb.RotationPolicy(interval=duration_pb2.Duration(seconds=1), random=pb.RandomGenerator())
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
+    )
+    await add(secrets, admin, sid, b"seed")
+    await asyncio.sleep(4.5)
+    await secrets.stub.UpdateSecret(
+        pb.UpdateSecretRequest(secret=pb.Secret(name=f"secrets/{sid}"), update_mask={"paths": ["rotation"]}),
+        metadata=admin,
+    )  # stop rotating
+    listed = await secrets.stub.ListSecretVersions(
+        pb.ListSecretVersionsRequest(parent=f"secrets/{sid}"), metadata=admin
+    )
+    created = sorted(v.create_time.ToMicroseconds() for v in listed.versions)[1:]  # the rotations
+    assert 3 <= len(created) <= 5, len(created)
+    gaps = [b - a for a, b in itertools.pairwise(created)]
+    assert min(gaps) > 700_000, gaps  # never two rotations for one due time
+    async with aio.insecure_channel(other_addr) as channel:  # both replicas serve the same truth
+        other = secrets_pb2_grpc.SecretsServiceStub(channel)
+        assert (
+            await other.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+        ).latest_version == len(listed.versions)
+
+
+async def test_manual_rotation_reminds_instead_of_inventing_a_value(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    rotation = pb.RotationPolicy(interval=duration_pb2.Duration(seconds=1), manual=pb.ManualGenerator())
+    watch = secrets.stub.WatchSecretEvents(pb.WatchSecretEventsRequest(prefix=sid), metadata=admin)
+    await asyncio.sleep(0.3)
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
+    )
+    event = await asyncio.wait_for(watch.read(), 5)
+    assert event.type == pb.SecretEvent.TYPE_ROTATION_DUE
+    watch.cancel()
+    error = await refused(
+        secrets.stub.RotateSecret, pb.RotateSecretRequest(name=f"secrets/{sid}"), metadata=admin
+    )
+    assert error_info(error).reason == "PAYLOAD_REQUIRED"
+    await secrets.stub.RotateSecret(
+        pb.RotateSecretRequest(
+            name=f"secrets/{sid}", promote=True, payload=pb.SecretPayload(data=b"by-hand")
+        ),
+        metadata=admin,
+    )
+    assert (await access(secrets, admin, version(sid, "latest"))).payload.data == b"by-hand"
+
+
+async def test_envelope_encryption_survives_a_key_rotation(
+    secrets: Secrets, openbao: BootstrappedVault
+) -> None:
+    admin = await secrets.key("admin")
+    tenant = f"tenants/t{uuid.uuid4().hex[:8]}"
+    sealed = await secrets.stub.Encrypt(
+        pb.EncryptRequest(tenant=tenant, plaintext=b"card 4242"), metadata=admin
+    )
+    error = await refused(
+        secrets.stub.Decrypt,
+        pb.DecryptRequest(tenant="tenants/someone-else", ciphertext=sealed.ciphertext),
+        metadata=admin,
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    transit = openbao.client().secrets.transit
+    transit.rotate_key(DATA_KEY, mount_point=TRANSIT_MOUNT)
+    opened = await secrets.stub.Decrypt(
+        pb.DecryptRequest(tenant=tenant, ciphertext=sealed.ciphertext), metadata=admin
+    )
+    assert opened.plaintext == b"card 4242"
+    rewrapped = await secrets.stub.Rewrap(
+        pb.RewrapRequest(tenant=tenant, ciphertext=sealed.ciphertext), metadata=admin
+    )
+    assert rewrapped.key_version == sealed.key_version + 1
+    transit.update_key_configuration(
+        DATA_KEY, min_decryption_version=rewrapped.key_version, mount_point=TRANSIT_MOUNT
+    )
+    error = await refused(
+        secrets.stub.Decrypt, pb.DecryptRequest(tenant=tenant, ciphertext=sealed.ciphertext), metadata=admin
+    )
+    assert error_info(error).reason == "KEY_VERSION_RETIRED"
+    opened = await secrets.stub.Decrypt(
+        pb.DecryptRequest(tenant=tenant, ciphertext=rewrapped.ciphertext), metadata=admin
+    )
+    assert opened.plaintext == b"card 4242"
+
+
+async def test_vault_unreachable_is_unavailable_then_recovers(
+    tmp_path: Any, valkey: Valkey, start_config_server: ServerFactory
+) -> None:
+    bao = start_openbao(tmp_path / "openbao")  # its own Vault, to freeze it without harming others
+    assert bao.process is not None
+    try:
+        approles = vault_bootstrap.bootstrap(bao.client(), ["secrets"], tmp_path / "approles")
+        vault = BootstrappedVault(bao, approles)
+        server, addr = await start_config_server(
+            valkey.url,
+            env=FAST,
+            factories=[secrets_app.build],
+            vault_timeout=1.0,
+            **vault.settings("secrets"),
+        )
+        async with aio.insecure_channel(addr) as channel:
+            s = Secrets(server, addr, channel)
+            admin = await s.key("admin")
+            sid = f"v{uuid.uuid4().hex[:8]}"
+            await s.stub.CreateSecret(
+                pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin
+            )
+            await add(s, admin, sid, b"before")
+            health = health_pb2_grpc.HealthStub(channel)
+            service = secrets_app.PROTO_SERVICES[0]
+            os.kill(bao.process.pid, signal.SIGSTOP)  # Vault hangs: every call times out
+            try:
+                error = await refused(access, s, admin, version(sid, "latest"))
+                assert (
+                    error.code() == grpc.StatusCode.UNAVAILABLE
+                    and error_info(error).reason == "VAULT_UNAVAILABLE"
+                )
+                assert detail(error, error_details_pb2.RetryInfo)
+                error = await refused(add, s, admin, sid, b"during")
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                deadline = time.monotonic() + 15
+                while (await health.Check(health_pb2.HealthCheckRequest(service=service))).status != (
+                    health_pb2.HealthCheckResponse.NOT_SERVING
+                ):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+            finally:
+                os.kill(bao.process.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 15
+            while (await health.Check(health_pb2.HealthCheckRequest(service=service))).status != (
+                health_pb2.HealthCheckResponse.SERVING
+            ):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            listed = await s.stub.ListSecretVersions(
+                pb.ListSecretVersionsRequest(parent=f"secrets/{sid}"), metadata=admin
+            )
+            latest = await access(s, admin, version(sid, "latest"))
+            # Nothing halfway: the write that failed either landed whole or not at all.
+            assert latest.payload.data in (b"before", b"during") and len(listed.versions) in (1, 2)
+    finally:
+        bao.process.stop()
