@@ -594,17 +594,21 @@ def local_stack(
         for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, m.name) for m in modules)]:
             stack.certs[identity.name] = stack.renewer.add(identity, state_dir / "certs" / identity.name)
         stack.renewer.start()
-        for i, module in enumerate(modules):
+        service_ports = {module.name: ports.service(i) for i, module in enumerate(modules)}
+        shared_env = {"DEVMESH_RATE_LIMIT_REDIS_URL": stack.ratelimit_redis_url}
+        if "secrets" in service_ports:  # config resolves secret references through it
+            shared_env["DEVMESH_CONFIG_SECRETS_ADDR"] = f"{LOOPBACK}:{service_ports['secrets']}"
+        for module in modules:
             role = approles[module.name]
             stack.services[module.name] = start_service(
                 [module.name],
                 stack.redis_url,
                 logs,
-                port=ports.service(i),
+                port=service_ports[module.name],
                 tls=stack.certs[module.name].current,
                 client_tls=stack.operator_tls,
                 vault=VaultLogin(stack.vault.addr, role.role_id, role.secret_id_file),
-                extra_env={"DEVMESH_RATE_LIMIT_REDIS_URL": stack.ratelimit_redis_url, **(service_env or {})},
+                extra_env={**shared_env, **(service_env or {})},
             )
         edge = EdgeSettings(
             LOOPBACK, ports.edge, ports.envoy_admin, stack.certs[EDGE.name].root, health_interval

@@ -17,6 +17,7 @@ from devmesh.config.v1 import (
 from services.config.api_keys import ApiKeys
 from services.config.domain import ConfigDomain
 from services.config.identity_servicer import ApiKeyServicer, AuditServicer, TokenServicer
+from services.config.secret_refs import SecretResolver
 from services.config.servicer import ConfigServicer
 from services.config.settings import ConfigSettings
 from services.config.store import ConfigStore
@@ -24,6 +25,7 @@ from services.config.tokens import TokenIssuer
 from services.config.watch import WatchHub
 from services.runtime import settings as runtime_settings
 from services.runtime.server import Runtime, ServiceBinding
+from services.runtime.tls import CertificateFiles
 from services.runtime.vault import JWT_KEY, TRANSIT_MOUNT
 
 SETTINGS = ConfigSettings
@@ -47,7 +49,18 @@ def build(runtime: Runtime) -> ServiceBinding:
         queue_size=settings.config_watch_queue_size,
         progress_interval=settings.config_watch_progress_interval,
     )
-    servicer = ConfigServicer(ConfigDomain(store, settings), hub)
+    resolver = None
+    if settings.config_secrets_addr:
+        rt = runtime.settings
+        tls = CertificateFiles(rt.tls_cert_file, rt.tls_key_file, rt.tls_ca_file) if rt.tls_enabled else None
+        resolver = SecretResolver(settings.config_secrets_addr, tls)
+    servicer = ConfigServicer(ConfigDomain(store, settings), hub, resolver)
+
+    async def stop() -> None:
+        await hub.stop()
+        if resolver is not None:
+            await resolver.close()
+
     authenticator = runtime.authenticator
 
     def register(server: aio.Server) -> None:
@@ -67,5 +80,5 @@ def build(runtime: Runtime) -> ServiceBinding:
         register=register,
         dependencies=[runtime.redis_dependency],
         start=hub.start,
-        stop=hub.stop,
+        stop=stop,
     )

@@ -12,9 +12,11 @@ from devmesh.config.v1 import config_pb2, config_pb2_grpc
 from services.config import documents, models, names
 from services.config.domain import NAMESPACE_FIELDS, READ_CACHE_SIZE, ConfigDomain
 from services.config.read_cache import RevisionCache
+from services.config.secret_refs import SecretResolver
 from services.config.watch import Progress, WatchHub
 from services.runtime import request_context
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.interceptors.access import forwardable
 
 _EMPTY = empty_pb2.Empty()
 
@@ -106,9 +108,10 @@ def _implied_namespace_mask(message: config_pb2.Namespace) -> list[str]:
 
 
 class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
-    def __init__(self, domain: ConfigDomain, hub: WatchHub) -> None:
+    def __init__(self, domain: ConfigDomain, hub: WatchHub, secrets: SecretResolver | None = None) -> None:
         self.domain = domain
         self.hub = hub
+        self.secrets = secrets  # reads secret references for resolve_secrets; None: not configured
         # Built protos, reused while the record's revision (which identifies its content) is the
         # same: the domain's read cache made the reads cheap, building Structs would not be.
         # Cached protos are shared between calls and never mutated.
@@ -221,9 +224,30 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     ) -> config_pb2.ResolvedConfig:
         ns, env = names.parse_environment(request.name)
         resolved = await self.domain.resolve(ns, env)
+        if request.resolve_secrets:
+            return await self._with_secrets(resolved)
         return self._resolved_protos.get_or_build(
             (ns, env), resolved.revision, lambda: resolved_proto(resolved)
         )
+
+    async def _with_secrets(self, resolved: models.Resolved) -> config_pb2.ResolvedConfig:
+        """The resolved document with secret references read as the caller (never cached)."""
+        if self.secrets is None:
+            raise FailedPrecondition(
+                "this config service is not connected to a secrets service (DEVMESH_CONFIG_SECRETS_ADDR)",
+                reason="SECRETS_NOT_CONFIGURED",
+            )
+        content, resolutions = await self.secrets.resolve(resolved.content, forwardable.get())
+        message = resolved_proto(resolved)
+        message.content.Clear()
+        message.content.update(content)
+        message.secrets.extend(
+            config_pb2.SecretResolution(
+                path=r.path, reference=r.reference, version=r.version, redacted_reason=r.redacted_reason
+            )
+            for r in resolutions
+        )
+        return message
 
     async def ListRevisions(
         self, request: config_pb2.ListRevisionsRequest, context: aio.ServicerContext

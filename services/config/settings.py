@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.runtime.settings import parse_positive_float, parse_positive_int, setting
+from services.runtime.settings import (
+    parse_optional_host_port,
+    parse_positive_float,
+    parse_positive_int,
+    setting,
+)
 
 
 @dataclass(frozen=True)
@@ -32,4 +37,11 @@ class ConfigSettings:
         10000,
         "Revisions kept per namespace in the watch log (approximate; never fewer).",
         parse=parse_positive_int,
+    )
+    config_secrets_addr: str = setting(
+        "",
+        "host:port of the secrets service, for ResolveConfig's resolve_secrets (called with this "
+        "service's certificate, presenting the caller's credential). Empty: resolve_secrets fails "
+        "with FAILED_PRECONDITION.",
+        parse=parse_optional_host_port,
     )

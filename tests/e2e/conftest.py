@@ -1,5 +1,5 @@
-"""The real mesh for end-to-end tests: Valkey, OpenBao, the config service over mTLS and the
-Envoy edge, started once per session on free loopback ports by the same code as `make run`."""
+"""The real mesh for end-to-end tests: Valkey, OpenBao, the config and secrets services over
+mTLS and the Envoy edge, started once per session on free loopback ports by the same code as `make run`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ LIMITS = "admin=5000/10000,*=20/40"
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with local_stack(
         tmp_path_factory.mktemp("mesh"),
-        ["config"],
+        ["config", "secrets"],
         health_interval=HEALTH_INTERVAL,
         # High limits for the admin key: the load loops here must not trip the rate limiter.
         service_env={"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3", "DEVMESH_RATE_LIMITS": LIMITS},

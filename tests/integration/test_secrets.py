@@ -437,3 +437,57 @@ async def test_vault_unreachable_is_unavailable_then_recovers(
             assert latest.payload.data in (b"before", b"during") and len(listed.versions) in (1, 2)
     finally:
         bao.process.stop()
+
+
+async def test_config_resolves_secret_references_as_the_caller(
+    secrets: Secrets, valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory, sid: str
+) -> None:
+    from google.protobuf import json_format
+
+    from devmesh.config.v1 import config_pb2 as cpb
+    from devmesh.config.v1 import config_pb2_grpc
+
+    _, config_addr = await start_config_server(
+        valkey.url, env={"DEVMESH_CONFIG_SECRETS_ADDR": secrets.addr}, **openbao.settings("config")
+    )
+    admin = await secrets.key("admin")
+    allowed, stranger = await secrets.key("service"), await secrets.key("service")
+    await secrets.stub.CreateSecret(pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin)
+    await add(secrets, admin, sid, b'{"user": "app", "password": "pw-123"}')
+    member = f"apikey:{keys.parse(allowed[0][1]).key_id}"
+    await secrets.stub.SetAccessPolicy(
+        pb.SetAccessPolicyRequest(policy=pb.AccessPolicy(name=f"accessPolicies/{sid}", prefix=sid,
+                                                          bindings=[pb.Binding(member=member, level=READ)])),
+        metadata=admin,
+    )  # fmt: skip
+    ns = f"n{sid}"
+    async with aio.insecure_channel(config_addr) as channel:
+        config = config_pb2_grpc.ConfigServiceStub(channel)
+        await config.CreateNamespace(
+            cpb.CreateNamespaceRequest(namespace_id=ns, namespace=cpb.Namespace()), metadata=admin
+        )
+        env = cpb.Environment(name=f"namespaces/{ns}/environments/default")
+        env.content.update(
+            {"db": {"password": {"$secret": f"{sid}#password"}, "dsn": {"$secret": sid}, "host": "h"}}
+        )
+        await config.UpdateEnvironment(
+            cpb.UpdateEnvironmentRequest(environment=env, allow_missing=True), metadata=admin
+        )
+        name = f"namespaces/{ns}/environments/default"
+
+        async def resolve(md: Any, **kwargs: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            got = await config.ResolveConfig(cpb.ResolveConfigRequest(name=name, **kwargs), metadata=md)
+            return json_format.MessageToDict(got.content), [(s.path, s.redacted_reason) for s in got.secrets]
+
+        content, report = await resolve(allowed, resolve_secrets=True)
+        assert content["db"]["password"] == "pw-123" and content["db"]["host"] == "h"
+        assert content["db"]["dsn"] == '{"user": "app", "password": "pw-123"}'
+        assert report == [("/db/dsn", ""), ("/db/password", "")]
+        content, report = await resolve(stranger, resolve_secrets=True)
+        assert content["db"]["password"] == {"$secret": f"{sid}#password", "redacted": "SECRET_ACCESS_DENIED"}
+        assert report == [("/db/dsn", "SECRET_ACCESS_DENIED"), ("/db/password", "SECRET_ACCESS_DENIED")]
+        content, report = await resolve(allowed)  # without resolve_secrets, references stay as written
+        assert content["db"]["password"] == {"$secret": f"{sid}#password"} and report == []
+        # The cached (unresolved) answer was not polluted by the caller-specific one.
+        content, _ = await resolve(stranger)
+        assert "pw-123" not in str(content)

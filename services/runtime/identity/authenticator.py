@@ -64,6 +64,11 @@ def _metadata(context: aio.ServicerContext) -> dict[str, str]:
     return found
 
 
+def credential_metadata(context: aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    """The call's credential headers, to present again when calling on the caller's behalf."""
+    return tuple(_metadata(context).items())
+
+
 def peer_spiffe_id(context: aio.ServicerContext) -> str:
     """The SPIFFE id of the peer's verified certificate; "" on plaintext or without one."""
     auth = context.auth_context() or {}

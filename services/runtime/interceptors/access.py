@@ -27,8 +27,8 @@ from grpc import aio
 from services.runtime import request_context
 from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceExhausted, ServiceError
 from services.runtime.identity import roles
-from services.runtime.identity.authenticator import Authenticator
-from services.runtime.identity.principal import Principal
+from services.runtime.identity.authenticator import Authenticator, credential_metadata
+from services.runtime.identity.principal import API_KEY, TOKEN, Principal
 from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior, metadata_value
 from services.runtime.interceptors.errors import ErrorTranslator, abort_with
 from services.runtime.logging import get_logger
@@ -40,6 +40,11 @@ log = get_logger(__name__)
 
 # The authenticated caller of the current call, for servicers that act on its behalf.
 caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("devmesh_caller", default=None)
+# The credential the caller presented (`authorization` or `x-api-key`), for a service that
+# calls another on the caller's behalf (config reading secrets). Never logged.
+forwardable: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "devmesh_forwardable_credentials", default=()
+)
 # With DEVMESH_AUTH=off (local debugging, loopback only) every caller is this.
 LOCAL_ADMIN = Principal(name="anonymous", role=roles.ADMIN)
 
@@ -82,6 +87,8 @@ class AccessInterceptor(CallInterceptor):
             await self._dependency_failed(exc, info, context)
         request_context.principal.set(principal.name)
         caller.set(principal)
+        if principal.kind in (API_KEY, TOKEN):
+            forwardable.set(credential_metadata(context))
         if not principal.allows(info.permission):
             PERMISSION_DENIALS.labels(info.permission).inc()
             hint = (

@@ -673,20 +673,65 @@ class ResolveConfigRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    RESOLVE_SECRETS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`namespaces/{namespace}/environments/{environment}`."""
+    resolve_secrets: _builtins.bool
+    """Replace each `{"$secret": "<secret id>[#<field>]"}` object with the
+    secret's latest value (or, with `#field`, that field of its JSON value),
+    read from the secrets service as the caller. A reference the caller may
+    not read, or that cannot be read, stays in place with a `redacted`
+    reason. Unset: references are returned as they are.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        resolve_secrets: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "resolve_secrets", b"resolve_secrets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveConfigRequest: _TypeAlias = ResolveConfigRequest  # noqa: Y015
+
+@_typing.final
+class SecretResolution(_message.Message):
+    """What became of one secret reference of a resolved document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REDACTED_REASON_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """JSON pointer (RFC 6901) of the reference."""
+    reference: _builtins.str
+    """The reference, `<secret id>[#<field>]`."""
+    version: _builtins.str
+    """The version read, `secrets/{secret}/versions/{n}`; empty when redacted."""
+    redacted_reason: _builtins.str
+    """Why it was redacted (an ErrorInfo reason such as SECRET_ACCESS_DENIED,
+    NOT_FOUND, FIELD_NOT_FOUND, SECRETS_UNAVAILABLE); empty when resolved.
+    """
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        version: _builtins.str = ...,
+        redacted_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "redacted_reason", b"redacted_reason", "reference", b"reference", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretResolution: _TypeAlias = SecretResolution  # noqa: Y015
 
 @_typing.final
 class ValueSource(_message.Message):
@@ -724,6 +769,7 @@ class ResolvedConfig(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The environment's resource name."""
     revision: _builtins.int
@@ -736,6 +782,12 @@ class ResolvedConfig(_message.Message):
     def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueSource]:
         """For every leaf, the layer that set it, in JSON-pointer order."""
 
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretResolution]:
+        """With `resolve_secrets`: each reference and what became of it, in
+        JSON-pointer order.
+        """
+
     def __init__(
         self,
         *,
@@ -743,10 +795,11 @@ class ResolvedConfig(_message.Message):
         content: _struct_pb2.Struct | None = ...,
         sources: _abc.Iterable[Global___ValueSource] | None = ...,
         revision: _builtins.int = ...,
+        secrets: _abc.Iterable[Global___SecretResolution] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "revision", b"revision", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "revision", b"revision", "secrets", b"secrets", "sources", b"sources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
