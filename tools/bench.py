@@ -8,6 +8,7 @@
   write's acknowledgement to each stream's receipt.
 - identity: ResolveConfig with API-key authentication and the Redis rate limiter on, against
   auth off and the bare echo server; and what authentication plus rate limiting add per call.
+- secrets: AccessSecretVersion through the whole chain against a direct hvac KV v2 read.
 - edge: cold start of the whole local stack (Valkey, OpenBao and its bootstrap, certificates,
   the config service, Envoy healthy), then ResolveConfig straight to the service over mTLS,
   through the edge over gRPC, and through the edge over REST (HTTP/1.1 keep-alive clients).
@@ -181,9 +182,24 @@ def measure(
 ) -> dict[str, float]:
     """Throughput and latency percentiles of `method` (a gRPC method, or a REST path when `rest`)
     with `processes` client processes keeping `in_flight` calls each."""
+    target = _rest_client_process if rest else _client_process
+    return _measure_with(target, addr, method, duration, metadata, payload, tls, processes, in_flight)
+
+
+def _measure_with(
+    target: Any,
+    addr: str,
+    method: str,
+    duration: float,
+    metadata: Metadata,
+    payload: bytes = b"",
+    tls: Tls = None,
+    processes: int = CLIENT_PROCESSES,
+    in_flight: int = IN_FLIGHT_PER_PROCESS,
+) -> dict[str, float]:
+    """Run `target` (a client process function) from `processes` processes and summarise."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    target = _rest_client_process if rest else _client_process
     clients = [
         ctx.Process(target=target, args=(addr, method, payload, duration, tls, out, in_flight, metadata))
         for _ in range(processes)
@@ -385,6 +401,7 @@ def run(duration: float) -> dict[str, Any]:
         },
         "watch_fanout": {**fanout, "goal_p99_ms": 250},
         "identity": identity(duration),
+        "secrets": secrets_access(duration),
         "edge": edge(duration),
     }
 
@@ -467,6 +484,98 @@ def identity(duration: float) -> dict[str, Any]:
     }
 
 
+def _vault_client_process(
+    addr: str,
+    path: str,
+    _payload: bytes,
+    duration: float,
+    tls: Tls,
+    out: Any,
+    in_flight: int,
+    metadata: Metadata,
+) -> None:
+    """KV v2 reads straight from Vault with hvac, from `in_flight` threads (a client each)."""
+    import threading
+
+    import hvac
+
+    from services.runtime.vault import KV_MOUNT
+
+    token = dict(metadata)["x-vault-token"]
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + WARMUP_S + duration
+    measure_from = time.perf_counter() + WARMUP_S
+
+    def worker() -> None:
+        client = hvac.Client(url=addr, token=token, timeout=10)
+        while (now := time.perf_counter()) < stop_at:
+            client.secrets.kv.v2.read_secret_version(
+                path, mount_point=KV_MOUNT, raise_on_deleted_version=True
+            )
+            if now >= measure_from:
+                latencies.append(time.perf_counter() - now)
+
+    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.put(latencies)
+
+
+def secrets_access(duration: float) -> dict[str, Any]:
+    """AccessSecretVersion through the whole chain (API key, rate limit, access policy, audit,
+    Vault) against reading the same KV v2 entry straight from Vault with hvac, in one run."""
+    from devmesh.secrets.v1 import secrets_pb2 as spb
+    from devmesh.secrets.v1 import secrets_pb2_grpc
+    from services.runtime.vault import API_KEY_PEPPER_PATH, KV_MOUNT
+    from services.secrets.vault_store import PATH
+    from tools import vault_bootstrap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        valkey = start_valkey(state / "valkey")
+        buckets = start_valkey(state / "valkey-ratelimit", durable=False)
+        bao = start_openbao(state / "openbao")
+        service = None
+        try:
+            role = vault_bootstrap.bootstrap(bao.client(), ["secrets"], state / "vault")["secrets"]
+            env = {"DEVMESH_LOG_LEVEL": "info", "DEVMESH_RATE_LIMIT_REDIS_URL": buckets.url}
+            login = VaultLogin(bao.addr, role.role_id, role.secret_id_file)
+            service = start_service(["secrets"], valkey.url, state, extra_env=env, vault=login)
+            secret = bao.client().secrets.kv.v2.read_secret_version(
+                API_KEY_PEPPER_PATH, mount_point=KV_MOUNT, raise_on_deleted_version=True
+            )
+            key = asyncio.run(_mint_key(valkey.url, bytes.fromhex(secret["data"]["data"]["pepper"])))
+            with_key: Metadata = (("x-api-key", key),)
+            with grpc.insecure_channel(service.addr) as channel:
+                stub = secrets_pb2_grpc.SecretsServiceStub(channel)
+                stub.CreateSecret(
+                    spb.CreateSecretRequest(secret_id="bench", secret=spb.Secret()), metadata=with_key
+                )
+                payload = spb.SecretPayload(data=b"correct horse battery staple")
+                stub.AddSecretVersion(
+                    spb.AddSecretVersionRequest(parent="secrets/bench", payload=payload), metadata=with_key
+                )
+            request = spb.AccessSecretVersionRequest(name="secrets/bench/versions/latest").SerializeToString()
+            method = "/devmesh.secrets.v1.SecretsService/AccessSecretVersion"
+            chain = measure(service.addr, method, request, duration, metadata=with_key)
+            direct = _measure_with(
+                _vault_client_process, bao.addr, f"{PATH}/bench", duration, (("x-vault-token", bao.token),)
+            )
+        finally:
+            if service is not None:
+                service.process.stop()
+            assert bao.process is not None
+            bao.process.stop()
+            buckets.process.stop()
+            valkey.process.stop()
+    return {
+        "access_secret_version": {**chain, "ratio_to_direct_kv_read": round(chain["rps"] / direct["rps"], 3)},
+        "direct_hvac_kv_read": direct,
+    }
+
+
 def _echo_ready(addr: str) -> bool:
     with grpc.insecure_channel(addr) as channel:
         channel.unary_unary(ECHO_METHOD)(b"", timeout=1)
@@ -476,7 +585,7 @@ def _echo_ready(addr: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench")
     parser.add_argument(
-        "command", nargs="?", default="all", choices=["all", "edge", "identity", "echo-server"]
+        "command", nargs="?", default="all", choices=["all", "edge", "identity", "secrets", "echo-server"]
     )
     parser.add_argument("port", nargs="?", type=int, default=0)
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds measured per target")
@@ -485,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "echo-server":
         asyncio.run(_echo_server(args.port))
         return 0
-    sections = {"edge": edge, "identity": identity}
+    sections = {"edge": edge, "identity": identity, "secrets": secrets_access}
     if args.command in sections:
         result = {args.command: sections[args.command](args.duration)}
     else:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import hvac
 import requests
 from hvac import exceptions as hvac_errors
+from requests.adapters import HTTPAdapter
 
 from services.runtime.errors import Internal, ServiceError, Unavailable
 from services.runtime.logging import get_logger
@@ -27,6 +30,7 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 VAULT_RETRY_AFTER = 1.0
+VAULT_THREADS = 32
 
 
 def translate_error(exc: BaseException) -> ServiceError | None:
@@ -45,14 +49,22 @@ class Vault:
 
     def __init__(self, settings: RuntimeSettings) -> None:
         self._settings = settings
-        self.client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout)
+        # hvac blocks: its calls run on a pool of their own (the default executor has a handful
+        # of threads on a small machine), over as many pooled connections as there are threads.
+        self._pool = ThreadPoolExecutor(max_workers=VAULT_THREADS, thread_name_prefix="vault")
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=VAULT_THREADS)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self.client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout, session=session)
         self._renewal: asyncio.Task[None] | None = None
         self.policies: list[str] = []
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking hvac call in a thread; Vault failures become typed errors."""
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            call = functools.partial(fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except Exception as exc:
             translated = translate_error(exc)
             if translated is None:
@@ -103,6 +115,7 @@ class Vault:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
         self.client.adapter.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # Where devmesh's keys live in Vault. Bootstrap (tools/vault_bootstrap.py) creates them; the

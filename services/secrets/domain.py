@@ -210,6 +210,12 @@ class SecretsDomain:
 
     async def access(self, caller: Principal, sid: str, version: int | None) -> tuple[int, bytes]:
         await self.policies.require(caller, sid, READ)
+        if version is None:
+            # One Vault call when Vault's newest version is the latest (no rotation pending).
+            newest = await self.store.read_latest(sid)
+            if newest is not None and str(newest[0]) != newest[2].get("pending"):
+                request_context.note_audit(version=newest[0])
+                return newest[0], newest[1]
         meta = await self.store.read(sid)
         number = meta.latest if version is None else version
         request_context.note_audit(version=number or "latest")

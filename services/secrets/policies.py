@@ -24,6 +24,7 @@ from services.runtime.redis_client import DurableWriter, Redis
 
 PREFIX = "devmesh:secrets"
 INDEX = f"{PREFIX}:policies"
+REVISION = f"{PREFIX}:policies:revision"  # bumped by every change: replicas reload when it moves
 
 READ, MANAGE, ADMIN = 1, 2, 3
 LEVEL_NAMES = {READ: "READ", MANAGE: "MANAGE", ADMIN: "ADMIN"}
@@ -66,6 +67,7 @@ class Policies:
     def __init__(self, redis: Redis, durable: DurableWriter) -> None:
         self._redis = redis
         self._durable = durable
+        self._cached: tuple[int, list[Policy]] | None = None  # (revision, policies)
 
     async def _load(self, pid: str) -> Policy | None:
         raw = await self._redis.hgetall(policy_key(pid))
@@ -83,9 +85,14 @@ class Policies:
         return policy
 
     async def all(self) -> list[Policy]:
+        """Every policy; one GET when nothing changed since the last call (on any replica)."""
+        revision = int(await self._redis.get(REVISION) or 0)
+        if self._cached is not None and self._cached[0] == revision:
+            return self._cached[1]
         ids = [i.decode() for i in await self._redis.zrange(INDEX, 0, -1)]
-        loaded = [await self._load(pid) for pid in ids]
-        return [p for p in loaded if p is not None]
+        loaded = [p for p in [await self._load(pid) for pid in ids] if p is not None]
+        self._cached = (revision, loaded)
+        return loaded
 
     async def set(self, policy: Policy, etag: str) -> Policy:
         validate(policy)
@@ -110,6 +117,7 @@ class Policies:
                     },
                 )
                 pipe.zadd(INDEX, {policy.id: 0})
+                pipe.incr(REVISION)
                 await pipe.execute()
             except WatchError:
                 raise Aborted(
@@ -123,6 +131,7 @@ class Policies:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(policy_key(pid))
             pipe.zrem(INDEX, pid)
+            pipe.incr(REVISION)
             await pipe.execute()
         await self._durable.confirm()
 

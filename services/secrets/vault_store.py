@@ -180,6 +180,24 @@ class SecretStore:
             raise
         return int(response["data"]["version"])
 
+    async def read_latest(self, sid: str) -> tuple[int, bytes, dict[str, str]] | None:
+        """Vault's newest version in one call: (number, value, custom metadata); None when there
+        is none to read (no such secret, no version, or the newest is disabled or destroyed)."""
+        try:
+            response = await self._vault.call(
+                self._kv.read_secret_version,
+                self._path(sid),
+                mount_point=KV_MOUNT,
+                raise_on_deleted_version=True,
+            )
+        except hvac_errors.InvalidPath:
+            return None
+        data = response["data"]
+        if not data.get("data") or "data" not in data["data"]:
+            return None
+        meta = data["metadata"]
+        return int(meta["version"]), base64.b64decode(data["data"]["data"]), meta.get("custom_metadata") or {}
+
     async def read_version(self, sid: str, version: int) -> bytes:
         response = await self._vault.call(
             self._kv.read_secret_version,
