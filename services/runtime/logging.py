@@ -12,6 +12,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 from services.runtime import request_context
@@ -24,10 +25,15 @@ def _add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+def _dumps(event: Any, **_: Any) -> bytes:
+    return orjson.dumps(event, default=str)
+
+
 def configure(level: str = "info", *, stream: Any = None) -> None:
     """Route structlog and stdlib logging to JSON lines at `level`."""
     numeric = logging.getLevelName(level.upper())
-    logging.basicConfig(level=numeric, stream=stream or sys.stderr, format="%(message)s", force=True)
+    stream = stream or sys.stderr
+    logging.basicConfig(level=numeric, stream=stream, format="%(message)s", force=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -35,10 +41,10 @@ def configure(level: str = "info", *, stream: Any = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _add_request_id,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),  # one log line per RPC: keep it cheap
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.BytesLoggerFactory(getattr(stream, "buffer", stream)),
         cache_logger_on_first_use=True,
     )
 

@@ -70,6 +70,7 @@ def lease_size(limit: Limit) -> int:
     return max(1, min(MAX_LEASE, limit.burst // 10, int(limit.per_second * LEASE_WINDOW)))
 
 
+_ADMITTED_FROM_LEASE = RATE_LIMIT_DECISIONS.labels("admitted", "lease")
 _REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)
 
 
@@ -156,7 +157,7 @@ class RateLimiter:
         now = time.monotonic()
         if lease is not None and lease.tokens >= cost and now < lease.until:
             lease.tokens -= cost
-            RATE_LIMIT_DECISIONS.labels("admitted", "lease").inc()
+            _ADMITTED_FROM_LEASE.inc()
             return Decision(
                 True, limit.burst, lease.remaining + lease.tokens, 0.0, lease.reset_after, "lease"
             )

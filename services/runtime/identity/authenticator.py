@@ -148,6 +148,12 @@ class KeyCache:
         self._entries[key_id] = (record, time.monotonic())
         return record
 
+    def holds(self, record: keystore.ApiKeyRecord) -> bool:
+        """Whether `record` is still the fresh cached entry of its key (not reloaded, dropped or
+        stale): what was verified against it then still stands."""
+        entry = self._entries.get(record.key_id)
+        return entry is not None and entry[0] is record and time.monotonic() - entry[1] < self._ttl
+
     def drop(self, key_id: str | None = None) -> None:
         if key_id is None:
             self._entries.clear()
@@ -185,6 +191,9 @@ class Authenticator:
         self.jwks.on_change = self._verified_clear
         self.keys = KeyCache(redis, settings.cache_ttl)
         self._verified: dict[str, tokens.Claims] = {}
+        # presented API key -> (the record it was verified against, until when (µs), principal):
+        # a key seen again skips parsing and hashing while that record is still the cached one.
+        self._verified_keys: dict[str, tuple[keystore.ApiKeyRecord, int, Principal]] = {}
         self._last_use_written: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -243,6 +252,13 @@ class Authenticator:
         return Principal(name=spiffe_id, role=role, kind=MESH)
 
     async def from_api_key(self, presented: str) -> Principal:
+        hit = self._verified_keys.get(presented)
+        if hit is not None:
+            seen, until, known = hit
+            now = keystore.now_us()
+            if self.keys.holds(seen) and now < until and seen.state == keystore.ACTIVE:
+                self._note_use(seen, now)
+                return known
         try:
             parsed = keys.parse(presented)
         except keys.MalformedKey:
@@ -253,7 +269,8 @@ class Authenticator:
             ) from None
         record = await self.keys.get(parsed.key_id)
         now = keystore.now_us()
-        if record is None or not self._secret_matches(record, parsed.key, now):
+        valid_until = self._valid_until(record, parsed.key, now) if record is not None else None
+        if record is None or valid_until is None:
             raise refuse("API_KEY_UNKNOWN", "unknown API key")
         state = record.effective_state(now)
         if state == keystore.REVOKED:
@@ -261,7 +278,7 @@ class Authenticator:
         if state != keystore.ACTIVE:
             raise refuse("API_KEY_EXPIRED", f"API key {parsed.key_id} has expired")
         self._note_use(record, now)
-        return Principal(
+        principal = Principal(
             name=record.principal,
             role=record.role,
             permissions=tuple(record.permissions),
@@ -270,14 +287,23 @@ class Authenticator:
             rate_per_second=record.rate_per_second,
             rate_burst=record.rate_burst,
         )
+        if len(self._verified_keys) >= _TOKEN_CACHE_SIZE:
+            self._verified_keys.clear()
+        self._verified_keys[presented] = (record, valid_until, principal)
+        return principal
 
-    def _secret_matches(self, record: keystore.ApiKeyRecord, key: str, now: int) -> bool:
+    def _valid_until(self, record: keystore.ApiKeyRecord, key: str, now: int) -> int | None:
+        """Until when (µs) `key` is a secret of `record`, compared in constant time; None if it
+        is not one (or is the previous secret past its grace period)."""
         presented = keys.digest(self._pepper, key)
-        current = hmac.compare_digest(presented, bytes.fromhex(record.digest))
+        if hmac.compare_digest(presented, bytes.fromhex(record.digest)):
+            return record.expire_us
         previous = bool(record.previous_digest) and hmac.compare_digest(
             presented, bytes.fromhex(record.previous_digest)
         )
-        return current or (previous and now < record.previous_expire_us)
+        if previous and now < record.previous_expire_us:
+            return min(record.expire_us, record.previous_expire_us)
+        return None
 
     def _note_use(self, record: keystore.ApiKeyRecord, now: int) -> None:
         """Record last use at most once a minute per key and replica, off the call path."""

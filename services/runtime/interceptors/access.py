@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -34,7 +35,7 @@ from services.runtime.interceptors.errors import ErrorTranslator, abort_with
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
 from services.runtime.ratelimit import Limit, RateLimiter
-from services.runtime.telemetry import AUTH_FAILURES, PERMISSION_DENIALS
+from services.runtime.telemetry import ACCESS_CHECK, AUTH_FAILURES, PERMISSION_DENIALS
 
 log = get_logger(__name__)
 
@@ -148,7 +149,11 @@ class AccessInterceptor(CallInterceptor):
     async def around_unary(
         self, info: MethodInfo, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
     ) -> Any:
-        await self._admit(info, context)
+        start = time.perf_counter()
+        try:
+            await self._admit(info, context)
+        finally:
+            ACCESS_CHECK.observe(time.perf_counter() - start)
         return await behavior(request, context)
 
     async def around_stream(
