@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(runtime_settings, settings.RuntimeSettings)
     runtime_logging.configure(runtime_settings.log_level)
     try:
-        asyncio.run(serve(runtime_settings, [m.build for m in modules], dict(os.environ)))
+        # Reflection describes every devmesh service, so that `grpcurl list` through the edge
+        # (which asks whichever upstream) sees the whole API.
+        everything = [s for m in catalog.resolve(["all"]) for s in m.proto_services]
+        asyncio.run(serve(runtime_settings, [m.build for m in modules], dict(os.environ), everything))
     except settings.SettingsError as exc:
         print(f"devmesh: {exc}", file=sys.stderr)
         return 2

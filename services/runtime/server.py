@@ -88,8 +88,14 @@ def _authenticator(runtime: Runtime) -> Authenticator | None:
 
 
 class Server:
-    def __init__(self, runtime: Runtime, factories: Sequence[ServiceFactory]) -> None:
+    def __init__(
+        self, runtime: Runtime, factories: Sequence[ServiceFactory], reflect: Sequence[str] = ()
+    ) -> None:
+        """`reflect`: more proto services to describe through server reflection than this process
+        hosts (the whole mesh's API), so that reflection through the edge is complete whichever
+        upstream answers it."""
         self.runtime = runtime
+        self.reflect = list(reflect)
         settings = runtime.settings
         translators = [redis_client.translate_error, vault.translate_error]
         self._ratelimit_redis: redis_client.Redis | None = None  # its own instance, when configured
@@ -156,7 +162,7 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             [
-                *self.proto_services,
+                *dict.fromkeys([*self.proto_services, *self.reflect]),
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
@@ -204,7 +210,10 @@ class Server:
 
 
 async def serve(
-    settings: RuntimeSettings, factories: Sequence[ServiceFactory], environ: Mapping[str, str]
+    settings: RuntimeSettings,
+    factories: Sequence[ServiceFactory],
+    environ: Mapping[str, str],
+    reflect: Sequence[str] = (),
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain. Used by `devmesh serve`."""
     telemetry.configure_tracing("devmesh", settings.otlp_endpoint)
@@ -213,7 +222,7 @@ async def serve(
         log.info("metrics.serving", port=port)
     redis = redis_client.connect(settings.redis_url, settings.redis_timeout)
     vault_client = Vault(settings) if settings.vault_addr else None
-    server = Server(Runtime(settings, redis, environ, vault_client), factories)
+    server = Server(Runtime(settings, redis, environ, vault_client), factories, reflect)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -149,4 +149,7 @@ def test_grpcurl_lists_services_through_the_edge(edge: str, operator: CertPaths)
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "devmesh.config.v1.ConfigService" in result.stdout.split()
+    listed = set(result.stdout.split())
+    # Every service of the mesh, whichever upstream answered the reflection stream.
+    assert {"devmesh.config.v1.ConfigService", "devmesh.config.v1.ApiKeyService",
+            "devmesh.secrets.v1.SecretsService", "grpc.health.v1.Health"} <= listed  # fmt: skip
