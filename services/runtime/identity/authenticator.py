@@ -39,7 +39,7 @@ log = get_logger(__name__)
 
 ISSUER = "devmesh"
 LAST_USE_INTERVAL_US = 60_000_000
-_TOKEN_CACHE_SIZE = 10_000
+_CACHE_SIZE = 10_000  # entries per in-process cache (keys, verified keys, verified tokens)
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class KeyCache:
             if entry is not None:
                 return entry[0]
             raise
-        if len(self._entries) >= _TOKEN_CACHE_SIZE:
+        if len(self._entries) >= _CACHE_SIZE:
             self._entries.clear()
         self._entries[key_id] = (record, time.monotonic())
         return record
@@ -287,7 +287,7 @@ class Authenticator:
             rate_per_second=record.rate_per_second,
             rate_burst=record.rate_burst,
         )
-        if len(self._verified_keys) >= _TOKEN_CACHE_SIZE:
+        if len(self._verified_keys) >= _CACHE_SIZE:
             self._verified_keys.clear()
         self._verified_keys[presented] = (record, valid_until, principal)
         return principal
@@ -336,7 +336,7 @@ class Authenticator:
                 )
             except tokens.TokenError as exc:
                 raise refuse(exc.reason, str(exc)) from None
-            if len(self._verified) >= _TOKEN_CACHE_SIZE:
+            if len(self._verified) >= _CACHE_SIZE:
                 self._verified.clear()
             self._verified[token] = claims
         rate_per_second, rate_burst = 0.0, 0
