@@ -44,17 +44,23 @@ path "{TRANSIT_MOUNT}/sign/{JWT_KEY}" {{ capabilities = ["update"] }}
 def build(runtime: Runtime) -> ServiceBinding:
     settings = runtime_settings.load(ConfigSettings, runtime.environ)
     store = ConfigStore(runtime.redis, runtime.durable, log_retention=settings.config_log_retention)
+    domain = ConfigDomain(store, settings)
+
+    async def resolved_document(ns: str, env: str) -> object:
+        return (await domain.resolve(ns, env)).content
+
     hub = WatchHub(
         store,
         queue_size=settings.config_watch_queue_size,
         progress_interval=settings.config_watch_progress_interval,
+        resolve=resolved_document,
     )
     resolver = None
     if settings.config_secrets_addr:
         rt = runtime.settings
         tls = CertificateFiles(rt.tls_cert_file, rt.tls_key_file, rt.tls_ca_file) if rt.tls_enabled else None
         resolver = SecretResolver(settings.config_secrets_addr, tls)
-    servicer = ConfigServicer(ConfigDomain(store, settings), hub, resolver)
+    servicer = ConfigServicer(domain, hub, resolver)
 
     async def stop() -> None:
         await hub.stop()

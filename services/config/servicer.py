@@ -13,7 +13,7 @@ from services.config import documents, models, names
 from services.config.domain import NAMESPACE_FIELDS, READ_CACHE_SIZE, ConfigDomain
 from services.config.read_cache import RevisionCache
 from services.config.secret_refs import SecretResolver
-from services.config.watch import Progress, WatchHub
+from services.config.watch import Progress, SecretRotated, WatchHub
 from services.runtime import request_context
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.interceptors.access import forwardable
@@ -307,5 +307,13 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                 yield config_pb2.WatchConfigResponse(
                     progress=config_pb2.WatchProgress(revision=event.revision)
                 )
+            elif isinstance(event, SecretRotated):
+                rotated = config_pb2.SecretRotated(
+                    secret=f"secrets/{event.secret}",
+                    version=event.version,
+                    environment=event.environment,
+                    paths=event.paths,
+                )
+                yield config_pb2.WatchConfigResponse(secret_rotated=rotated)
             else:
                 yield config_pb2.WatchConfigResponse(change=revision_proto(event))

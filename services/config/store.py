@@ -328,6 +328,9 @@ class ConfigStore:
         """The namespace's latest revision: what read caches are validated against."""
         return int(await self.redis.get(counter_key(ns)) or 0)
 
+    async def environment_ids(self, ns: str) -> list[str]:
+        return [_s(e) for e in await self.redis.zrange(envs_key(ns), 0, -1)]
+
     async def list_environments(self, ns: str, after: str | None, limit: int) -> list[models.Environment]:
         ids = await self.redis.zrangebylex(
             envs_key(ns), f"({after}" if after else "-", "+", start=0, num=limit

@@ -15,20 +15,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError
 
-from services.config import models
+from services.config import models, secret_refs
 from services.config.names import ALL_ENVIRONMENTS, BASE_ENVIRONMENT, namespace_name
 from services.config.store import WAKE_CHANNEL, ConfigStore
+from services.runtime import channels
 from services.runtime.errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
 from services.runtime.logging import get_logger
 
 log = get_logger(__name__)
 
 REPLAY_PAGE = 200
+
+
+@dataclass(frozen=True)
+class SecretRotated:
+    """A secret the watcher's environment references became a new latest version."""
+
+    secret: str  # the secret id
+    version: int
+    environment: str
+    paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ _CLOSED = _Closed()
 class Watcher:
     def __init__(self, environment: str, queue_size: int) -> None:
         self.environment = environment
-        self.queue: asyncio.Queue[models.Revision | _Closed] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[models.Revision | SecretRotated | _Closed] = asyncio.Queue(queue_size)
         self.overflowed = False
 
     def wants(self, action: str, environment: str) -> bool:
@@ -58,11 +71,11 @@ class Watcher:
             or environment in (self.environment, BASE_ENVIRONMENT)
         )
 
-    def offer(self, revision: models.Revision) -> None:
+    def offer(self, item: models.Revision | SecretRotated) -> None:
         if self.overflowed:
             return
         try:
-            self.queue.put_nowait(revision)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.overflowed = True
 
@@ -122,9 +135,17 @@ class Feed:
                 return
 
 
+# (namespace, environment) -> the environment's resolved document
+Resolve = Callable[[str, str], Awaitable[Any]]
+
+
 class WatchHub:
-    def __init__(self, store: ConfigStore, *, queue_size: int, progress_interval: float) -> None:
+    def __init__(
+        self, store: ConfigStore, *, queue_size: int, progress_interval: float, resolve: Resolve | None = None
+    ) -> None:
         self.store = store
+        self._resolve = resolve  # set: watchers hear about rotated secrets their documents reference
+        self._tasks: set[asyncio.Task[None]] = set()
         self._queue_size = queue_size
         self._progress_interval = progress_interval
         self._feeds: dict[str, Feed] = {}
@@ -137,6 +158,8 @@ class WatchHub:
     async def stop(self) -> None:
         """End every open watch stream (UNAVAILABLE: resume elsewhere) and stop the feeds."""
         self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
         for feed in list(self._feeds.values()):
             for watcher in feed.watchers:
                 watcher.close()
@@ -149,7 +172,7 @@ class WatchHub:
         while True:
             pubsub = self.store.redis.pubsub()
             try:
-                await pubsub.subscribe(WAKE_CHANNEL)
+                await pubsub.subscribe(WAKE_CHANNEL, channels.SECRET_EVENTS)
                 backoff = 0.1
                 # Wake-ups sent while we were disconnected are lost: catch up now.
                 for feed in self._feeds.values():
@@ -158,6 +181,9 @@ class WatchHub:
                     if message.get("type") != "message":
                         continue
                     data = message["data"]
+                    if message.get("channel") == channels.SECRET_EVENTS.encode():
+                        self._secret_event(data)
+                        continue
                     woken = self._feeds.get(data.decode() if isinstance(data, bytes) else str(data))
                     if woken is not None:
                         woken.wake.set()
@@ -168,6 +194,39 @@ class WatchHub:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _secret_event(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+            kind, secret, version = event["type"], str(event["secret"]), int(event["version"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if kind != "ROTATED" or self._resolve is None or not self._feeds:
+            return
+        task = asyncio.create_task(self._tell_watchers(secret, version), name=f"watch-secret-{secret}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tell_watchers(self, secret: str, version: int) -> None:
+        """Offer SecretRotated to every local watcher whose resolved document references `secret`."""
+        assert self._resolve is not None
+        for feed in list(self._feeds.values()):
+            environments = {w.environment for w in feed.watchers}
+            if ALL_ENVIRONMENTS in environments:
+                environments = set(await self.store.environment_ids(feed.ns))
+            references: dict[str, tuple[str, ...]] = {}
+            for env in environments - {ALL_ENVIRONMENTS}:
+                try:
+                    document = await self._resolve(feed.ns, env)
+                except Exception:  # gone meanwhile, or Redis down: nothing to tell about it
+                    continue
+                paths = tuple(p for p, ref in secret_refs.find(document) if ref.partition("#")[0] == secret)
+                if paths:
+                    references[env] = paths
+            for watcher in feed.watchers:
+                for env, paths in references.items():
+                    if watcher.environment in (ALL_ENVIRONMENTS, env):
+                        watcher.offer(SecretRotated(secret, version, env, paths))
 
     async def _feed(self, ns: str) -> Feed:
         while True:
@@ -192,7 +251,9 @@ class WatchHub:
             del self._feeds[feed.ns]
             await feed.stop()
 
-    async def watch(self, ns: str, environment: str, since: int) -> AsyncIterator[models.Revision | Progress]:
+    async def watch(
+        self, ns: str, environment: str, since: int
+    ) -> AsyncIterator[models.Revision | Progress | SecretRotated]:
         """Revisions after `since` that concern `environment`, then live ones, with progress beats."""
         if self._closing:
             raise Unavailable("the server is shutting down; reconnect", reason="SHUTTING_DOWN")
@@ -230,6 +291,9 @@ class WatchHub:
                     item = await asyncio.wait_for(watcher.queue.get(), self._progress_interval)
                 except TimeoutError:
                     yield Progress(max(sent, feed.cursor))
+                    continue
+                if isinstance(item, SecretRotated):
+                    yield item
                     continue
                 if isinstance(item, _Closed):
                     raise Unavailable(

@@ -12,10 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from services.runtime import channels
 from services.runtime.redis_client import Redis
 
 STREAM = "devmesh:secrets:events"
-CHANNEL = "devmesh:secrets:events:live"
+CHANNEL = channels.SECRET_EVENTS
 
 ROTATION_STARTED = "ROTATION_STARTED"
 ROTATED = "ROTATED"

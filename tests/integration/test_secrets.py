@@ -491,3 +491,50 @@ async def test_config_resolves_secret_references_as_the_caller(
         # The cached (unresolved) answer was not polluted by the caller-specific one.
         content, _ = await resolve(stranger)
         assert "pw-123" not in str(content)
+
+
+async def test_config_watchers_hear_about_rotated_secrets_they_reference(
+    secrets: Secrets, valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory, sid: str
+) -> None:
+    from devmesh.config.v1 import config_pb2 as cpb
+    from devmesh.config.v1 import config_pb2_grpc
+
+    _, config_addr = await start_config_server(valkey.url, **openbao.settings("config"))
+    admin = await secrets.key("admin")
+    rotation = pb.RotationPolicy(interval=duration_pb2.Duration(seconds=3600), random=pb.RandomGenerator())
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
+    )
+    await add(secrets, admin, sid, b"v1")
+    ns = f"w{sid}"
+    async with aio.insecure_channel(config_addr) as channel:
+        config = config_pb2_grpc.ConfigServiceStub(channel)
+        await config.CreateNamespace(
+            cpb.CreateNamespaceRequest(namespace_id=ns, namespace=cpb.Namespace()), metadata=admin
+        )
+        for env, content in (
+            ("default", {"db": {"password": {"$secret": f"{sid}#password"}}}),
+            ("prod", {"x": 1}),
+        ):
+            message = cpb.Environment(name=f"namespaces/{ns}/environments/{env}")
+            message.content.update(content)
+            await config.UpdateEnvironment(
+                cpb.UpdateEnvironmentRequest(environment=message, allow_missing=True), metadata=admin
+            )
+        watch = config.WatchConfig(
+            cpb.WatchConfigRequest(name=f"namespaces/{ns}/environments/prod", since_revision=3),
+            metadata=admin,
+        )
+        assert (await watch.read()).HasField("progress")  # registered with the feed
+        await secrets.stub.RotateSecret(
+            pb.RotateSecretRequest(name=f"secrets/{sid}", promote=True), metadata=admin
+        )
+        while True:
+            event = await asyncio.wait_for(watch.read(), 10)
+            if event.HasField("secret_rotated"):
+                break
+        watch.cancel()
+    rotated = event.secret_rotated
+    # prod inherits the reference from the base layer.
+    assert (rotated.secret, rotated.version, rotated.environment) == (f"secrets/{sid}", 2, "prod")
+    assert list(rotated.paths) == ["/db/password"]

@@ -1088,6 +1088,45 @@ class WatchProgress(_message.Message):
 Global___WatchProgress: _TypeAlias = WatchProgress  # noqa: Y015
 
 @_typing.final
+class SecretRotated(_message.Message):
+    """A secret that the watched environment's resolved document references was
+    rotated: its new value is the latest now (re-read it with ResolveConfig and
+    `resolve_secrets`). Not a revision: the document itself did not change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    PATHS_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """`secrets/{secret}`."""
+    version: _builtins.int
+    """The version that became the latest."""
+    environment: _builtins.str
+    """The environment whose resolved document references the secret."""
+    @_builtins.property
+    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """JSON pointers (RFC 6901) of the references in that document."""
+
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+        version: _builtins.int = ...,
+        environment: _builtins.str = ...,
+        paths: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "paths", b"paths", "secret", b"secret", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretRotated: _TypeAlias = SecretRotated  # noqa: Y015
+
+@_typing.final
 class WatchConfigResponse(_message.Message):
     """One message of a WatchConfig stream."""
 
@@ -1095,6 +1134,7 @@ class WatchConfigResponse(_message.Message):
 
     CHANGE_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    SECRET_ROTATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def change(self) -> Global___Revision:
         """A revision that affects the watched environment, with its content."""
@@ -1103,17 +1143,22 @@ class WatchConfigResponse(_message.Message):
     def progress(self) -> Global___WatchProgress:
         """A heartbeat on an idle stream."""
 
+    @_builtins.property
+    def secret_rotated(self) -> Global___SecretRotated:
+        """A secret the watched environment references was rotated."""
+
     def __init__(
         self,
         *,
         change: Global___Revision | None = ...,
         progress: Global___WatchProgress | None = ...,
+        secret_rotated: Global___SecretRotated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "progress", b"progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "progress", b"progress", "secret_rotated", b"secret_rotated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "progress", b"progress", "secret_rotated", b"secret_rotated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["change", "progress"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["change", "progress", "secret_rotated"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
