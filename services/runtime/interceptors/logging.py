@@ -15,6 +15,7 @@ from typing import Any
 from grpc import aio
 from opentelemetry import trace
 
+from services.runtime import logging as runtime_logging
 from services.runtime import request_context
 from services.runtime.interceptors.base import (
     CallInterceptor,
@@ -23,10 +24,7 @@ from services.runtime.interceptors.base import (
     metadata_value,
     status_name,
 )
-from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
-
-log = get_logger("devmesh.rpc")
 
 _MAX_REQUEST_ID = 128
 
@@ -43,15 +41,18 @@ class LoggingInterceptor(CallInterceptor):
         self, info: MethodInfo, context: aio.ServicerContext, start: float, cancelled: bool
     ) -> None:
         span_context = trace.get_current_span().get_span_context()
-        log.info(
+        runtime_logging.line(
+            "devmesh.rpc",
             "rpc.completed",
-            method=info.full_method,
-            code="CANCELLED" if cancelled else status_name(context),
-            duration_ms=round((time.perf_counter() - start) * 1000, 3),
-            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
-            principal=request_context.principal.get(),
-            reason=request_context.error_reason.get() or None,
-            peer=context.peer(),
+            {
+                "method": info.full_method,
+                "code": "CANCELLED" if cancelled else status_name(context),
+                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                "trace_id": format(span_context.trace_id, "032x") if span_context.is_valid else None,
+                "principal": request_context.principal.get(),
+                "reason": request_context.error_reason.get() or None,
+                "peer": context.peer(),
+            },
         )
 
     async def around_unary(

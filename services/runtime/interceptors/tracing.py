@@ -15,8 +15,12 @@ from services.runtime.methods import MethodInfo
 _tracer = trace.get_tracer("devmesh.rpc")
 
 
-def _carrier(context: aio.ServicerContext) -> dict[str, str]:
-    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+def _parent(context: aio.ServicerContext) -> Any:
+    """The caller's trace context (W3C traceparent), or None when it sent none."""
+    metadata = context.invocation_metadata() or ()
+    if not any(key == "traceparent" for key, _ in metadata):
+        return None
+    return propagate.extract({k: v for k, v in metadata if isinstance(v, str)})
 
 
 def _finish(span: trace.Span, context: aio.ServicerContext) -> None:
@@ -30,7 +34,7 @@ class TracingInterceptor(CallInterceptor):
     def _span(self, info: MethodInfo, context: aio.ServicerContext) -> Any:
         return _tracer.start_as_current_span(
             f"{info.service}/{info.method}",
-            context=propagate.extract(_carrier(context)),
+            context=_parent(context),
             kind=SpanKind.SERVER,
             attributes={"rpc.system": "grpc", "rpc.service": info.service, "rpc.method": info.method},
             record_exception=False,  # exception text may quote request data; the log has the traceback
