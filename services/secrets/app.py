@@ -59,11 +59,15 @@ def build(runtime: Runtime) -> ServiceBinding:
     def register(server: aio.Server) -> None:
         secrets_pb2_grpc.add_SecretsServiceServicer_to_server(servicer, server)
 
+    async def stop() -> None:
+        events.closing = True  # event streams end within a second instead of holding the drain
+        await scheduler.stop()
+
     return ServiceBinding(
         name="secrets",
         proto_services=PROTO_SERVICES,
         register=register,
         dependencies=[runtime.redis_dependency, Dependency("vault", vault.probe)],
         start=scheduler.start,
-        stop=scheduler.stop,
+        stop=stop,
     )

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.runtime import channels
+from services.runtime.errors import Unavailable
 from services.runtime.redis_client import Redis
 
 STREAM = "devmesh:secrets:events"
@@ -39,6 +40,7 @@ class Events:
     def __init__(self, redis: Redis, retention: int) -> None:
         self._redis = redis
         self._retention = retention
+        self.closing = False  # set when the server drains: followers end instead of holding it up
 
     async def publish(self, kind: str, sid: str, version: int = 0) -> str:
         fields = {"type": kind, "secret": sid, "version": version, "time_us": int(time.time() * 1_000_000)}
@@ -56,6 +58,13 @@ class Events:
         """Events after `after_id`, forever; yields None after each quiet `block_ms`."""
         cursor = after_id
         while True:
+            if self.closing:
+                raise Unavailable(
+                    f"the server is shutting down; resume with after_id={cursor}",
+                    retry_after=0.1,
+                    reason="SHUTTING_DOWN",
+                    metadata={"after_id": cursor},
+                )
             batches = await self._redis.xread({STREAM: cursor}, count=100, block=block_ms)
             if not batches:
                 yield None

@@ -588,3 +588,24 @@ async def test_a_bad_watch_cursor_is_invalid_argument(secrets: Secrets) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stream.read()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_draining_server_ends_event_streams_instead_of_waiting_for_them(
+    valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
+) -> None:
+    server, addr = await _start(start_config_server, valkey, openbao)
+    async with aio.insecure_channel(addr) as channel:
+        s = Secrets(server, addr, channel)
+        quiet = pb.WatchSecretEventsRequest(
+            prefix="no-secret-has-this-prefix"
+        )  # other tests' events stay out
+        stream = s.stub.WatchSecretEvents(quiet, metadata=await s.key("admin"))
+        await asyncio.sleep(0.3)  # the stream is open and following
+        started = time.monotonic()
+        stopping = asyncio.create_task(server.stop(grace=8))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream.read()
+        await stopping
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_info(caught.value).reason == "SHUTTING_DOWN"
+    assert time.monotonic() - started < 5  # not the whole grace period
