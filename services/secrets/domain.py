@@ -138,15 +138,12 @@ class SecretsDomain:
         self, caller: Principal, prefix: str, after: str | None, limit: int
     ) -> tuple[list[SecretMeta], bool]:
         """Secrets the caller may read, by id after `after`; and whether more remain."""
-        policies = await self.policies.all()
-        readable = []
-        for sid in await self.store.list_ids():
-            if not sid.startswith(prefix) or (after is not None and sid <= after):
-                continue
-            if (caller.role == "admin" and not caller.permissions) or any(
-                sid.startswith(p.prefix) and p.level_of(caller) >= READ for p in policies
-            ):
-                readable.append(sid)
+        candidates = [
+            sid
+            for sid in await self.store.list_ids()
+            if sid.startswith(prefix) and (after is None or sid > after)
+        ]
+        readable = await self.policies.readable(caller, candidates)
         page = readable[:limit]
         return [await self.store.read(sid) for sid in page], len(readable) > limit
 

@@ -140,6 +140,15 @@ class Policies:
             return ADMIN
         return max((p.level_of(principal) for p in await self.all() if sid.startswith(p.prefix)), default=0)
 
+    async def readable(self, principal: Principal, sids: list[str]) -> list[str]:
+        """The ids among `sids` that `principal` may read, in order (one policy read for all)."""
+        if principal.role == roles.ADMIN and not principal.permissions:
+            return sids
+        held = [(p.prefix, p.level_of(principal)) for p in await self.all()]
+        return [
+            sid for sid in sids if any(sid.startswith(prefix) and level >= READ for prefix, level in held)
+        ]
+
     async def require(self, principal: Principal, sid: str, needed: int) -> None:
         """PERMISSION_DENIED unless `principal` holds `needed` on `sid`; decided by name only."""
         if await self.level(principal, sid) < needed:
