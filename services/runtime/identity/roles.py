@@ -104,25 +104,17 @@ def allows(role: str, narrowed_to: tuple[str, ...], permission: str) -> bool:
 
 def covered_by(pattern: str, role: str, narrowed_to: tuple[str, ...]) -> bool:
     """Whether everything `pattern` grants is held by `role` narrowed to `narrowed_to`: a
-    principal may hand on (to a key it creates, a token it exchanges) only what it holds."""
-    within_role = any(_broader_or_equal(held, pattern) for held in ROLES.get(role, ()))
-    return within_role and (not narrowed_to or any(_broader_or_equal(h, pattern) for h in narrowed_to))
+    principal may hand on (to a key it creates, a token it exchanges) only what it holds.
+
+    `matches` serves here with `pattern` in the permission's place: a `*` segment of `pattern`
+    is then only matched by a `*` of the held pattern, so held ⊇ pattern exactly when it matches."""
+    within_role = any(matches(held, pattern) for held in ROLES.get(role, ()))
+    return within_role and (not narrowed_to or any(matches(h, pattern) for h in narrowed_to))
 
 
 def role_covered_by(granted: str, role: str, narrowed_to: tuple[str, ...]) -> bool:
     """Whether a principal with `role` (narrowed) holds every permission of role `granted`."""
     return all(covered_by(pattern, role, narrowed_to) for pattern in ROLES[granted])
-
-
-def _broader_or_equal(held: str, pattern: str) -> bool:
-    """Whether `held` matches every permission `pattern` matches."""
-    h, p = held.split("."), pattern.split(".")
-    for i, segment in enumerate(h):
-        if segment == "*" and i == len(h) - 1:
-            return len(p) > i
-        if i >= len(p) or (segment != "*" and segment != p[i]):
-            return False
-    return len(p) == len(h)
 
 
 def parse_mesh_roles(raw: str) -> tuple[tuple[str, str], ...]:
