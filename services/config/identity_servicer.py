@@ -16,25 +16,10 @@ from devmesh.config.v1 import (
 from services.config import audit_events
 from services.config.api_keys import NAME_PREFIX, ApiKeys, NewKey, key_id_of
 from services.config.tokens import TokenIssuer
-from services.runtime.errors import InvalidArgument
+from services.runtime import protos
 from services.runtime.identity import keys, keystore
 from services.runtime.interceptors.access import current_caller
 from services.runtime.redis_client import Redis
-
-
-def _timestamp(us: int) -> timestamp_pb2.Timestamp | None:
-    if not us:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMicroseconds(us)
-    return ts
-
-
-def _us(ts: timestamp_pb2.Timestamp, field: str) -> int:
-    try:
-        return int(ts.ToMicroseconds())
-    except (ValueError, OverflowError):
-        raise InvalidArgument.for_field(field, "is not a valid timestamp") from None
 
 
 def api_key_proto(record: keystore.ApiKeyRecord) -> api_keys_pb2.ApiKey:
@@ -44,16 +29,16 @@ def api_key_proto(record: keystore.ApiKeyRecord) -> api_keys_pb2.ApiKey:
         owner=record.owner,
         role=record.role,
         permissions=record.permissions,
-        expire_time=_timestamp(record.expire_us),
+        expire_time=protos.optional_timestamp(record.expire_us),
         rate_limit_per_second=record.rate_per_second,
         rate_limit_burst=record.rate_burst,
-        create_time=_timestamp(record.create_us),
+        create_time=protos.optional_timestamp(record.create_us),
         creator=record.creator,
-        last_use_time=_timestamp(record.last_use_us),
+        last_use_time=protos.optional_timestamp(record.last_use_us),
         state=api_keys_pb2.ApiKey.State.Value("STATE_" + record.effective_state(keystore.now_us())),
-        rotate_time=_timestamp(record.rotate_us),
-        previous_secret_expire_time=_timestamp(record.previous_expire_us),
-        revoke_time=_timestamp(record.revoke_us),
+        rotate_time=protos.optional_timestamp(record.rotate_us),
+        previous_secret_expire_time=protos.optional_timestamp(record.previous_expire_us),
+        revoke_time=protos.optional_timestamp(record.revoke_us),
         key_prefix=keys.key_prefix(record.key_id),
         etag=str(record.version),
     )
@@ -72,7 +57,7 @@ class ApiKeyServicer(api_keys_pb2_grpc.ApiKeyServiceServicer):
             owner=message.owner,
             role=message.role,
             permissions=tuple(message.permissions),
-            expire_us=_us(message.expire_time, "api_key.expire_time")
+            expire_us=protos.microseconds(message.expire_time, "api_key.expire_time")
             if message.HasField("expire_time")
             else 0,
             rate_per_second=message.rate_limit_per_second,
@@ -148,8 +133,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             resource_prefix=request.resource_prefix,
             action=request.action,
             result=request.result,
-            start_us=_us(request.start_time, "start_time") if request.HasField("start_time") else 0,
-            end_us=_us(request.end_time, "end_time") if request.HasField("end_time") else 0,
+            start_us=protos.microseconds(request.start_time, "start_time")
+            if request.HasField("start_time")
+            else 0,
+            end_us=protos.microseconds(request.end_time, "end_time") if request.HasField("end_time") else 0,
         )
         events, token = await audit_events.list_events(
             self._redis, filters, request.page_size, request.page_token
@@ -158,7 +145,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             audit_events=[
                 audit_pb2.AuditEvent(
                     id=event.id,
-                    time=_timestamp(int(event.fields.get("time_us", "0") or 0)),
+                    time=protos.optional_timestamp(int(event.fields.get("time_us", "0") or 0)),
                     actor=event.fields.get("actor", ""),
                     action=event.fields.get("action", ""),
                     resource=event.fields.get("resource", ""),

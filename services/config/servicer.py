@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from grpc import aio
 
 from devmesh.config.v1 import config_pb2, config_pb2_grpc
@@ -14,17 +14,11 @@ from services.config.domain import NAMESPACE_FIELDS, READ_CACHE_SIZE, ConfigDoma
 from services.config.read_cache import RevisionCache
 from services.config.secret_refs import SecretResolver
 from services.config.watch import Progress, SecretRotated, WatchHub
-from services.runtime import request_context
+from services.runtime import protos, request_context
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.interceptors.access import forwardable
 
 _EMPTY = empty_pb2.Empty()
-
-
-def _timestamp(us: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMicroseconds(us)
-    return ts
 
 
 def _struct(document: documents.Document) -> struct_pb2.Struct:
@@ -48,8 +42,8 @@ def namespace_proto(record: models.Namespace) -> config_pb2.Namespace:
         description=record.description,
         labels=record.labels,
         revision=record.revision,
-        create_time=_timestamp(record.create_time_us),
-        update_time=_timestamp(record.update_time_us),
+        create_time=protos.timestamp(record.create_time_us),
+        update_time=protos.timestamp(record.update_time_us),
         etag=record.etag,
     )
     if record.schema is not None:
@@ -62,8 +56,8 @@ def environment_proto(record: models.Environment, *, full: bool = True) -> confi
         name=names.environment_name(record.namespace, record.id),
         content=_struct(record.content) if full else None,
         revision=record.revision,
-        create_time=_timestamp(record.create_time_us),
-        update_time=_timestamp(record.update_time_us),
+        create_time=protos.timestamp(record.create_time_us),
+        update_time=protos.timestamp(record.update_time_us),
         etag=record.etag,
     )
 
@@ -77,7 +71,7 @@ def revision_proto(record: models.Revision, *, full: bool = True) -> config_pb2.
         content=_struct(record.content) if full and record.content is not None else None,
         author=record.author,
         reason=record.reason,
-        create_time=_timestamp(record.create_time_us) if record.create_time_us else None,
+        create_time=protos.optional_timestamp(record.create_time_us),
         source_revision=record.source_revision,
     )
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from google.protobuf import duration_pb2, empty_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, empty_pb2
 from grpc import aio
 
 from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
-from services.runtime import pagination
+from services.runtime import pagination, protos
 from services.runtime.errors import FieldViolation, InvalidArgument
 from services.runtime.interceptors.access import current_caller
 from services.secrets import names
@@ -22,14 +22,6 @@ from services.secrets.vault_store import DESTROYED, DISABLED, ENABLED, SecretMet
 _EMPTY = empty_pb2.Empty()
 _STATES = {ENABLED: pb.SecretVersion.STATE_ENABLED, DISABLED: pb.SecretVersion.STATE_DISABLED,
            DESTROYED: pb.SecretVersion.STATE_DESTROYED}  # fmt: skip
-
-
-def _ts(us: int) -> timestamp_pb2.Timestamp | None:
-    if not us:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMicroseconds(us)
-    return ts
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:
@@ -69,11 +61,11 @@ def secret_proto(meta: SecretMeta) -> pb.Secret:
         name=names.secret_name(meta.id),
         labels=meta.labels,
         rotation=rotation_proto(meta.rotation),
-        create_time=_ts(meta.create_us),
+        create_time=protos.optional_timestamp(meta.create_us),
         latest_version=meta.latest,
         pending_version=meta.pending,
-        promote_time=_ts(meta.promote_us if meta.pending else 0),
-        next_rotation_time=_ts(meta.next_rotation_us),
+        promote_time=protos.optional_timestamp(meta.promote_us if meta.pending else 0),
+        next_rotation_time=protos.optional_timestamp(meta.next_rotation_us),
         etag=meta.etag,
     )
 
@@ -84,7 +76,7 @@ def version_proto(meta: SecretMeta, number: int) -> pb.SecretVersion:
         name=names.version_resource(meta.id, number),
         state=_STATES[version.state],
         pending=number == meta.pending,
-        create_time=_ts(version.create_us),
+        create_time=protos.optional_timestamp(version.create_us),
     )
 
 
@@ -224,7 +216,7 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
                 type=pb.SecretEvent.Type.Value(f"TYPE_{event.type}"),
                 secret=names.secret_name(event.secret),
                 version=event.version,
-                time=_ts(event.time_us),
+                time=protos.optional_timestamp(event.time_us),
             )
 
     async def Encrypt(self, request: pb.EncryptRequest, context: aio.ServicerContext) -> pb.EncryptResponse:
