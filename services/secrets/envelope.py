@@ -5,6 +5,8 @@ devmesh keeps nothing: callers store the ciphertext next to their data."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from typing import Any
 
 from hvac import exceptions as hvac_errors
 
@@ -48,27 +50,27 @@ class Envelope:
         return ciphertext, _version(ciphertext)
 
     async def decrypt(self, tenant: str, ciphertext: str) -> bytes:
-        self._check(ciphertext)
-        try:
-            response = await self._vault.call(
-                self._transit.decrypt_data, DATA_KEY, ciphertext=ciphertext, context=_b64(tenant.encode()),
-                mount_point=TRANSIT_MOUNT,
-            )  # fmt: skip
-        except hvac_errors.InvalidRequest as exc:
-            raise _refused(exc) from None
+        response = await self._with_ciphertext(self._transit.decrypt_data, tenant, ciphertext)
         return base64.b64decode(response["data"]["plaintext"])
 
     async def rewrap(self, tenant: str, ciphertext: str) -> tuple[str, int]:
-        self._check(ciphertext)
-        try:
-            response = await self._vault.call(
-                self._transit.rewrap_data, DATA_KEY, ciphertext=ciphertext, context=_b64(tenant.encode()),
-                mount_point=TRANSIT_MOUNT,
-            )  # fmt: skip
-        except hvac_errors.InvalidRequest as exc:
-            raise _refused(exc) from None
+        response = await self._with_ciphertext(self._transit.rewrap_data, tenant, ciphertext)
         rewrapped = response["data"]["ciphertext"]
         return rewrapped, _version(rewrapped)
+
+    async def _with_ciphertext(self, operation: Callable[..., Any], tenant: str, ciphertext: str) -> Any:
+        """A transit operation on a caller's ciphertext; Vault's refusal becomes INVALID_ARGUMENT."""
+        self._check(ciphertext)
+        try:
+            return await self._vault.call(
+                operation,
+                DATA_KEY,
+                ciphertext=ciphertext,
+                context=_b64(tenant.encode()),
+                mount_point=TRANSIT_MOUNT,
+            )
+        except hvac_errors.InvalidRequest as exc:
+            raise _refused(exc) from None
 
     @staticmethod
     def _check(ciphertext: str) -> None:
