@@ -64,9 +64,7 @@ def _metadata(context: aio.ServicerContext) -> dict[str, str]:
     return found
 
 
-def credential_metadata(context: aio.ServicerContext) -> tuple[tuple[str, str], ...]:
-    """The call's credential headers, to present again when calling on the caller's behalf."""
-    return tuple(_metadata(context).items())
+Credential = tuple[tuple[str, str], ...]  # gRPC metadata: the header a caller authenticated with
 
 
 def peer_spiffe_id(context: aio.ServicerContext) -> str:
@@ -228,20 +226,22 @@ class Authenticator:
 
     # -- the decision -----------------------------------------------------------------------
 
-    async def authenticate(self, context: aio.ServicerContext) -> Principal:
+    async def authenticate(self, context: aio.ServicerContext) -> tuple[Principal, Credential]:
+        """The caller, and the credential header it proved itself with (empty for a mesh
+        identity), which a service may present again when it calls another on its behalf."""
         metadata = _metadata(context)
         authorization = metadata.get("authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise refuse("CREDENTIALS_MALFORMED", "authorization must be `Bearer <token>`")
-            return await self.from_token(token.strip())
+            return await self.from_token(token.strip()), (("authorization", authorization),)
         api_key = metadata.get("x-api-key")
         if api_key is not None:
-            return await self.from_api_key(api_key.strip())
+            return await self.from_api_key(api_key.strip()), (("x-api-key", api_key),)
         identity = peer_spiffe_id(context)
         if identity and identity not in self.settings.edge_identities:
-            return self.from_mesh(identity)
+            return self.from_mesh(identity), ()
         raise refuse(
             "CREDENTIALS_MISSING",
             "no credentials: send `authorization: Bearer <token>` or `x-api-key: <key>`",

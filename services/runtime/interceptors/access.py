@@ -28,8 +28,8 @@ from grpc import aio
 from services.runtime import request_context
 from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceExhausted, ServiceError
 from services.runtime.identity import roles
-from services.runtime.identity.authenticator import Authenticator, credential_metadata
-from services.runtime.identity.principal import API_KEY, TOKEN, Principal
+from services.runtime.identity.authenticator import Authenticator
+from services.runtime.identity.principal import Principal
 from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior, metadata_value
 from services.runtime.interceptors.errors import ErrorTranslator, abort_with
 from services.runtime.logging import get_logger
@@ -80,7 +80,7 @@ class AccessInterceptor(CallInterceptor):
 
     async def _admit(self, info: MethodInfo, context: aio.ServicerContext) -> None:
         try:
-            principal = await self._authenticator.authenticate(context)
+            principal, credential = await self._authenticator.authenticate(context)
         except ServiceError as refused:
             AUTH_FAILURES.labels(refused.reason).inc()
             await abort_with(context, refused, info)
@@ -88,8 +88,8 @@ class AccessInterceptor(CallInterceptor):
             await self._dependency_failed(exc, info, context)
         request_context.principal.set(principal.name)
         caller.set(principal)
-        if principal.kind in (API_KEY, TOKEN):
-            forwardable.set(credential_metadata(context))
+        if credential:
+            forwardable.set(credential)
         if not principal.allows(info.permission):
             PERMISSION_DENIALS.labels(info.permission).inc()
             hint = (
