@@ -179,7 +179,10 @@ class SecretsDomain:
 
     # -- versions -----------------------------------------------------------------------------
 
-    async def add_version(self, caller: Principal, sid: str, data: bytes, expected: int | None) -> int:
+    async def add_version(
+        self, caller: Principal, sid: str, data: bytes, expected: int | None
+    ) -> tuple[SecretMeta, int]:
+        """Add `data` as a version; returns the secret (with that version) and its number."""
         await self.policies.require(caller, sid, MANAGE)
         self._check_payload(data, "payload.data")
         for _ in range(MAX_ADD_ATTEMPTS):
@@ -195,9 +198,10 @@ class SecretsDomain:
                     raise
         else:
             raise Aborted(f"secret {sid!r} is changing too fast; retry", reason="CONTENTION")
-        request_context.note_audit(version=version)
-        await self.events.publish(ev.VERSION_ADDED, sid, version)
-        return version
+        meta.versions[version.number] = version
+        request_context.note_audit(version=version.number)
+        await self.events.publish(ev.VERSION_ADDED, sid, version.number)
+        return meta, version.number
 
     def _check_payload(self, data: bytes, field: str) -> None:
         if not data:
@@ -279,7 +283,7 @@ class SecretsDomain:
         return await self._rotate(meta, rotation, value, promote)
 
     async def _rotate(self, meta: SecretMeta, rotation: Rotation, value: bytes, promote: bool) -> SecretMeta:
-        version = await self.store.add_version(meta.id, value, meta.newest)
+        version = (await self.store.add_version(meta.id, value, meta.newest)).number
         fresh = await self.store.read(meta.id)
         now = now_us()
         fresh.next_rotation_us = now + int(rotation.interval_s * 1_000_000)

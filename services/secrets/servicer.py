@@ -150,8 +150,7 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
     ) -> pb.SecretVersion:
         sid = names.secret_id(request.parent, "parent")
         expected = request.expected_version if request.HasField("expected_version") else None
-        version = await self._domain.add_version(current_caller(), sid, request.payload.data, expected)
-        meta = await self._domain.store.read(sid)
+        meta, version = await self._domain.add_version(current_caller(), sid, request.payload.data, expected)
         return version_proto(meta, version)
 
     async def AccessSecretVersion(

@@ -160,9 +160,10 @@ class SecretStore:
             return []
         return sorted(k for k in response["data"]["keys"] if not k.endswith("/"))
 
-    async def add_version(self, sid: str, data: bytes, cas: int) -> int:
+    async def add_version(self, sid: str, data: bytes, cas: int) -> Version:
         """Write a version with check-and-set `cas` (the version Vault must have as newest; 0
-        for none); ABORTED when another writer got there first. Returns the new version."""
+        for none); ABORTED when another writer got there first. Returns the new version, as
+        Vault's answer describes it."""
         try:
             response = await self._vault.call(
                 self._kv.create_or_update_secret,
@@ -178,7 +179,8 @@ class SecretStore:
                     reason="VERSION_CONFLICT",
                 ) from None
             raise
-        return int(response["data"]["version"])
+        written = response["data"]
+        return Version(int(written["version"]), ENABLED, _time_us(written.get("created_time", "")))
 
     async def read_latest(self, sid: str) -> tuple[int, bytes, dict[str, str]] | None:
         """Vault's newest version in one call: (number, value, custom metadata); None when there
