@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,30 @@ def _client_process(
     out.put(asyncio.run(_load(addr, method, payload, duration, in_flight, tls, metadata)))
 
 
+def _in_threads(in_flight: int, duration: float, connect: Callable[[], Callable[[], None]]) -> list[float]:
+    """Latencies of calls made back to back from `in_flight` threads for `duration` seconds
+    after the warm-up; `connect()` runs once in each thread and returns the call it repeats."""
+    import threading
+
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + WARMUP_S + duration
+    measure_from = time.perf_counter() + WARMUP_S
+
+    def worker() -> None:
+        call = connect()
+        while (now := time.perf_counter()) < stop_at:
+            call()
+            if now >= measure_from:
+                latencies.append(time.perf_counter() - now)
+
+    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
 def _rest_client_process(
     addr: str,
     path: str,
@@ -137,35 +162,26 @@ def _rest_client_process(
     """HTTP/1.1 keep-alive GETs from `in_flight` threads (one connection each)."""
     import http.client
     import ssl
-    import threading
 
     assert tls is not None
     ca, cert, key = tls
     host, _, port = addr.rpartition(":")
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + WARMUP_S + duration
-    measure_from = time.perf_counter() + WARMUP_S
 
-    def worker() -> None:
+    def connect() -> Callable[[], None]:
         context = ssl.create_default_context(cafile=ca)
         context.load_cert_chain(cert, key)
         conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
-        while (now := time.perf_counter()) < stop_at:
+
+        def get() -> None:
             conn.request("GET", path, headers=dict(metadata))
             response = conn.getresponse()
             response.read()
             if response.status != 200:
                 raise RuntimeError(f"REST {path}: HTTP {response.status}")
-            if now >= measure_from:
-                latencies.append(time.perf_counter() - now)
-        conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    out.put(latencies)
+        return get
+
+    out.put(_in_threads(in_flight, duration, connect))
 
 
 def measure(
@@ -539,32 +555,17 @@ def _vault_client_process(
     metadata: Metadata,
 ) -> None:
     """KV v2 reads straight from Vault with hvac, from `in_flight` threads (a client each)."""
-    import threading
-
     import hvac
 
     from services.runtime.vault import KV_MOUNT
 
     token = dict(metadata)["x-vault-token"]
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + WARMUP_S + duration
-    measure_from = time.perf_counter() + WARMUP_S
 
-    def worker() -> None:
-        client = hvac.Client(url=addr, token=token, timeout=10)
-        while (now := time.perf_counter()) < stop_at:
-            client.secrets.kv.v2.read_secret_version(
-                path, mount_point=KV_MOUNT, raise_on_deleted_version=True
-            )
-            if now >= measure_from:
-                latencies.append(time.perf_counter() - now)
+    def connect() -> Callable[[], None]:
+        kv = hvac.Client(url=addr, token=token, timeout=10).secrets.kv.v2
+        return lambda: kv.read_secret_version(path, mount_point=KV_MOUNT, raise_on_deleted_version=True)
 
-    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    out.put(latencies)
+    out.put(_in_threads(in_flight, duration, connect))
 
 
 def secrets_access(duration: float) -> dict[str, Any]:
