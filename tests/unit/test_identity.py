@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -100,25 +101,27 @@ def test_a_good_token_verifies() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("token", "reason"),
-    [
-        (sign(claims(exp=int(time.time()) - 60)), "TOKEN_EXPIRED"),
-        (sign(claims(nbf=int(time.time()) + 600)), "TOKEN_NOT_YET_VALID"),
-        (sign(claims(aud="other")), "TOKEN_WRONG_AUDIENCE"),
-        (sign(claims(iss="other")), "TOKEN_WRONG_ISSUER"),
-        (sign(claims(), header={"alg": "none", "kid": "1"}), "TOKEN_ALGORITHM_NOT_ALLOWED"),
-        (sign(claims(), header={"alg": "ES384", "kid": "1"}), "TOKEN_ALGORITHM_NOT_ALLOWED"),
-        (sign(claims(), header={"alg": "ES256"}), "TOKEN_MALFORMED"),
-        (sign(claims(exp="soon")), "TOKEN_MALFORMED"),
-        (sign(claims(permissions="all")), "TOKEN_MALFORMED"),
-        ("a.b", "TOKEN_MALFORMED"),
-        ("x" * 9000, "TOKEN_MALFORMED"),
-    ],
-)
-def test_bad_tokens_are_refused_with_their_reason(token: str, reason: str) -> None:
+# Tokens are made when the test runs, not when it is collected: a suite that runs longer than a
+# token lives must not turn "wrong audience" into "expired".
+BAD_TOKENS: list[tuple[str, Callable[[], str], str]] = [
+    ("expired", lambda: sign(claims(exp=int(time.time()) - 60)), "TOKEN_EXPIRED"),
+    ("not-yet-valid", lambda: sign(claims(nbf=int(time.time()) + 600)), "TOKEN_NOT_YET_VALID"),
+    ("audience", lambda: sign(claims(aud="other")), "TOKEN_WRONG_AUDIENCE"),
+    ("issuer", lambda: sign(claims(iss="other")), "TOKEN_WRONG_ISSUER"),
+    ("alg-none", lambda: sign(claims(), header={"alg": "none", "kid": "1"}), "TOKEN_ALGORITHM_NOT_ALLOWED"),
+    ("alg-es384", lambda: sign(claims(), header={"alg": "ES384", "kid": "1"}), "TOKEN_ALGORITHM_NOT_ALLOWED"),
+    ("no-kid", lambda: sign(claims(), header={"alg": "ES256"}), "TOKEN_MALFORMED"),
+    ("exp-not-a-number", lambda: sign(claims(exp="soon")), "TOKEN_MALFORMED"),
+    ("permissions-not-a-list", lambda: sign(claims(permissions="all")), "TOKEN_MALFORMED"),
+    ("two-parts", lambda: "a.b", "TOKEN_MALFORMED"),
+    ("too-long", lambda: "x" * 9000, "TOKEN_MALFORMED"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), [c[1:] for c in BAD_TOKENS], ids=[c[0] for c in BAD_TOKENS])
+def test_bad_tokens_are_refused_with_their_reason(make: Callable[[], str], reason: str) -> None:
     with pytest.raises(tokens.TokenError) as caught:
-        verify(token)
+        verify(make())
     assert caught.value.reason == reason
 
 
