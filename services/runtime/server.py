@@ -22,7 +22,7 @@ from services.runtime.audit import AuditLog
 from services.runtime.health import Dependency, HealthMonitor
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator, AuthSettings
-from services.runtime.interceptors import AccessInterceptor, AuditInterceptor, build_chain
+from services.runtime.interceptors import Access, Audit, CallPipeline
 from services.runtime.logging import get_logger
 from services.runtime.ratelimit import RateLimiter
 from services.runtime.settings import RuntimeSettings, SettingsError
@@ -103,7 +103,7 @@ class Server:
         runtime.authenticator = _authenticator(runtime)
         self.bindings = [factory(runtime) for factory in factories]
         access = None
-        audit = AuditInterceptor(AuditLog(runtime.redis, retention=settings.audit_retention))
+        audit = Audit(AuditLog(runtime.redis, retention=settings.audit_retention))
         if runtime.authenticator is not None:
             limiter = None
             if settings.rate_limit_enabled:
@@ -115,15 +115,17 @@ class Server:
                     self._ratelimit_redis or runtime.redis, fallback=settings.rate_limit_fallback
                 )
             limits = ratelimit.parse_limits(settings.rate_limits)
-            access = AccessInterceptor(runtime.authenticator, limiter, limits, translators)
+            access = Access(runtime.authenticator, limiter, limits, translators)
         self.grpc = aio.server(
-            interceptors=build_chain(
-                max_unary=settings.max_concurrent_rpcs,
-                max_streams=settings.max_concurrent_streams,
-                translators=translators,
-                audit=audit,
-                access=access,
-            ),
+            interceptors=[
+                CallPipeline(
+                    max_unary=settings.max_concurrent_rpcs,
+                    max_streams=settings.max_concurrent_streams,
+                    translators=translators,
+                    audit=audit,
+                    access=access,
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),

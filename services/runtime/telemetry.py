@@ -40,8 +40,17 @@ AUDIT_WRITE_FAILURES = Counter(
 DEPENDENCY_UP = Gauge("devmesh_dependency_up", "1 while a hard dependency answers its probe.", ["dependency"])
 
 
+_tracing = False  # set once an SDK provider is installed
+
+
+def tracing_enabled() -> bool:
+    """Whether spans are recorded and exported (an OTLP endpoint is configured)."""
+    return _tracing
+
+
 def configure_tracing(service_name: str, otlp_endpoint: str) -> None:
     """Install an SDK tracer provider exporting to `otlp_endpoint`; do nothing when it is empty."""
+    global _tracing
     if not otlp_endpoint:
         return
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -52,6 +61,7 @@ def configure_tracing(service_name: str, otlp_endpoint: str) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
     trace.set_tracer_provider(provider)
+    _tracing = True
 
 
 def shutdown_tracing() -> None:

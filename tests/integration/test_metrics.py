@@ -1,7 +1,10 @@
-"""Prometheus metrics on the side HTTP port of a real `devmesh serve config` process."""
+"""Prometheus metrics on the side HTTP port, and the per-call log line, of a real
+`devmesh serve config` process."""
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -32,3 +35,36 @@ def test_rpcs_are_counted_by_method_and_code(valkey: Valkey, tmp_path: Path) -> 
         'service="devmesh.config.v1.ConfigService"} 1.0'
     ) in text
     assert 'devmesh_dependency_up{dependency="redis"} 1.0' in text
+
+
+def test_each_call_logs_one_line_with_its_request_and_trace_ids(valkey: Valkey, tmp_path: Path) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    server = start_service(["config"], valkey.url, tmp_path)
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = config_pb2_grpc.ConfigServiceStub(channel)
+            for metadata in (
+                (("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"), ("x-request-id", "req-traced")),
+                (),
+            ):
+                try:
+                    stub.GetNamespace(
+                        config_pb2.GetNamespaceRequest(name="namespaces/logged"), metadata=metadata, timeout=5
+                    )
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    finally:
+        server.process.stop()
+    lines = [
+        json.loads(line) for line in server.process.log_path.read_text().splitlines() if line.startswith("{")
+    ]
+    calls = [
+        line
+        for line in lines
+        if line.get("event") == "rpc.completed" and line["method"].endswith("/GetNamespace")
+    ]
+    assert len(calls) == 2
+    traced, plain = calls
+    assert (traced["trace_id"], traced["request_id"], traced["code"]) == (trace_id, "req-traced", "NOT_FOUND")
+    assert plain["trace_id"] is None
+    assert re.fullmatch(r"[0-9a-f]{32}", plain["request_id"])

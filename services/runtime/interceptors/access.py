@@ -19,10 +19,9 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
-import grpc
 from grpc import aio
 
 from services.runtime import request_context
@@ -30,7 +29,7 @@ from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceEx
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator
 from services.runtime.identity.principal import Principal
-from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior, metadata_value
+from services.runtime.interceptors.base import metadata_value
 from services.runtime.interceptors.errors import ErrorTranslator, abort_with
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
@@ -55,7 +54,7 @@ def current_caller() -> Principal:
     return caller.get() or LOCAL_ADMIN
 
 
-class AccessInterceptor(CallInterceptor):
+class Access:
     def __init__(
         self,
         authenticator: Authenticator,
@@ -63,20 +62,29 @@ class AccessInterceptor(CallInterceptor):
         limits: Mapping[str, Limit],
         translators: Sequence[ErrorTranslator] = (),
     ) -> None:
-        super().__init__()
         self._authenticator = authenticator
         self._limiter = limiter
         self._limits = dict(limits)
         self._translators = list(translators)
 
-    def wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        return handler if info.public else super().wrap(info, handler)
+    @staticmethod
+    def applies(info: MethodInfo) -> bool:
+        return not info.public
 
     def limit_for(self, principal: Principal) -> Limit:
         if principal.rate_per_second > 0:
             burst = principal.rate_burst or max(1, math.ceil(2 * principal.rate_per_second))
             return Limit(principal.rate_per_second, burst)
         return self._limits.get(principal.role) or self._limits["*"]
+
+    async def admit(self, info: MethodInfo, context: aio.ServicerContext) -> None:
+        """Let the call through, or end it with the refusal (UNAUTHENTICATED, PERMISSION_DENIED,
+        RESOURCE_EXHAUSTED, UNAVAILABLE when a dependency is down)."""
+        start = time.perf_counter()
+        try:
+            await self._admit(info, context)
+        finally:
+            ACCESS_CHECK.observe(time.perf_counter() - start)
 
     async def _admit(self, info: MethodInfo, context: aio.ServicerContext) -> None:
         try:
@@ -145,20 +153,3 @@ class AccessInterceptor(CallInterceptor):
                 log.warning("auth.dependency_failed", error=type(exc).__name__, reason=translated.reason)
                 await abort_with(context, translated, info)
         raise exc
-
-    async def around_unary(
-        self, info: MethodInfo, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
-    ) -> Any:
-        start = time.perf_counter()
-        try:
-            await self._admit(info, context)
-        finally:
-            ACCESS_CHECK.observe(time.perf_counter() - start)
-        return await behavior(request, context)
-
-    async def around_stream(
-        self, info: MethodInfo, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        await self._admit(info, context)
-        async for response in behavior(request, context):
-            yield response

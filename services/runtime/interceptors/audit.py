@@ -1,5 +1,5 @@
 """One audit event per mutation (whatever its outcome) and per refused credential or
-permission (reads included). Sits outside the access interceptor so that it sees refusals.
+permission (reads included). Runs outside the access check so that it sees refusals.
 
 Reads that succeed are not audited: ResolveConfig at thousands of calls a second would drown
 the trail. Public methods are never audited.
@@ -7,22 +7,13 @@ the trail. Public methods are never audited.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from grpc import aio
 
 from services.runtime import request_context
 from services.runtime.audit import AuditLog
-from services.runtime.interceptors.base import (
-    CallInterceptor,
-    StreamBehavior,
-    UnaryBehavior,
-    metadata_value,
-    status_name,
-)
+from services.runtime.interceptors.base import metadata_value
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo, resource_of
 
@@ -31,17 +22,20 @@ log = get_logger(__name__)
 _REFUSALS = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
 
 
-class AuditInterceptor(CallInterceptor):
+class Audit:
+    """Records a call's audit event once its outcome is known."""
+
     def __init__(self, audit: AuditLog) -> None:
-        super().__init__()
         self._audit = audit
 
-    def wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        return handler if info.public else super().wrap(info, handler)
+    @staticmethod
+    def applies(info: MethodInfo) -> bool:
+        return not info.public
 
-    async def _record(
+    async def record(
         self, info: MethodInfo, raw: Any, context: aio.ServicerContext, notes: dict[str, str], code: str
     ) -> None:
+        """Write the event when the call was a mutation or a refusal; never raises."""
         if not info.mutation and code not in _REFUSALS:
             return
         try:
@@ -69,33 +63,3 @@ class AuditInterceptor(CallInterceptor):
             service=info.short_service,
             details=notes,
         )
-
-    async def around_unary(
-        self, info: MethodInfo, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
-    ) -> Any:
-        notes: dict[str, str] = {}
-        request_context.audit_notes.set(notes)
-        cancelled = False
-        try:
-            return await behavior(request, context)
-        except asyncio.CancelledError:
-            cancelled = True  # the caller went away; the change may or may not have happened
-            raise
-        finally:
-            await self._record(
-                info, request, context, notes, "CANCELLED" if cancelled else status_name(context)
-            )
-
-    async def around_stream(
-        self, info: MethodInfo, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        notes: dict[str, str] = {}
-        request_context.audit_notes.set(notes)
-        try:
-            async for response in behavior(request, context):
-                yield response
-        except aio.AbortError:
-            await self._record(info, request, context, notes, status_name(context))
-            raise
-        else:
-            await self._record(info, request, context, notes, status_name(context))

@@ -6,21 +6,16 @@ without limit: a client can back off, a queue only hides overload until memory r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 from grpc import aio
 
 from services.runtime.errors import QuotaViolation, ResourceExhausted
-from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior
 from services.runtime.interceptors.errors import abort_with
 from services.runtime.methods import MethodInfo
 from services.runtime.telemetry import RPC_REJECTED
 
 
-class ConcurrencyLimitInterceptor(CallInterceptor):
+class ConcurrencyLimit:
     def __init__(self, max_unary: int, max_streams: int) -> None:
-        super().__init__()
         self.max_unary = max_unary
         self.max_streams = max_streams
         self.unary_in_flight = 0
@@ -35,27 +30,21 @@ class ConcurrencyLimitInterceptor(CallInterceptor):
             reason="SERVER_OVERLOADED",
         )
 
-    async def around_unary(
-        self, info: MethodInfo, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
-    ) -> Any:
+    async def enter_unary(self, info: MethodInfo, context: aio.ServicerContext) -> None:
+        """Count the call in, or refuse it; every admitted call must `exit_unary`."""
         if self.unary_in_flight >= self.max_unary:
             RPC_REJECTED.labels("unary").inc()
             await abort_with(context, self._refusal("calls", self.max_unary), info)
         self.unary_in_flight += 1
-        try:
-            return await behavior(request, context)
-        finally:
-            self.unary_in_flight -= 1
 
-    async def around_stream(
-        self, info: MethodInfo, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+    def exit_unary(self) -> None:
+        self.unary_in_flight -= 1
+
+    async def enter_stream(self, info: MethodInfo, context: aio.ServicerContext) -> None:
         if self.streams_open >= self.max_streams:
             RPC_REJECTED.labels("stream").inc()
             await abort_with(context, self._refusal("streams", self.max_streams), info)
         self.streams_open += 1
-        try:
-            async for response in behavior(request, context):
-                yield response
-        finally:
-            self.streams_open -= 1
+
+    def exit_stream(self) -> None:
+        self.streams_open -= 1

@@ -1,4 +1,4 @@
-"""Innermost interceptor: decode the request, turn typed errors into google.rpc.Status.
+"""The innermost step of every call: decode the request, turn typed errors into google.rpc.Status.
 
 - ServiceError -> its code, message and details (ErrorInfo first, RequestInfo last).
 - A dependency failure a translator recognises (Redis down, ...) -> that error, usually
@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -23,7 +21,6 @@ from grpc import aio
 
 from services.runtime import request_context
 from services.runtime.errors import Internal, InvalidArgument, ServiceError
-from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
 
@@ -62,25 +59,11 @@ async def abort_with(
     raise AssertionError("context.abort returned")  # it always raises AbortError
 
 
-class ErrorInterceptor(CallInterceptor):
+class ErrorMapper:
     def __init__(self, translators: Sequence[ErrorTranslator] = ()) -> None:
-        super().__init__()
         self._translators = list(translators)
 
-    def wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        # Receive raw bytes and decode in _call/_stream, where a failure can become INVALID_ARGUMENT.
-        decode = handler.request_deserializer
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                functools.partial(self._call, info, handler.unary_unary, decode),
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.unary_stream_rpc_method_handler(
-            functools.partial(self._stream, info, handler.unary_stream, decode),
-            response_serializer=handler.response_serializer,
-        )
-
-    def _map(self, exc: Exception, info: MethodInfo) -> ServiceError:
+    def map(self, exc: Exception, info: MethodInfo) -> ServiceError:
         if isinstance(exc, ServiceError):
             return exc
         for translate in self._translators:
@@ -99,44 +82,12 @@ class ErrorInterceptor(CallInterceptor):
             f"internal error; quote request id {rid} when reporting it" if rid else "internal error"
         )
 
-    @staticmethod
-    def _decode(raw: bytes, decode: Callable[[bytes], Any] | None) -> Any:
-        if decode is None:
-            return raw
-        try:
-            return decode(raw)
-        except DecodeError as exc:
-            raise InvalidArgument(
-                f"the request could not be parsed: {exc}", reason="MALFORMED_REQUEST"
-            ) from None
 
-    async def _call(
-        self,
-        info: MethodInfo,
-        behavior: UnaryBehavior,
-        decode: Callable[[bytes], Any] | None,
-        raw: bytes,
-        context: aio.ServicerContext,
-    ) -> Any:
-        try:
-            return await behavior(self._decode(raw, decode), context)
-        except (asyncio.CancelledError, aio.AbortError):
-            raise
-        except Exception as exc:
-            await abort_with(context, self._map(exc, info), info)
-
-    async def _stream(
-        self,
-        info: MethodInfo,
-        behavior: StreamBehavior,
-        decode: Callable[[bytes], Any] | None,
-        raw: bytes,
-        context: aio.ServicerContext,
-    ) -> AsyncIterator[Any]:
-        try:
-            async for response in behavior(self._decode(raw, decode), context):
-                yield response
-        except (asyncio.CancelledError, aio.AbortError):
-            raise
-        except Exception as exc:
-            await abort_with(context, self._map(exc, info), info)
+def decode(raw: bytes, deserializer: Callable[[bytes], Any] | None) -> Any:
+    """The request message; a request that does not parse is INVALID_ARGUMENT."""
+    if deserializer is None:
+        return raw
+    try:
+        return deserializer(raw)
+    except DecodeError as exc:
+        raise InvalidArgument(f"the request could not be parsed: {exc}", reason="MALFORMED_REQUEST") from None

@@ -1,18 +1,25 @@
-"""Outermost interceptor: one OpenTelemetry server span per RPC, parented by W3C traceparent."""
+"""One OpenTelemetry server span per RPC, parented by the caller's W3C traceparent.
+
+With no exporter configured (`telemetry.tracing_enabled()` false) no span is made unless the
+caller sent a traceparent: a non-recording span then carries its trace id into the log line.
+A call with neither costs nothing here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from services.runtime.interceptors.base import CallInterceptor, StreamBehavior, UnaryBehavior, status_name
+from services.runtime import telemetry
 from services.runtime.methods import MethodInfo
 
 _tracer = trace.get_tracer("devmesh.rpc")
+
+Span = tuple[trace.Span, object]  # the span and the token that made it current
 
 
 def _parent(context: aio.ServicerContext) -> Any:
@@ -23,39 +30,34 @@ def _parent(context: aio.ServicerContext) -> Any:
     return propagate.extract({k: v for k, v in metadata if isinstance(v, str)})
 
 
-def _finish(span: trace.Span, context: aio.ServicerContext) -> None:
-    code = status_name(context)
-    span.set_attribute("rpc.grpc.status_code", code)
+def start(info: MethodInfo, context: aio.ServicerContext) -> Span | None:
+    """Start the call's span and make it current; None when there is nothing to trace."""
+    parent = _parent(context)
+    if parent is None and not telemetry.tracing_enabled():
+        return None
+    span = _tracer.start_span(
+        f"{info.service}/{info.method}",
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": info.service, "rpc.method": info.method},
+        # No record_exception: exception text may quote request data; the log has the traceback.
+    )
+    return span, otel_context.attach(trace.set_span_in_context(span))
+
+
+def trace_id(span: Span | None) -> str | None:
+    if span is None:
+        return None
+    span_context = span[0].get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
+
+
+def finish(span: Span | None, code: str) -> None:
+    if span is None:
+        return
+    current, token = span
+    current.set_attribute("rpc.grpc.status_code", code)
     if code != "OK":
-        span.set_status(Status(StatusCode.ERROR, code))
-
-
-class TracingInterceptor(CallInterceptor):
-    def _span(self, info: MethodInfo, context: aio.ServicerContext) -> Any:
-        return _tracer.start_as_current_span(
-            f"{info.service}/{info.method}",
-            context=_parent(context),
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": info.service, "rpc.method": info.method},
-            record_exception=False,  # exception text may quote request data; the log has the traceback
-            set_status_on_exception=False,
-        )
-
-    async def around_unary(
-        self, info: MethodInfo, behavior: UnaryBehavior, request: Any, context: aio.ServicerContext
-    ) -> Any:
-        with self._span(info, context) as span:
-            try:
-                return await behavior(request, context)
-            finally:
-                _finish(span, context)
-
-    async def around_stream(
-        self, info: MethodInfo, behavior: StreamBehavior, request: Any, context: aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        with self._span(info, context) as span:
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            finally:
-                _finish(span, context)
+        current.set_status(Status(StatusCode.ERROR, code))
+    current.end()
+    otel_context.detach(token)  # type: ignore[arg-type]
