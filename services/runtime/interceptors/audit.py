@@ -33,23 +33,34 @@ class Audit:
         return not info.public
 
     async def record(
-        self, info: MethodInfo, raw: Any, context: aio.ServicerContext, notes: dict[str, str], code: str
+        self,
+        info: MethodInfo,
+        raw: Any,
+        context: aio.ServicerContext,
+        peer: str,
+        notes: dict[str, str],
+        code: str,
     ) -> None:
         """Write the event when the call was a mutation or a refusal; never raises."""
         if not info.mutation and code not in _REFUSALS:
             return
         try:
-            await self._write(info, raw, context, notes, code)
+            await self._write(info, raw, context, peer, notes, code)
         except Exception:  # the call's outcome stands; the log keeps the failure
             log.exception("audit.record_failed", method=info.full_method)
 
     async def _write(
-        self, info: MethodInfo, raw: Any, context: aio.ServicerContext, notes: dict[str, str], code: str
+        self,
+        info: MethodInfo,
+        raw: Any,
+        context: aio.ServicerContext,
+        peer: str,
+        notes: dict[str, str],
+        code: str,
     ) -> None:
         resource = notes.pop("resource", "") or resource_of(
             info.decode_request(raw) if isinstance(raw, bytes) else raw
         )
-        peer = context.peer() or ""
         forwarded = metadata_value(context, "x-forwarded-for")
         await self._audit.record(
             actor=request_context.principal.get(),

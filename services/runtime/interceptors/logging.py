@@ -28,9 +28,7 @@ def request_id(context: aio.ServicerContext) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def completed(
-    info: MethodInfo, context: aio.ServicerContext, start: float, code: str, trace_id: str | None
-) -> None:
+def completed(info: MethodInfo, peer: str, start: float, code: str, trace_id: str | None) -> None:
     runtime_logging.line(
         "devmesh.rpc",
         "rpc.completed",
@@ -41,6 +39,6 @@ def completed(
             "trace_id": trace_id,
             "principal": request_context.principal.get(),
             "reason": request_context.error_reason.get() or None,
-            "peer": context.peer(),
+            "peer": peer,
         },
     )

@@ -103,6 +103,7 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
         context: aio.ServicerContext,
     ) -> Any:
         start = time.perf_counter()
+        peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
         span = tracing.start(info, context)
         request_context.request_id.set(call_log.request_id(context))
         metrics.UNARY_IN_FLIGHT.inc()
@@ -128,10 +129,10 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
         finally:
             code = "CANCELLED" if cancelled else status_name(context)
             if audit is not None:
-                await audit.record(info, raw, context, notes, code)
+                await audit.record(info, raw, context, peer, notes, code)
             metrics.UNARY_IN_FLIGHT.dec()
             metrics.observe(info, code, time.perf_counter() - start)
-            call_log.completed(info, context, start, code, tracing.trace_id(span))
+            call_log.completed(info, peer, start, code, tracing.trace_id(span))
             tracing.finish(span, code)
 
     async def _stream(
@@ -145,6 +146,7 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
         context: aio.ServicerContext,
     ) -> AsyncIterator[Any]:
         start = time.perf_counter()
+        peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
         span = tracing.start(info, context)
         request_context.request_id.set(call_log.request_id(context))
         metrics.STREAM_IN_FLIGHT.inc()
@@ -171,8 +173,8 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
         finally:
             code = "CANCELLED" if cancelled else status_name(context)
             if audit is not None and not cancelled:
-                await audit.record(info, raw, context, notes, code)
+                await audit.record(info, raw, context, peer, notes, code)
             metrics.STREAM_IN_FLIGHT.dec()
             metrics.observe(info, code, time.perf_counter() - start)
-            call_log.completed(info, context, start, code, tracing.trace_id(span))
+            call_log.completed(info, peer, start, code, tracing.trace_id(span))
             tracing.finish(span, code)
