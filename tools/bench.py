@@ -1,8 +1,8 @@
 """Benchmarks; `make bench` prints one JSON document on stdout.
 
-- unary: ResolveConfig and GetEnvironment through the full interceptor chain of a real
-  `devmesh serve config` process, against a bare grpc.aio echo server measured in the same
-  run with the same load. One Python client saturates before a server does on 2 cores
+- unary: ResolveConfig (STRONG, the default, and READ_CONSISTENCY_CACHED) and GetEnvironment
+  through the full interceptor chain of a real `devmesh serve config` process, against a bare
+  grpc.aio echo server measured in the same run with the same load. One Python client saturates before a server does on 2 cores
   (shared/notes/runtime.md), so the load comes from several client processes.
 - watch_fanout: one write delivered to 1,000 open WatchConfig streams; latency from the
   write's acknowledgement to each stream's receipt.
@@ -315,6 +315,15 @@ def _seed(addr: str, tls: CertPaths | None = None) -> tuple[bytes, bytes]:
     )
 
 
+def _cached(request: bytes) -> bytes:
+    """The same ResolveConfig request, asking for READ_CONSISTENCY_CACHED."""
+    from devmesh.config.v1 import config_pb2 as pb
+
+    message = pb.ResolveConfigRequest.FromString(request)
+    message.consistency = pb.READ_CONSISTENCY_CACHED
+    return message.SerializeToString()
+
+
 def edge(duration: float) -> dict[str, Any]:
     """The whole stack from cold, then ResolveConfig straight to the service (mTLS) and through
     the edge over gRPC and REST, one after the other with the same client load."""
@@ -389,6 +398,7 @@ def run(duration: float) -> dict[str, Any]:
             echo_result = measure(f"{LOOPBACK}:{echo_port}", ECHO_METHOD, resolve, duration)
             svc = "/devmesh.config.v1.ConfigService"
             resolve_result = measure(config.addr, f"{svc}/ResolveConfig", resolve, duration)
+            cached_result = measure(config.addr, f"{svc}/ResolveConfig", _cached(resolve), duration)
             get_result = measure(config.addr, f"{svc}/GetEnvironment", get, duration)
             fanout = asyncio.run(watch_fanout(config.addr))
         finally:
@@ -408,6 +418,10 @@ def run(duration: float) -> dict[str, Any]:
             "resolve_config": {
                 **resolve_result,
                 "ratio_to_echo": round(resolve_result["rps"] / echo_result["rps"], 3),
+            },
+            "resolve_config_cached": {
+                **cached_result,
+                "ratio_to_echo": round(cached_result["rps"] / echo_result["rps"], 3),
             },
             "get_environment": {
                 **get_result,

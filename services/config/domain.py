@@ -247,11 +247,12 @@ class ConfigDomain:
 
     # -- environments -------------------------------------------------------------------
 
-    async def get_environment(self, ns: str, env: str) -> models.Environment:
-        """Served from the read cache while the namespace has not changed since it was filled."""
-        cached = self._environments.get((ns, env), await self.store.current_revision(ns))
-        if cached is not None:
-            return cached
+    async def get_environment(self, ns: str, env: str, *, cached: bool = False) -> models.Environment:
+        """Served from the read cache while the namespace has not changed since it was filled;
+        `cached`: changed as far as this replica knows (READ_CONSISTENCY_CACHED)."""
+        hit = self._environments.get((ns, env), await self.store.current_revision(ns, cached=cached))
+        if hit is not None:
+            return hit
         record, revision = await self.store.environment(ns, env)
         if record is None:
             raise (
@@ -361,11 +362,12 @@ class ConfigDomain:
 
         await self.store.commit(ns, actor, plan)
 
-    async def resolve(self, ns: str, env: str) -> models.Resolved:
-        """Served from the read cache while the namespace has not changed since it was filled."""
-        cached = self._resolved.get((ns, env), await self.store.current_revision(ns))
-        if cached is not None:
-            return cached
+    async def resolve(self, ns: str, env: str, *, cached: bool = False) -> models.Resolved:
+        """Served from the read cache while the namespace has not changed since it was filled;
+        `cached`: changed as far as this replica knows (READ_CONSISTENCY_CACHED)."""
+        hit = self._resolved.get((ns, env), await self.store.current_revision(ns, cached=cached))
+        if hit is not None:
+            return hit
         exists, base, own, revision = await self.store.layers(ns, env)
         if not exists:
             raise _namespace_missing(ns)

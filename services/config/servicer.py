@@ -76,6 +76,16 @@ def revision_proto(record: models.Revision, *, full: bool = True) -> config_pb2.
     )
 
 
+_CONSISTENCIES = frozenset(config_pb2.ReadConsistency.values())
+
+
+def _cached(consistency: int) -> bool:
+    """Whether a read may be served from this replica's view (READ_CONSISTENCY_CACHED)."""
+    if consistency not in _CONSISTENCIES:
+        raise InvalidArgument.for_field("consistency", f"{consistency} is not a ReadConsistency value")
+    return consistency == config_pb2.READ_CONSISTENCY_CACHED
+
+
 def resolved_proto(resolved: models.Resolved) -> config_pb2.ResolvedConfig:
     return config_pb2.ResolvedConfig(
         name=names.environment_name(resolved.namespace, resolved.environment),
@@ -171,7 +181,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         self, request: config_pb2.GetEnvironmentRequest, context: aio.ServicerContext
     ) -> config_pb2.Environment:
         ns, env = names.parse_environment(request.name)
-        record = await self.domain.get_environment(ns, env)
+        record = await self.domain.get_environment(ns, env, cached=_cached(request.consistency))
         return self._environment_protos.get_or_build(
             (ns, env), record.revision, lambda: environment_proto(record)
         )
@@ -217,7 +227,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         self, request: config_pb2.ResolveConfigRequest, context: aio.ServicerContext
     ) -> config_pb2.ResolvedConfig:
         ns, env = names.parse_environment(request.name)
-        resolved = await self.domain.resolve(ns, env)
+        resolved = await self.domain.resolve(ns, env, cached=_cached(request.consistency))
         if request.resolve_secrets:
             return await self._with_secrets(resolved)
         return self._resolved_protos.get_or_build(

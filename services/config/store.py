@@ -36,6 +36,7 @@ from redis.exceptions import WatchError
 from services.config import models
 from services.config.documents import Document
 from services.config.names import BASE_ENVIRONMENT
+from services.config.revision_view import RevisionView
 from services.runtime import request_context
 from services.runtime.errors import Aborted
 from services.runtime.redis_client import DurableWriter, Redis
@@ -178,6 +179,7 @@ class Committed:
 class ConfigStore:
     def __init__(self, redis: Redis, durable: DurableWriter, *, log_retention: int) -> None:
         self.redis = redis
+        self.view = RevisionView(self.current_revision)  # fed by the watch hub's wake-ups
         self._durable = durable
         self._log_retention = log_retention
 
@@ -196,7 +198,10 @@ class ConfigStore:
                     change = await plan(Snapshot(pipe, ns, current))
                     pipe.multi()
                     committed = self._queue_writes(pipe, ns, current + 1, author, change)
-                    await pipe.execute()
+                    try:
+                        await pipe.execute()
+                    finally:  # applied, refused or unknown: what this replica knew is stale
+                        self.view.changed(ns)
                 except WatchError:
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                     continue
@@ -324,8 +329,11 @@ class ConfigStore:
             fields, revision = await pipe.execute()
         return decode_environment(ns, env, fields), int(revision or 0)
 
-    async def current_revision(self, ns: str) -> int:
-        """The namespace's latest revision: what read caches are validated against."""
+    async def current_revision(self, ns: str, *, cached: bool = False) -> int:
+        """The namespace's latest revision: what read caches are validated against. `cached`:
+        as this replica knows it (`RevisionView`), else as Redis has it now."""
+        if cached:
+            return await self.view.revision(ns)
         return int(await self.redis.get(counter_key(ns)) or 0)
 
     async def environment_ids(self, ns: str) -> list[str]:

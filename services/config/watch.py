@@ -178,20 +178,27 @@ class WatchHub:
                 for feed in self._feeds.values():
                     feed.wake.set()
                 async for message in pubsub.listen():
+                    if message.get("type") == "subscribe" and message.get("channel") == WAKE_CHANNEL.encode():
+                        # Redis confirmed: every change committed from now on reaches us.
+                        self.store.view.subscribed(True)
                     if message.get("type") != "message":
                         continue
                     data = message["data"]
                     if message.get("channel") == channels.SECRET_EVENTS.encode():
                         self._secret_event(data)
                         continue
-                    woken = self._feeds.get(data.decode() if isinstance(data, bytes) else str(data))
+                    ns = data.decode() if isinstance(data, bytes) else str(data)
+                    self.store.view.changed(ns)
+                    woken = self._feeds.get(ns)
                     if woken is not None:
                         woken.wake.set()
             except (RedisError, OSError) as exc:
+                self.store.view.subscribed(False)  # wake-ups may be missed from here on
                 log.warning("config.watch.listener_disconnected", error=type(exc).__name__, retry_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
+                self.store.view.subscribed(False)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 

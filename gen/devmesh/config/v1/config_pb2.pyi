@@ -54,6 +54,46 @@ VIEW_FULL: View.ValueType  # 2
 """Everything, documents included."""
 Global___View: _TypeAlias = View  # noqa: Y015
 
+class _ReadConsistency:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReadConsistencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReadConsistency.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    READ_CONSISTENCY_UNSPECIFIED: _ReadConsistency.ValueType  # 0
+    """The default: STRONG."""
+    READ_CONSISTENCY_STRONG: _ReadConsistency.ValueType  # 1
+    """The read reflects every write acknowledged before it began, through any
+    replica. Costs the server one Redis round trip.
+    """
+    READ_CONSISTENCY_CACHED: _ReadConsistency.ValueType  # 2
+    """Served from what the answering replica knows, with no Redis round trip
+    while nothing changed: for clients that poll hot configuration. It
+    reflects every write this replica acknowledged; a write acknowledged by
+    another replica shows once its change notification arrives (typically
+    under a millisecond). While the replica is cut off from notifications it
+    answers as STRONG. A ResolvedConfig says which revision it reflects.
+    """
+
+class ReadConsistency(_ReadConsistency, metaclass=_ReadConsistencyEnumTypeWrapper):
+    """How fresh a read of a document must be."""
+
+READ_CONSISTENCY_UNSPECIFIED: ReadConsistency.ValueType  # 0
+"""The default: STRONG."""
+READ_CONSISTENCY_STRONG: ReadConsistency.ValueType  # 1
+"""The read reflects every write acknowledged before it began, through any
+replica. Costs the server one Redis round trip.
+"""
+READ_CONSISTENCY_CACHED: ReadConsistency.ValueType  # 2
+"""Served from what the answering replica knows, with no Redis round trip
+while nothing changed: for clients that poll hot configuration. It
+reflects every write this replica acknowledged; a write acknowledged by
+another replica shows once its change notification arrives (typically
+under a millisecond). While the replica is cut off from notifications it
+answers as STRONG. A ResolvedConfig says which revision it reflects.
+"""
+Global___ReadConsistency: _TypeAlias = ReadConsistency  # noqa: Y015
+
 class _Action:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -517,16 +557,20 @@ class GetEnvironmentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`namespaces/{namespace}/environments/{environment}`."""
+    consistency: Global___ReadConsistency.ValueType
+    """How fresh the answer must be; unset: STRONG."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        consistency: Global___ReadConsistency.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -674,6 +718,7 @@ class ResolveConfigRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     RESOLVE_SECRETS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`namespaces/{namespace}/environments/{environment}`."""
     resolve_secrets: _builtins.bool
@@ -683,15 +728,20 @@ class ResolveConfigRequest(_message.Message):
     not read, or that cannot be read, stays in place with a `redacted`
     reason. Unset: references are returned as they are.
     """
+    consistency: Global___ReadConsistency.ValueType
+    """How fresh the document must be; unset: STRONG. Secret values are read
+    from the secrets service either way.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         resolve_secrets: _builtins.bool = ...,
+        consistency: Global___ReadConsistency.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "resolve_secrets", b"resolve_secrets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "name", b"name", "resolve_secrets", b"resolve_secrets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

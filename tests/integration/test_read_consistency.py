@@ -1,0 +1,98 @@
+"""READ_CONSISTENCY_CACHED: reads served from a replica's view of each namespace's revision,
+kept fresh by the wake-ups every commit publishes; STRONG (the default) asks Redis each time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from google.rpc import error_details_pb2
+from grpc import aio
+
+from devmesh.config.v1 import config_pb2 as pb
+from devmesh.config.v1 import config_pb2_grpc
+from services.config.store import WAKE_CHANNEL, counter_key
+from tests.conftest import ServerFactory, detail
+from tests.integration.test_config_api import create, env_name, put
+
+Stub = config_pb2_grpc.ConfigServiceStub
+CACHED = pb.READ_CONSISTENCY_CACHED
+
+
+async def cached_revision(stub: Stub, name: str) -> int:
+    return (await stub.ResolveConfig(pb.ResolveConfigRequest(name=name, consistency=CACHED))).revision
+
+
+async def eventually_cached_revision(stub: Stub, name: str, revision: int) -> None:
+    for _ in range(200):
+        if await cached_revision(stub, name) == revision:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"a cached read never reached revision {revision}")
+
+
+@pytest.fixture
+async def replicas(valkey: Any, start_config_server: ServerFactory) -> Any:
+    _, addr_a = await start_config_server(valkey.url)
+    _, addr_b = await start_config_server(valkey.url)
+    await asyncio.sleep(0.5)  # their wake-up subscriptions are confirmed (a loopback round trip)
+    async with aio.insecure_channel(addr_a) as ch_a, aio.insecure_channel(addr_b) as ch_b:
+        yield Stub(ch_a), Stub(ch_b)
+
+
+async def test_cached_reads_see_own_writes_at_once_and_other_replicas_writes_once_notified(
+    replicas: tuple[Stub, Stub], ns: str
+) -> None:
+    a, b = replicas
+    name = env_name(ns, "default")
+    await create(a, ns)
+    first = await put(a, ns, "default", {"v": 1})
+    assert await cached_revision(a, name) == await cached_revision(b, name) == first.revision
+
+    second = await put(a, ns, "default", {"v": 2})
+    assert await cached_revision(a, name) == second.revision  # the writing replica knows at once
+    await eventually_cached_revision(b, name, second.revision)  # once the wake-up arrives
+    strong = await b.ResolveConfig(pb.ResolveConfigRequest(name=name))
+    assert (strong.revision, strong.content["v"]) == (second.revision, 2)
+
+    env = await b.GetEnvironment(pb.GetEnvironmentRequest(name=name, consistency=CACHED))
+    assert env.content["v"] == 2
+
+
+async def test_a_cached_read_answers_from_the_view_until_the_change_is_announced(
+    valkey: Any, replicas: tuple[Stub, Stub], ns: str
+) -> None:
+    a, b = replicas
+    name = env_name(ns, "default")
+    await create(a, ns)
+    written = await put(a, ns, "default", {"v": 1})
+    await eventually_cached_revision(b, name, written.revision)
+    redis = aioredis.from_url(valkey.url)
+    try:
+        # A commit whose wake-up has not arrived yet: the counter moves, nothing is published.
+        await redis.set(counter_key(ns), written.revision + 1)
+        assert await cached_revision(b, name) == written.revision
+        assert (await b.ResolveConfig(pb.ResolveConfigRequest(name=name))).revision == written.revision + 1
+        await redis.publish(WAKE_CHANNEL, ns)
+        await eventually_cached_revision(b, name, written.revision + 1)
+
+        # Cut off from the wake-ups, a replica forgets what it knew instead of serving it.
+        await redis.set(counter_key(ns), written.revision + 2)
+        assert await cached_revision(b, name) == written.revision + 1
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        await eventually_cached_revision(b, name, written.revision + 2)
+    finally:
+        await redis.aclose()
+
+
+async def test_an_unknown_consistency_is_invalid_argument(config: Stub, ns: str) -> None:
+    await create(config, ns)
+    await put(config, ns, "default", {"v": 1})
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await config.ResolveConfig(pb.ResolveConfigRequest(name=env_name(ns, "default"), consistency=7))  # type: ignore[arg-type]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = detail(raised.value, error_details_pb2.BadRequest).field_violations  # type: ignore[attr-defined]
+    assert [v.field for v in violations] == ["consistency"]
