@@ -1,6 +1,6 @@
 """Typed errors that domain code raises, and their google.rpc.Status form.
 
-Domain code never touches gRPC: it raises one of these, and the error interceptor turns
+Domain code never touches gRPC: it raises one of these, and the call pipeline's error step turns
 it into a status with an ErrorInfo (reason in UPPER_SNAKE, domain `<svc>.devmesh`) plus
 the detail types the code calls for (BadRequest, RetryInfo, QuotaFailure, ...). Messages
 are written for the caller: they never carry secrets, tokens or stack traces.

@@ -8,11 +8,11 @@ import contextvars
 ANONYMOUS = "anonymous"
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("devmesh_request_id", default="")
-# Set by the access interceptor once the caller is authenticated.
+# Set by the access step once the caller is authenticated.
 principal: contextvars.ContextVar[str] = contextvars.ContextVar("devmesh_principal", default=ANONYMOUS)
 # The ErrorInfo reason of the error the call ended with (set by `abort_with`).
 error_reason: contextvars.ContextVar[str] = contextvars.ContextVar("devmesh_error_reason", default="")
-# Extra fields for the call's audit event; the audit interceptor sets a fresh dict per call.
+# Extra fields for the call's audit event; the audit step sets a fresh dict per call.
 audit_notes: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "devmesh_audit_notes", default=None
 )

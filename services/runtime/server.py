@@ -1,9 +1,10 @@
 """Host any set of devmesh services in one grpc.aio server.
 
 A service contributes a `ServiceBinding` (how to register its servicers, which proto
-services it serves, what it depends on, what to start and stop). `Server` adds the
-interceptor chain, grpc.health.v1 per service, reflection, metrics, and a graceful drain:
-NOT_SERVING first, then stop accepting, then `shutdown_grace` seconds for in-flight calls.
+services it serves, what it depends on, what to start and stop). `Server` adds the call
+pipeline (one interceptor), grpc.health.v1 per service, reflection, metrics, and a graceful
+drain: NOT_SERVING first, then stop accepting, then `shutdown_grace` seconds for in-flight
+calls.
 """
 
 from __future__ import annotations

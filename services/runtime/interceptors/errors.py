@@ -40,7 +40,7 @@ async def abort_with(
     """End the call with `error` as a google.rpc.Status in `grpc-status-details-bin`, plus any
     extra trailing `metadata` (rate-limit headers).
 
-    Every interceptor that refuses a call (limits, auth) uses this, so all refusals look alike.
+    Every step that refuses a call (limits, auth) uses this, so all refusals look alike.
     """
     request_context.error_reason.set(error.reason)
     status = error.to_status(info.error_domain)
