@@ -70,6 +70,17 @@ def test_rest_create_update_resolve(rest: Rest, ns: str) -> None:
     body = resolved.json()
     assert body["content"] == {"feature": {"on": True, "limit": 3}}
     assert {s["path"]: s["environment"] for s in body["sources"]}["/feature/limit"] == "default"
+    cached = rest(
+        "GET",
+        f"/v1/namespaces/{ns}/environments/prod:resolve",
+        params={"consistency": "READ_CONSISTENCY_CACHED"},
+    )
+    assert cached.status_code == 200, cached.text
+    assert (cached.json()["content"], cached.json()["revision"]) == (body["content"], body["revision"])
+    unknown = rest(
+        "GET", f"/v1/namespaces/{ns}/environments/prod:resolve", params={"consistency": "SOMETIMES"}
+    )
+    assert unknown.status_code == 400, unknown.text
 
 
 def test_rest_errors_are_json_status_with_http_codes(rest: Rest) -> None:
