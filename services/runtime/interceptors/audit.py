@@ -45,32 +45,21 @@ class Audit:
         if not info.mutation and code not in _REFUSALS:
             return
         try:
-            await self._write(info, raw, context, peer, notes, code)
+            resource = notes.pop("resource", "") or resource_of(
+                info.decode_request(raw) if isinstance(raw, bytes) else raw
+            )
+            forwarded = metadata_value(context, "x-forwarded-for")
+            await self._audit.record(
+                actor=request_context.principal.get(),
+                action=info.action,
+                resource=resource,
+                result=code,
+                reason=request_context.error_reason.get() if code != "OK" else "",
+                request_id=request_context.request_id.get(),
+                peer=f"{peer} for {forwarded}" if forwarded else peer,
+                method=info.full_method,
+                service=info.short_service,
+                details=notes,
+            )
         except Exception:  # the call's outcome stands; the log keeps the failure
             log.exception("audit.record_failed", method=info.full_method)
-
-    async def _write(
-        self,
-        info: MethodInfo,
-        raw: Any,
-        context: aio.ServicerContext,
-        peer: str,
-        notes: dict[str, str],
-        code: str,
-    ) -> None:
-        resource = notes.pop("resource", "") or resource_of(
-            info.decode_request(raw) if isinstance(raw, bytes) else raw
-        )
-        forwarded = metadata_value(context, "x-forwarded-for")
-        await self._audit.record(
-            actor=request_context.principal.get(),
-            action=info.action,
-            resource=resource,
-            result=code,
-            reason=request_context.error_reason.get() if code != "OK" else "",
-            request_id=request_context.request_id.get(),
-            peer=f"{peer} for {forwarded}" if forwarded else peer,
-            method=info.full_method,
-            service=info.short_service,
-            details=notes,
-        )

@@ -102,14 +102,7 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
         raw: bytes,
         context: aio.ServicerContext,
     ) -> Any:
-        start = time.perf_counter()
-        peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
-        span = tracing.start(info, context)
-        request_context.request_id.set(call_log.request_id(context))
-        metrics.UNARY_IN_FLIGHT.inc()
-        notes: dict[str, str] = {}
-        if audit is not None:
-            request_context.audit_notes.set(notes)
+        call = _Call(info, context, audit, metrics.UNARY_IN_FLIGHT)
         cancelled = False
         try:
             if access is not None:
@@ -127,13 +120,7 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
             cancelled = True  # the caller went away; a change may or may not have happened
             raise
         finally:
-            code = "CANCELLED" if cancelled else status_name(context)
-            if audit is not None:
-                await audit.record(info, raw, context, peer, notes, code)
-            metrics.UNARY_IN_FLIGHT.dec()
-            metrics.observe(info, code, time.perf_counter() - start)
-            call_log.completed(info, peer, start, code, tracing.trace_id(span))
-            tracing.finish(span, code)
+            await call.finish(raw, cancelled, audited=True)
 
     async def _stream(
         self,
@@ -145,14 +132,7 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
         raw: bytes,
         context: aio.ServicerContext,
     ) -> AsyncIterator[Any]:
-        start = time.perf_counter()
-        peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
-        span = tracing.start(info, context)
-        request_context.request_id.set(call_log.request_id(context))
-        metrics.STREAM_IN_FLIGHT.inc()
-        notes: dict[str, str] = {}
-        if audit is not None:
-            request_context.audit_notes.set(notes)
+        call = _Call(info, context, audit, metrics.STREAM_IN_FLIGHT)
         cancelled = False
         try:
             if access is not None:
@@ -171,10 +151,34 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
             cancelled = True
             raise
         finally:
-            code = "CANCELLED" if cancelled else status_name(context)
-            if audit is not None and not cancelled:
-                await audit.record(info, raw, context, peer, notes, code)
-            metrics.STREAM_IN_FLIGHT.dec()
-            metrics.observe(info, code, time.perf_counter() - start)
-            call_log.completed(info, peer, start, code, tracing.trace_id(span))
-            tracing.finish(span, code)
+            await call.finish(raw, cancelled, audited=not cancelled)
+
+
+class _Call:
+    """The outer steps' state for one call: opened on arrival, closed by `finish`."""
+
+    __slots__ = ("audit", "context", "in_flight", "info", "notes", "peer", "span", "start")
+
+    def __init__(
+        self, info: MethodInfo, context: aio.ServicerContext, audit: Audit | None, in_flight: Any
+    ) -> None:
+        self.info, self.context, self.audit, self.in_flight = info, context, audit, in_flight
+        self.start = time.perf_counter()
+        self.peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
+        self.span = tracing.start(info, context)
+        request_context.request_id.set(call_log.request_id(context))
+        in_flight.inc()
+        self.notes: dict[str, str] = {}
+        if audit is not None:
+            request_context.audit_notes.set(self.notes)
+
+    async def finish(self, raw: bytes, cancelled: bool, *, audited: bool) -> None:
+        """Audit (when `audited`), count, log and end the span with the call's final code."""
+        info = self.info
+        code = "CANCELLED" if cancelled else status_name(self.context)
+        if self.audit is not None and audited:
+            await self.audit.record(info, raw, self.context, self.peer, self.notes, code)
+        self.in_flight.dec()
+        metrics.observe(info, code, time.perf_counter() - self.start)
+        call_log.completed(info, self.peer, self.start, code, tracing.trace_id(self.span))
+        tracing.finish(self.span, code)
