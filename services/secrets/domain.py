@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets as random_source
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +27,21 @@ from services.runtime.redis_client import Redis
 from services.secrets import events as ev
 from services.secrets.events import Events
 from services.secrets.policies import ADMIN, MANAGE, READ, Policies
-from services.secrets.vault_store import DESTROYED, DISABLED, ENABLED, SecretMeta, SecretStore, now_us
+from services.secrets.vault_store import (
+    DESTROYED,
+    DISABLED,
+    ENABLED,
+    MetadataConflict,
+    SecretMeta,
+    SecretStore,
+    now_us,
+)
 
 DUE = "devmesh:secrets:due"  # zset: secret id -> when the scheduler next has work for it (µs)
-CREATE_LOCK = "devmesh:secrets:creating:{}"
 LABEL_KEY = string.ascii_lowercase + string.digits + "_.-"
 DEFAULT_ALPHABET = string.ascii_letters + string.digits
 TEN_YEARS_S = 10 * 365 * 86400
-MAX_ADD_ATTEMPTS = 8
+MAX_ATTEMPTS = 8  # writes retried on top of a concurrent one before CONTENTION
 
 
 @dataclass(frozen=True)
@@ -107,21 +115,14 @@ class SecretsDomain:
         problems = validate_labels(labels) + (rotation.problems("secret.rotation") if rotation else [])
         if problems:
             raise InvalidArgument("the secret is invalid", problems)
-        # Two creators of one id: the lock makes the second one see ALREADY_EXISTS.
-        if not await self._redis.set(CREATE_LOCK.format(sid), "1", nx=True, px=10_000):
-            raise AlreadyExists(
-                f"secret {sid!r} is being created", resource_type="Secret", resource_name=f"secrets/{sid}"
-            )
+        now = now_us()
+        meta = SecretMeta(sid, labels=labels, create_us=now)
+        self._set_rotation(meta, rotation, now)
         try:
-            if await self.store.exists(sid):
-                raise AlreadyExists(f"secret {sid!r} already exists", resource_type="Secret",
-                                    resource_name=f"secrets/{sid}")  # fmt: skip
-            now = now_us()
-            meta = SecretMeta(sid, labels=labels, create_us=now)
-            self._set_rotation(meta, rotation, now)
-            meta = await self.store.write_meta(meta, None)
-        finally:
-            await self._redis.delete(CREATE_LOCK.format(sid))
+            meta = await self.store.write_meta(meta)  # metadata_version 0: only if it does not exist
+        except MetadataConflict:
+            raise AlreadyExists(f"secret {sid!r} already exists", resource_type="Secret",
+                                resource_name=f"secrets/{sid}") from None  # fmt: skip
         await self.schedule(meta)
         return meta
 
@@ -157,15 +158,33 @@ class SecretsDomain:
         )
         if problems:
             raise InvalidArgument("the secret is invalid", problems)
-        meta = await self.store.read(sid)
-        expected = _etag(etag)
-        if labels is not None:
-            meta.labels = labels
-        if set_rotation:
-            self._set_rotation(meta, rotation, now_us())
-        meta = await self.store.write_meta(meta, expected if expected is not None else meta.revision)
+
+        def change(meta: SecretMeta) -> None:
+            if labels is not None:
+                meta.labels = labels
+            if set_rotation:
+                self._set_rotation(meta, rotation, now_us())
+
+        meta = await self._modify(sid, change, _etag(etag))
         await self.schedule(meta)
         return meta
+
+    async def _modify(
+        self, sid: str, change: Callable[[SecretMeta], None], expected: int | None = None
+    ) -> SecretMeta:
+        """Read the metadata, `change` it and write it back, as one check-and-set: when another
+        write lands in between, read again and apply `change` on top of it. With `expected` (an
+        etag), a secret no longer at that revision is ABORTED instead."""
+        for _ in range(MAX_ATTEMPTS):
+            meta = await self.store.read(sid)
+            if expected is not None and meta.revision != expected:
+                raise _stale(sid)
+            change(meta)
+            try:
+                return await self.store.write_meta(meta)
+            except MetadataConflict:
+                continue
+        raise _contention(sid)
 
     async def delete(self, caller: Principal, sid: str, etag: str) -> None:
         await self.policies.require(caller, sid, ADMIN)
@@ -185,7 +204,7 @@ class SecretsDomain:
         """Add `data` as a version; returns the secret (with that version) and its number."""
         await self.policies.require(caller, sid, MANAGE)
         self._check_payload(data, "payload.data")
-        for _ in range(MAX_ADD_ATTEMPTS):
+        for _ in range(MAX_ATTEMPTS):
             meta = await self.store.read(sid)
             try:
                 version = await self.store.add_version(
@@ -197,7 +216,7 @@ class SecretsDomain:
                 if expected is not None:
                     raise
         else:
-            raise Aborted(f"secret {sid!r} is changing too fast; retry", reason="CONTENTION")
+            raise _contention(sid)
         meta.versions[version.number] = version
         request_context.note_audit(version=version.number)
         await self.events.publish(ev.VERSION_ADDED, sid, version.number)
@@ -284,12 +303,14 @@ class SecretsDomain:
 
     async def _rotate(self, meta: SecretMeta, rotation: Rotation, value: bytes, promote: bool) -> SecretMeta:
         version = (await self.store.add_version(meta.id, value, meta.newest)).number
-        fresh = await self.store.read(meta.id)
         now = now_us()
-        fresh.next_rotation_us = now + int(rotation.interval_s * 1_000_000)
         delay = 0 if promote else int(rotation.promotion_delay_s * 1_000_000)
-        fresh.pending, fresh.promote_us = (version, now + delay) if delay else (0, 0)
-        fresh = await self.store.write_meta(fresh, None)
+
+        def started(fresh: SecretMeta) -> None:
+            fresh.next_rotation_us = now + int(rotation.interval_s * 1_000_000)
+            fresh.pending, fresh.promote_us = (version, now + delay) if delay else (0, 0)
+
+        fresh = await self._modify(meta.id, started)
         request_context.note_audit(version=version)
         await self.events.publish(ev.ROTATION_STARTED if delay else ev.ROTATED, meta.id, version)
         await self.schedule(fresh)
@@ -306,9 +327,14 @@ class SecretsDomain:
         if meta.due_us != due_us or not due_us or due_us > now:
             await self.schedule(meta)  # another replica already acted, or the policy changed
             return "stale"
+        # The writes below check-and-set the metadata read above: if another replica or a caller
+        # changed it meanwhile, what was decided here no longer holds; reschedule from the new state.
         if meta.pending and meta.promote_us <= now:
             version, meta.pending, meta.promote_us = meta.pending, 0, 0
-            meta = await self.store.write_meta(meta, None)
+            try:
+                meta = await self.store.write_meta(meta)
+            except MetadataConflict:
+                return await self._reschedule(sid)
             await self.events.publish(ev.ROTATED, sid, version)
             await self.schedule(meta)
             return "promoted"
@@ -316,7 +342,10 @@ class SecretsDomain:
         rotation = Rotation.from_json(meta.rotation)
         if rotation.generator == "manual":
             meta.next_rotation_us = now + int(rotation.interval_s * 1_000_000)
-            meta = await self.store.write_meta(meta, None)
+            try:
+                meta = await self.store.write_meta(meta)
+            except MetadataConflict:
+                return await self._reschedule(sid)
             await self.events.publish(ev.ROTATION_DUE, sid)
             await self.schedule(meta)
             return "reminded"
@@ -324,6 +353,15 @@ class SecretsDomain:
             return "waiting"
         await self._rotate(meta, rotation, rotation.generate(), promote=False)
         return "rotated"
+
+    async def _reschedule(self, sid: str) -> str:
+        try:
+            meta = await self.store.read(sid)
+        except NotFound:
+            await self._redis.zrem(DUE, sid)
+            return "gone"
+        await self.schedule(meta)
+        return "stale"
 
     async def schedule(self, meta: SecretMeta) -> None:
         if meta.due_us:
@@ -342,3 +380,7 @@ def _etag(etag: str) -> int | None:
 
 def _stale(sid: str) -> Aborted:
     return Aborted(f"secret {sid!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")
+
+
+def _contention(sid: str) -> Aborted:
+    return Aborted(f"secret {sid!r} is changing too fast; retry", reason="CONTENTION")

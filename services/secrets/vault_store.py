@@ -11,6 +11,11 @@ Custom metadata (strings, as KV v2 requires):
     create_us      creation time
     revision       bumped on every metadata change: the etag
 
+Every metadata write is a check-and-set on OpenBao's `current_metadata_version` (its
+`metadata_cas`), so two writers that read the same metadata cannot both write it: the second
+gets `MetadataConflict` and nothing it read goes back over the first one's change. (HashiCorp
+Vault has no metadata check-and-set; there it would ignore the parameter.)
+
 Version states map onto KV v2's: enabled, disabled (soft-deleted), destroyed.
 """
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +65,7 @@ class SecretMeta:
     create_us: int = 0
     revision: int = 0
     versions: dict[int, Version] = field(default_factory=dict)  # from Vault; not custom metadata
+    metadata_version: int = 0  # Vault's, as read: what the next write checks; 0 creates
 
     @property
     def etag(self) -> str:
@@ -108,7 +114,15 @@ class SecretMeta:
             create_us=int(custom.get("create_us", 0)),
             revision=int(custom.get("revision", 0)),
             versions=versions,
+            metadata_version=int(data.get("current_metadata_version", 0)),
         )
+
+
+class MetadataConflict(Aborted):
+    """The metadata changed (or was created or deleted) since it was read; nothing was written."""
+
+    def __init__(self, sid: str) -> None:
+        super().__init__(f"secret {sid!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")
 
 
 def _not_found(sid: str) -> NotFound:
@@ -132,26 +146,22 @@ class SecretStore:
             raise _not_found(sid) from None
         return SecretMeta.from_vault(sid, response["data"])
 
-    async def exists(self, sid: str) -> bool:
+    async def write_meta(self, meta: SecretMeta) -> SecretMeta:
+        """Write `meta`'s custom metadata as revision+1, provided nobody wrote it since `meta` was
+        read (a new secret's `metadata_version` is 0: then only if it does not exist). Returns
+        what was written; raises `MetadataConflict` otherwise."""
+        written = replace(meta, revision=meta.revision + 1, metadata_version=meta.metadata_version + 1)
+        body = {"custom_metadata": written.custom(), "metadata_cas": meta.metadata_version}
+        url = f"/v1/{KV_MOUNT}/metadata/{self._path(meta.id)}"
         try:
-            await self.read(sid)
-        except NotFound:
-            return False
-        return True
-
-    async def write_meta(self, meta: SecretMeta, expected_revision: int | None) -> SecretMeta:
-        """Write `meta`'s custom metadata as revision+1. With `expected_revision`, refuse (ABORTED)
-        when the stored revision differs. (OpenBao's metadata CAS would close the window between
-        the read and the write; hvac does not expose it yet.)"""
-        if expected_revision is not None:
-            current = await self.read(meta.id)
-            if current.revision != expected_revision:
-                raise Aborted(f"secret {meta.id!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")
-        meta.revision += 1
-        await self._vault.call(
-            self._kv.update_metadata, self._path(meta.id), custom_metadata=meta.custom(), mount_point=KV_MOUNT
-        )
-        return meta
+            await self._vault.call(self._vault.client.adapter.post, url, json=body)
+        except hvac_errors.InvalidRequest as exc:
+            # "metadata check-and-set parameter does not match", or "metadata_cas must be 0 when
+            # creating new metadata" when the secret was deleted meanwhile.
+            if "check-and-set" in str(exc) or "metadata_cas" in str(exc):
+                raise MetadataConflict(meta.id) from None
+            raise
+        return written
 
     async def list_ids(self) -> list[str]:
         try:

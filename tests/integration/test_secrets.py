@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,6 +29,7 @@ from services.runtime.identity.principal import Principal
 from services.runtime.server import Server
 from services.runtime.vault import DATA_KEY, TRANSIT_MOUNT
 from services.secrets import app as secrets_app
+from services.secrets.vault_store import MetadataConflict, SecretStore
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
 from tools import vault_bootstrap
 from tools.stack import Valkey, start_openbao
@@ -165,6 +166,68 @@ async def test_concurrent_writers_conflict_with_aborted_and_lose_nothing(secrets
     assert numbers == list(range(3, 9))
     stored = {(await access(secrets, admin, version(sid, n))).payload.data for n in numbers}
     assert stored == set(values)
+
+
+async def test_concurrent_metadata_updates_lose_nothing(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    creates = await asyncio.gather(
+        *(
+            secrets.stub.CreateSecret(
+                pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin
+            )
+            for _ in range(4)
+        ),
+        return_exceptions=True,
+    )
+    created = [c for c in creates if isinstance(c, pb.Secret)]
+    assert len(created) == 1
+    assert all(
+        isinstance(c, grpc.aio.AioRpcError) and c.code() == grpc.StatusCode.ALREADY_EXISTS
+        for c in creates
+        if c not in created
+    )
+
+    # Updates without an etag read, change and write back at the same time: each lands on top
+    # of the others (the etag counts every one of them) instead of overwriting what it read.
+    labels = pb.UpdateSecretRequest(update_mask=field_mask_pb2.FieldMask(paths=["labels"]))
+    updates = []
+    for i in range(6):
+        request = pb.UpdateSecretRequest()
+        request.CopyFrom(labels)
+        request.secret.name = f"secrets/{sid}"
+        request.secret.labels["writer"] = str(i)
+        updates.append(secrets.stub.UpdateSecret(request, metadata=admin))
+    await asyncio.gather(*updates)
+    final = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+    assert int(final.etag) == int(created[0].etag) + 6
+    assert final.labels["writer"] in {str(i) for i in range(6)}
+
+    # With the etag it read, a writer that lost the race is ABORTED and writes nothing.
+    stale = pb.UpdateSecretRequest()
+    stale.CopyFrom(labels)
+    stale.secret.name, stale.secret.etag = f"secrets/{sid}", created[0].etag
+    stale.secret.labels["writer"] = "stale"
+    error = await refused(secrets.stub.UpdateSecret, stale, metadata=admin)
+    assert error.code() == grpc.StatusCode.ABORTED and error_info(error).reason == "ETAG_MISMATCH"
+    again = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+    assert (again.etag, again.labels["writer"]) == (final.etag, final.labels["writer"])
+
+
+async def test_a_metadata_write_based_on_a_stale_read_is_refused(secrets: Secrets, sid: str) -> None:
+    """What the rotation scheduler and a caller both do (read, decide, write): the write that
+    comes second would put back what it read over the first one's change; it fails instead."""
+    admin = await secrets.key("admin")
+    await secrets.stub.CreateSecret(pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin)
+    assert secrets.server.runtime.vault is not None
+    store = SecretStore(secrets.server.runtime.vault)
+    first, second = await store.read(sid), await store.read(sid)
+    first.pending, first.promote_us = 7, 123
+    await store.write_meta(first)
+    second.labels = {"late": "yes"}
+    with pytest.raises(MetadataConflict):
+        await store.write_meta(second)
+    stored = await store.read(sid)
+    assert (stored.pending, stored.promote_us, stored.labels) == (7, 123, {})
 
 
 async def test_access_policies_decide_before_existence(secrets: Secrets, sid: str) -> None:
