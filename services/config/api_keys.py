@@ -3,7 +3,8 @@
 Records live in Redis (`services.runtime.identity.keystore`), every change in one WATCH/MULTI
 transaction on the key's record, published on the invalidation channel so that every
 replica's authenticator drops its cached copy at once. The full key exists only in the
-response that returns it.
+response that returns it. Every write also sets when Redis deletes the record: `retention_us`
+after the key expires or is revoked.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ DEFAULT_LIFETIME_US = 90 * DAY_US
 MAX_LIFETIME_US = 366 * DAY_US
 DEFAULT_GRACE_US = DAY_US
 MAX_GRACE_US = 30 * DAY_US
+DEFAULT_RETENTION_US = 30 * DAY_US
 NAME_PREFIX = "apiKeys/"
 
 
@@ -86,10 +88,22 @@ def _validate(new: NewKey, now: int) -> list[FieldViolation]:
 
 
 class ApiKeys:
-    def __init__(self, redis: Redis, durable: DurableWriter, pepper: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        durable: DurableWriter,
+        pepper: Callable[[], bytes],
+        *,
+        retention_us: int = DEFAULT_RETENTION_US,
+    ) -> None:
         self._redis = redis
         self._durable = durable
         self._pepper = pepper
+        self._retention_us = retention_us
+
+    def _purge_ms(self, record: ApiKeyRecord) -> int:
+        """When Redis deletes the record (ms since the epoch, for PEXPIREAT)."""
+        return (record.end_us + self._retention_us) // 1000
 
     async def create(self, creator: Principal, new: NewKey) -> tuple[ApiKeyRecord, str]:
         now = keystore.now_us()
@@ -124,6 +138,7 @@ class ApiKeys:
                         continue  # 62 bits of id collided; draw again
                     pipe.multi()
                     pipe.hset(keystore.record_key(key_id), mapping=record.to_hash())
+                    pipe.pexpireat(keystore.record_key(key_id), self._purge_ms(record))
                     pipe.zadd(keystore.INDEX, {_index_member(record): 0})
                     pipe.publish(keystore.INVALIDATE_CHANNEL, key_id)  # replicas may cache "no such key"
                     await pipe.execute()
@@ -157,7 +172,10 @@ class ApiKeys:
             for member in members:
                 upper = f"({member.decode()}"
                 record = await keystore.load(self._redis, member.decode().rpartition(":")[2])
-                if record is None or (owner and record.owner != owner):
+                if record is None:  # past its retention: Redis deleted it
+                    await self._redis.zrem(keystore.INDEX, member)
+                    continue
+                if owner and record.owner != owner:
                     continue
                 if not show_inactive and record.effective_state(now) != keystore.ACTIVE:
                     continue
@@ -188,6 +206,7 @@ class ApiKeys:
                     record.version += 1
                     pipe.multi()
                     pipe.hset(keystore.record_key(key_id), mapping=record.to_hash())
+                    pipe.pexpireat(keystore.record_key(key_id), self._purge_ms(record))
                     pipe.publish(keystore.INVALIDATE_CHANNEL, key_id)
                     await pipe.execute()
                 except WatchError:

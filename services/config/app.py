@@ -14,7 +14,7 @@ from devmesh.config.v1 import (
     tokens_pb2,
     tokens_pb2_grpc,
 )
-from services.config.api_keys import ApiKeys
+from services.config.api_keys import DAY_US, ApiKeys
 from services.config.domain import ConfigDomain
 from services.config.identity_servicer import ApiKeyServicer, AuditServicer, TokenServicer
 from services.config.secret_refs import SecretResolver
@@ -75,7 +75,12 @@ def build(runtime: Runtime) -> ServiceBinding:
         # Keys and tokens need the authenticator's pepper and Vault: without them (DEVMESH_AUTH=off)
         # these two services are not served and their RPCs answer UNIMPLEMENTED.
         if authenticator is not None and runtime.vault is not None:
-            api_keys = ApiKeys(runtime.redis, runtime.durable, lambda: authenticator.pepper)
+            api_keys = ApiKeys(
+                runtime.redis,
+                runtime.durable,
+                lambda: authenticator.pepper,
+                retention_us=int(settings.config_api_key_retention_days * DAY_US),
+            )
             api_keys_pb2_grpc.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(api_keys), server)
             issuer = TokenIssuer(runtime.vault, runtime.settings.auth_audience)
             tokens_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(issuer), server)

@@ -38,6 +38,12 @@ class ConfigSettings:
         "Revisions kept per namespace in the watch log (approximate; never fewer).",
         parse=parse_positive_int,
     )
+    config_api_key_retention_days: float = setting(
+        30.0,
+        "Days an expired or revoked API key's record stays readable (GetApiKey, ListApiKeys with "
+        "show_inactive) before Redis deletes it; its audit events stay as long as the audit stream.",
+        parse=parse_positive_float,
+    )
     config_secrets_addr: str = setting(
         "",
         "host:port of the secrets service, for ResolveConfig's resolve_secrets (called with this "

@@ -519,6 +519,39 @@ async def test_list_pages_newest_first_and_hides_revoked_keys(mesh: Mesh) -> Non
     assert [k.name for k in everything.api_keys] == names[::-1]
 
 
+async def test_a_dead_key_is_kept_for_the_retention_period_then_purged(mesh: Mesh) -> None:
+    admin = key_md(await mesh.mint("admin"))
+    owner = f"team-{time.time_ns()}"
+    created = await mesh.keys().CreateApiKey(
+        kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer", owner=owner)), metadata=admin
+    )
+    redis = mesh.server.runtime.redis
+    record = keystore.record_key(keys.parse(created.key).key_id)
+    retention_ms = 30 * 86_400_000  # DEVMESH_CONFIG_API_KEY_RETENTION_DAYS' default
+    expire = created.api_key.expire_time
+    assert await redis.pexpiretime(record) == expire.seconds * 1000 + expire.nanos // 1_000_000 + retention_ms
+
+    revoked = await mesh.keys().RevokeApiKey(
+        kpb.RevokeApiKeyRequest(name=created.api_key.name), metadata=admin
+    )
+    revoke = revoked.revoke_time
+    assert await redis.pexpiretime(record) == revoke.seconds * 1000 + revoke.nanos // 1_000_000 + retention_ms
+
+    await redis.delete(record)  # what Redis does when that time comes
+    listed = await mesh.keys().ListApiKeys(
+        kpb.ListApiKeysRequest(owner=owner, show_inactive=True), metadata=admin
+    )
+    assert list(listed.api_keys) == []
+    index = [
+        m for m in await redis.zrange(keystore.INDEX, 0, -1) if m.endswith(record.rpartition(":")[2].encode())
+    ]
+    assert index == []  # the listing dropped the dangling index entry
+    error = await refused(
+        mesh.keys().GetApiKey, kpb.GetApiKeyRequest(name=created.api_key.name), metadata=admin
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
 # -- tokens -----------------------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ Keys:
     devmesh:identity:invalidate      pub/sub: "key <id> changed", so replicas drop their cache
 
 A record never holds a key, only `keys.digest(pepper, key)`. After a rotation it holds the
-previous digest too, accepted until `previous_expire_us`.
+previous digest too, accepted until `previous_expire_us`. A record carries a Redis expiry: a
+retention period after the key stops working (`end_us`), Redis deletes it; the index entry
+goes when a listing finds it dangling.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class ApiKeyRecord:
     @property
     def principal(self) -> str:
         return f"apikey:{self.key_id}"
+
+    @property
+    def end_us(self) -> int:
+        """When the key stopped (or will stop) working: its expiry, or its revocation if sooner."""
+        return min(self.expire_us, self.revoke_us) if self.revoke_us else self.expire_us
 
     def effective_state(self, at_us: int) -> str:
         """ACTIVE, REVOKED, or EXPIRED once past expire_us."""
