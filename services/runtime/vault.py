@@ -35,8 +35,14 @@ VAULT_THREADS = 32
 
 def translate_error(exc: BaseException) -> ServiceError | None:
     """A ServiceError for a Vault failure, or None for anything else."""
-    if isinstance(exc, requests.exceptions.RequestException | hvac_errors.VaultDown):
+    if isinstance(exc, requests.exceptions.RequestException):
         return Unavailable("Vault is unreachable", reason="VAULT_UNAVAILABLE", retry_after=VAULT_RETRY_AFTER)
+    if isinstance(exc, hvac_errors.VaultDown):  # HTTP 503: sealed, or a standby that cannot answer
+        return Unavailable(
+            "Vault is sealed or not serving requests",
+            reason="VAULT_UNAVAILABLE",
+            retry_after=VAULT_RETRY_AFTER,
+        )
     if isinstance(exc, hvac_errors.InternalServerError | hvac_errors.BadGateway):
         return Unavailable("Vault failed", reason="VAULT_UNAVAILABLE", retry_after=VAULT_RETRY_AFTER)
     if isinstance(exc, hvac_errors.Forbidden):

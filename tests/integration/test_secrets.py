@@ -502,6 +502,47 @@ async def test_vault_unreachable_is_unavailable_then_recovers(
         bao.process.stop()
 
 
+async def test_a_sealed_vault_is_unavailable_and_not_serving(
+    tmp_path: Any, valkey: Valkey, start_config_server: ServerFactory
+) -> None:
+    bao = start_openbao(tmp_path / "openbao")  # its own Vault, to seal it without harming others
+    assert bao.process is not None
+    try:
+        approles = vault_bootstrap.bootstrap(bao.client(), ["secrets"], tmp_path / "approles")
+        vault = BootstrappedVault(bao, approles)
+        server, addr = await start_config_server(
+            valkey.url, env=FAST, factories=[secrets_app.build], **vault.settings("secrets")
+        )
+        async with aio.insecure_channel(addr) as channel:
+            s = Secrets(server, addr, channel)
+            admin = await s.key("admin")
+            sid = f"v{uuid.uuid4().hex[:8]}"
+            await s.stub.CreateSecret(
+                pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin
+            )
+            await add(s, admin, sid, b"before")
+            bao.client().sys.seal()
+            for call in (
+                access(s, admin, version(sid, "latest")),
+                add(s, admin, sid, b"during"),
+                s.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call
+                error = caught.value
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                assert error_info(error).reason == "VAULT_UNAVAILABLE" and "sealed" in (error.details() or "")
+                assert detail(error, error_details_pb2.RetryInfo)
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=secrets_app.PROTO_SERVICES[0])
+            deadline = time.monotonic() + 15
+            while (await health.Check(request)).status != health_pb2.HealthCheckResponse.NOT_SERVING:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+    finally:
+        bao.process.stop()
+
+
 async def test_config_resolves_secret_references_as_the_caller(
     secrets: Secrets, valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory, sid: str
 ) -> None:
