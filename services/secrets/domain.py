@@ -23,6 +23,7 @@ from services.runtime.errors import (
     NotFound,
 )
 from services.runtime.identity.principal import Principal
+from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
 from services.secrets import events as ev
 from services.secrets.events import Events
@@ -36,6 +37,8 @@ from services.secrets.vault_store import (
     SecretStore,
     now_us,
 )
+
+log = get_logger(__name__)
 
 DUE = "devmesh:secrets:due"  # zset: secret id -> when the scheduler next has work for it (µs)
 LABEL_KEY = string.ascii_lowercase + string.digits + "_.-"
@@ -218,6 +221,8 @@ class SecretsDomain:
         else:
             raise _contention(sid)
         meta.versions[version.number] = version
+        if meta.pending == version.number:  # a rotation recorded this number and never added it
+            meta = await self._settle(sid, version.number)
         request_context.note_audit(version=version.number)
         await self.events.publish(ev.VERSION_ADDED, sid, version.number)
         return meta, version.number
@@ -302,19 +307,38 @@ class SecretsDomain:
         return await self._rotate(meta, rotation, value, promote)
 
     async def _rotate(self, meta: SecretMeta, rotation: Rotation, value: bytes, promote: bool) -> SecretMeta:
-        version = (await self.store.add_version(meta.id, value, meta.newest)).number
-        now = now_us()
+        """Rotate in an order that no crash can make unsafe: first record the version about to
+        be added as pending (a check-and-set on `meta`: of two rotations decided on the same
+        state, one goes ahead), then add it, then promote it at once unless it waits for its
+        promotion delay. A version is never the latest before its time; if it is never added
+        (a crash, Vault failing), the scheduler starts the rotation over (`run_due`)."""
+        number, now = meta.newest + 1, now_us()
         delay = 0 if promote else int(rotation.promotion_delay_s * 1_000_000)
+        meta.next_rotation_us = now + int(rotation.interval_s * 1_000_000)
+        meta.pending, meta.promote_us = number, now + delay
+        meta = await self.store.write_meta(meta)
+        try:
+            meta.versions[number] = await self.store.add_version(meta.id, value, number - 1)
+        except Aborted:  # a caller added version `number` first: theirs, so not pending
+            await self._settle(meta.id, number)
+            raise
+        request_context.note_audit(version=number)
+        if delay:
+            await self.events.publish(ev.ROTATION_STARTED, meta.id, number)
+        else:
+            meta = await self._settle(meta.id, number)
+            await self.events.publish(ev.ROTATED, meta.id, number)
+        await self.schedule(meta)
+        return meta
 
-        def started(fresh: SecretMeta) -> None:
-            fresh.next_rotation_us = now + int(rotation.interval_s * 1_000_000)
-            fresh.pending, fresh.promote_us = (version, now + delay) if delay else (0, 0)
+    async def _settle(self, sid: str, number: int) -> SecretMeta:
+        """Version `number` is no longer pending (promoted, or not a rotation's after all)."""
 
-        fresh = await self._modify(meta.id, started)
-        request_context.note_audit(version=version)
-        await self.events.publish(ev.ROTATION_STARTED if delay else ev.ROTATED, meta.id, version)
-        await self.schedule(fresh)
-        return fresh
+        def settle(meta: SecretMeta) -> None:
+            if meta.pending == number:
+                meta.pending, meta.promote_us = 0, 0
+
+        return await self._modify(sid, settle)
 
     async def run_due(self, sid: str, due_us: int) -> str:
         """The scheduler's work for one secret whose time `due_us` came; returns what it did."""
@@ -329,7 +353,10 @@ class SecretsDomain:
             return "stale"
         # The writes below check-and-set the metadata read above: if another replica or a caller
         # changed it meanwhile, what was decided here no longer holds; reschedule from the new state.
-        if meta.pending and meta.promote_us <= now:
+        if meta.rotation_failed:
+            log.warning("secrets.rotation_restarted", secret=sid, version=meta.pending)
+            meta.pending, meta.promote_us = 0, 0  # and rotate below, whatever next_rotation_us says
+        elif meta.pending and meta.promote_us <= now:
             version, meta.pending, meta.promote_us = meta.pending, 0, 0
             try:
                 meta = await self.store.write_meta(meta)
@@ -351,7 +378,10 @@ class SecretsDomain:
             return "reminded"
         if meta.pending:  # a rotation is still pending: the next one waits for its promotion
             return "waiting"
-        await self._rotate(meta, rotation, rotation.generate(), promote=False)
+        try:
+            await self._rotate(meta, rotation, rotation.generate(), promote=False)
+        except MetadataConflict:
+            return await self._reschedule(sid)
         return "rotated"
 
     async def _reschedule(self, sid: str) -> str:

@@ -34,6 +34,9 @@ from services.runtime.errors import Aborted, NotFound
 from services.runtime.vault import KV_MOUNT, Vault
 
 PATH = "secrets"
+# How long a rotation may take to add the version it recorded as pending (one Vault write)
+# before the scheduler decides it failed (the process died, Vault refused) and starts over.
+ROTATION_GRACE_US = 60 * 1_000_000
 ENABLED, DISABLED, DESTROYED = "ENABLED", "DISABLED", "DESTROYED"
 
 
@@ -82,9 +85,21 @@ class SecretMeta:
         return max(enabled, default=0)
 
     @property
+    def rotating(self) -> bool:
+        """A rotation recorded its version as pending and has not added it yet."""
+        return bool(self.pending) and self.pending not in self.versions
+
+    @property
+    def rotation_failed(self) -> bool:
+        """The version a rotation recorded was still not added a grace period after it was due."""
+        return self.rotating and now_us() >= self.promote_us + ROTATION_GRACE_US
+
+    @property
     def due_us(self) -> int:
-        """When the scheduler has something to do for this secret; 0: never."""
-        times = [t for t in (self.promote_us if self.pending else 0, self.next_rotation_us) if t]
+        """When the scheduler has something to do for this secret; 0: never. A version still
+        being added by its rotation gets a grace period before the rotation counts as failed."""
+        pending = self.promote_us + (ROTATION_GRACE_US if self.rotating else 0) if self.pending else 0
+        times = [t for t in (pending, self.next_rotation_us) if t]
         return min(times, default=0)
 
     def custom(self) -> dict[str, str]:

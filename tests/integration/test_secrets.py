@@ -29,7 +29,8 @@ from services.runtime.identity.principal import Principal
 from services.runtime.server import Server
 from services.runtime.vault import DATA_KEY, TRANSIT_MOUNT
 from services.secrets import app as secrets_app
-from services.secrets.vault_store import MetadataConflict, SecretStore
+from services.secrets import domain as secrets_domain
+from services.secrets.vault_store import ROTATION_GRACE_US, MetadataConflict, SecretStore, now_us
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
 from tools import vault_bootstrap
 from tools.stack import Valkey, start_openbao
@@ -349,6 +350,53 @@ async def test_two_phase_rotation_keeps_the_previous_version_until_promotion(
         assert time.monotonic() < deadline, "the pending version was never promoted"
         await asyncio.sleep(0.1)
     assert (await access(secrets, admin, version(sid, 1))).payload.data == b"current"  # previous kept
+
+
+async def _crash_mid_rotation(secrets: Secrets, sid: str) -> int:
+    """Leave `sid` as a rotation that died after recording its version and before adding it
+    does, its grace period over; returns the number it recorded."""
+    assert secrets.server.runtime.vault is not None
+    store = SecretStore(secrets.server.runtime.vault)
+    meta = await store.read(sid)
+    meta.pending, meta.promote_us = meta.newest + 1, now_us() - ROTATION_GRACE_US - 1_000_000
+    meta.next_rotation_us = now_us() + 3_600_000_000  # the rotation had moved it on
+    await store.write_meta(meta)
+    return meta.pending
+
+
+async def test_a_rotation_that_died_before_adding_its_version_is_started_over(
+    secrets: Secrets, sid: str
+) -> None:
+    admin = await secrets.key("admin")
+    rotation = pb.RotationPolicy(interval=duration_pb2.Duration(seconds=3600), random=pb.RandomGenerator())
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
+    )
+    await add(secrets, admin, sid, b"current")
+    recorded = await _crash_mid_rotation(secrets, sid)
+    assert (await access(secrets, admin, version(sid, "latest"))).payload.data == b"current"
+    # The scheduler's entry is the one the rotation was started from.
+    await secrets.server.runtime.redis.zadd(secrets_domain.DUE, {sid: now_us() - 1})
+    get = pb.GetSecretRequest(name=f"secrets/{sid}")
+    deadline = time.monotonic() + 10
+    while (got := await secrets.stub.GetSecret(get, metadata=admin)).latest_version != recorded:
+        assert time.monotonic() < deadline, "the rotation was never started over"
+        await asyncio.sleep(0.1)
+    assert got.pending_version == 0
+    assert len((await access(secrets, admin, version(sid, "latest"))).payload.data) == 32
+
+
+async def test_a_version_added_over_a_dead_rotation_is_the_latest_at_once(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    await secrets.stub.CreateSecret(pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin)
+    await add(secrets, admin, sid, b"one")
+    recorded = await _crash_mid_rotation(secrets, sid)
+    added = await add(secrets, admin, sid, b"two")
+    assert added.name == version(sid, recorded)
+    latest = await access(secrets, admin, version(sid, "latest"))
+    assert (latest.name, latest.payload.data) == (version(sid, recorded), b"two")
+    got = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+    assert (got.latest_version, got.pending_version) == (recorded, 0)
 
 
 async def test_two_replicas_rotate_each_due_secret_exactly_once(
