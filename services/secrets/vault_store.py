@@ -13,8 +13,8 @@ Custom metadata (strings, as KV v2 requires):
 
 Every metadata write is a check-and-set on OpenBao's `current_metadata_version` (its
 `metadata_cas`), so two writers that read the same metadata cannot both write it: the second
-gets `MetadataConflict` and nothing it read goes back over the first one's change. (HashiCorp
-Vault has no metadata check-and-set; there it would ignore the parameter.)
+gets `MetadataConflict` and nothing it read goes back over the first one's change. (Metadata
+check-and-set is OpenBao's: HashiCorp Vault lacks it.)
 
 Version states map onto KV v2's: enabled, disabled (soft-deleted), destroyed.
 """
@@ -98,7 +98,9 @@ class SecretMeta:
     def due_us(self) -> int:
         """When the scheduler has something to do for this secret; 0: never. A version still
         being added by its rotation gets a grace period before the rotation counts as failed."""
-        pending = self.promote_us + (ROTATION_GRACE_US if self.rotating else 0) if self.pending else 0
+        pending = 0
+        if self.pending:
+            pending = self.promote_us + (ROTATION_GRACE_US if self.rotating else 0)
         times = [t for t in (pending, self.next_rotation_us) if t]
         return min(times, default=0)
 
