@@ -7,6 +7,7 @@ then looks at the secret, so a refusal reveals nothing about existence.
 
 from __future__ import annotations
 
+import asyncio
 import secrets as random_source
 import string
 from collections.abc import Callable
@@ -140,8 +141,10 @@ class SecretsDomain:
 
     async def list(
         self, caller: Principal, prefix: str, after: str | None, limit: int
-    ) -> tuple[list[SecretMeta], bool]:
-        """Secrets the caller may read, by id after `after`; and whether more remain."""
+    ) -> tuple[list[SecretMeta], str | None]:
+        """Secrets the caller may read, by id after `after`; and the id the next page starts
+        after (None: this is the last page). A secret deleted while the page is read is left
+        out of it, and may leave the page short."""
         candidates = [
             sid
             for sid in await self.store.list_ids()
@@ -149,7 +152,14 @@ class SecretsDomain:
         ]
         readable = await self.policies.readable(caller, candidates)
         page = readable[:limit]
-        return [await self.store.read(sid) for sid in page], len(readable) > limit
+        found = await asyncio.gather(*(self._read_if_present(sid) for sid in page))
+        return [meta for meta in found if meta is not None], page[-1] if len(readable) > limit else None
+
+    async def _read_if_present(self, sid: str) -> SecretMeta | None:
+        try:
+            return await self.store.read(sid)
+        except NotFound:
+            return None
 
     async def update(
         self, caller: Principal, sid: str, labels: dict[str, str] | None, rotation: Rotation | None,

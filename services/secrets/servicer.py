@@ -114,8 +114,8 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
         size = pagination.page_size(request.page_size)
         query = ("secrets", request.prefix)
         after = pagination.decode_token(request.page_token, query)
-        page, more = await self._domain.list(current_caller(), request.prefix, after, size)
-        token = pagination.encode_token(page[-1].id, query) if more and page else ""
+        page, next_after = await self._domain.list(current_caller(), request.prefix, after, size)
+        token = pagination.encode_token(next_after, query) if next_after else ""
         return pb.ListSecretsResponse(secrets=[secret_proto(m) for m in page], next_page_token=token)
 
     async def UpdateSecret(self, request: pb.UpdateSecretRequest, context: aio.ServicerContext) -> pb.Secret:

@@ -231,6 +231,45 @@ async def test_a_metadata_write_based_on_a_stale_read_is_refused(secrets: Secret
     assert (stored.pending, stored.promote_us, stored.labels) == (7, 123, {})
 
 
+async def test_listing_while_secrets_are_deleted_pages_through_what_is_left(
+    secrets: Secrets, sid: str
+) -> None:
+    admin = await secrets.key("admin")
+    ids = [f"{sid}-{i:02d}" for i in range(24)]
+    await asyncio.gather(
+        *(
+            secrets.stub.CreateSecret(pb.CreateSecretRequest(secret_id=s, secret=pb.Secret()), metadata=admin)
+            for s in ids
+        )
+    )
+
+    async def list_all() -> list[str]:
+        seen, token = [], ""
+        while True:
+            page = await secrets.stub.ListSecrets(
+                pb.ListSecretsRequest(prefix=sid, page_size=5, page_token=token), metadata=admin
+            )
+            seen += [m.name.removeprefix("secrets/") for m in page.secrets]
+            if not (token := page.next_page_token):
+                return seen
+
+    # Every other secret goes while listings read pages of them: a listing never fails on a
+    # secret that vanished between its LIST and its read, and never ends before the last page.
+    doomed = ids[1::2]
+    deletions = [
+        secrets.stub.DeleteSecret(pb.DeleteSecretRequest(name=f"secrets/{s}"), metadata=admin) for s in doomed
+    ]
+    *listings, deleted = await asyncio.gather(
+        *(list_all() for _ in range(4)), asyncio.gather(*deletions), return_exceptions=True
+    )
+    assert not isinstance(deleted, BaseException)
+    kept = ids[0::2]
+    for seen in listings:
+        assert isinstance(seen, list), seen
+        assert seen == sorted(seen) and set(kept) <= set(seen) <= set(ids)
+    assert await list_all() == kept
+
+
 async def test_access_policies_decide_before_existence(secrets: Secrets, sid: str) -> None:
     admin = await secrets.key("admin")
     reader, manager, stranger = [await secrets.key("service") for _ in range(3)]
