@@ -241,6 +241,11 @@ class RuntimeSettings:
     vault_timeout: float = setting(
         5.0, "Seconds before a Vault call fails with UNAVAILABLE.", parse=parse_positive_float
     )
+    vault_ca_file: str = setting(
+        "",
+        "PEM bundle that an https DEVMESH_VAULT_ADDR's certificate must chain to; empty: the CA "
+        "bundle requests ships (certifi). Proxy variables and ~/.netrc never apply to Vault calls.",
+    )
 
     auth: str = setting(
         "required",
@@ -328,4 +333,6 @@ class RuntimeSettings:
             )
         if self.vault_addr and not (self.vault_role_id and self.vault_secret_id_file):
             found.append("DEVMESH_VAULT_ADDR needs DEVMESH_VAULT_ROLE_ID and DEVMESH_VAULT_SECRET_ID_FILE")
+        if self.vault_ca_file and not os.path.isfile(self.vault_ca_file):
+            found.append(f"DEVMESH_VAULT_CA_FILE={self.vault_ca_file} is not a file")
         return found

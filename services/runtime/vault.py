@@ -59,6 +59,11 @@ class Vault:
         # of threads on a small machine), over as many pooled connections as there are threads.
         self._pool = ThreadPoolExecutor(max_workers=VAULT_THREADS, thread_name_prefix="vault")
         session = requests.Session()
+        # Vault is reached at DEVMESH_VAULT_ADDR and verified with DEVMESH_VAULT_CA_FILE, nothing
+        # else: no proxy or ~/.netrc credentials from the environment (which requests would also
+        # look up again on every call).
+        session.trust_env = False
+        session.verify = settings.vault_ca_file or True  # hvac takes it from the session
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=VAULT_THREADS)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from services.config.settings import ConfigSettings
@@ -101,3 +103,11 @@ def test_service_settings_have_env_names_and_descriptions() -> None:
     rows = settings.describe(ConfigSettings)
     assert rows[0][:2] == ("DEVMESH_CONFIG_MAX_DOCUMENT_BYTES", "1048576")
     assert all(description for _, _, description in rows)
+
+
+def test_a_vault_ca_file_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    env = {"DEVMESH_INSECURE": "1", "DEVMESH_AUTH": "off", "DEVMESH_VAULT_CA_FILE": str(tmp_path / "ca.pem")}
+    with pytest.raises(settings.SettingsError, match="DEVMESH_VAULT_CA_FILE"):
+        settings.load(settings.RuntimeSettings, env)
+    (tmp_path / "ca.pem").write_text("")
+    assert settings.load(settings.RuntimeSettings, env).vault_ca_file == str(tmp_path / "ca.pem")
