@@ -190,25 +190,19 @@ async def test_concurrent_metadata_updates_lose_nothing(secrets: Secrets, sid: s
 
     # Updates without an etag read, change and write back at the same time: each lands on top
     # of the others (the etag counts every one of them) instead of overwriting what it read.
-    labels = pb.UpdateSecretRequest(update_mask=field_mask_pb2.FieldMask(paths=["labels"]))
-    updates = []
-    for i in range(6):
-        request = pb.UpdateSecretRequest()
-        request.CopyFrom(labels)
-        request.secret.name = f"secrets/{sid}"
-        request.secret.labels["writer"] = str(i)
-        updates.append(secrets.stub.UpdateSecret(request, metadata=admin))
-    await asyncio.gather(*updates)
+    name, labels_only = f"secrets/{sid}", field_mask_pb2.FieldMask(paths=["labels"])
+
+    def relabel(writer: str, etag: str = "") -> pb.UpdateSecretRequest:
+        secret = pb.Secret(name=name, labels={"writer": writer}, etag=etag)
+        return pb.UpdateSecretRequest(secret=secret, update_mask=labels_only)
+
+    await asyncio.gather(*(secrets.stub.UpdateSecret(relabel(str(i)), metadata=admin) for i in range(6)))
     final = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
     assert int(final.etag) == int(created[0].etag) + 6
     assert final.labels["writer"] in {str(i) for i in range(6)}
 
     # With the etag it read, a writer that lost the race is ABORTED and writes nothing.
-    stale = pb.UpdateSecretRequest()
-    stale.CopyFrom(labels)
-    stale.secret.name, stale.secret.etag = f"secrets/{sid}", created[0].etag
-    stale.secret.labels["writer"] = "stale"
-    error = await refused(secrets.stub.UpdateSecret, stale, metadata=admin)
+    error = await refused(secrets.stub.UpdateSecret, relabel("stale", created[0].etag), metadata=admin)
     assert error.code() == grpc.StatusCode.ABORTED and error_info(error).reason == "ETAG_MISMATCH"
     again = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
     assert (again.etag, again.labels["writer"]) == (final.etag, final.labels["writer"])
@@ -392,8 +386,8 @@ async def test_two_phase_rotation_keeps_the_previous_version_until_promotion(
 
 
 async def _crash_mid_rotation(secrets: Secrets, sid: str) -> int:
-    """Leave `sid` as a rotation that died after recording its version and before adding it
-    does, its grace period over; returns the number it recorded."""
+    """Leave `sid` as a rotation leaves it when it dies between recording its version as
+    pending and adding it, with the grace period over; returns the number it recorded."""
     assert secrets.server.runtime.vault is not None
     store = SecretStore(secrets.server.runtime.vault)
     meta = await store.read(sid)
@@ -610,13 +604,11 @@ async def test_a_sealed_vault_is_unavailable_and_not_serving(
             await add(s, admin, sid, b"before")
             bao.client().sys.seal()
             for call in (
-                access(s, admin, version(sid, "latest")),
-                add(s, admin, sid, b"during"),
-                s.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin),
+                lambda: access(s, admin, version(sid, "latest")),
+                lambda: add(s, admin, sid, b"during"),
+                lambda: s.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin),
             ):
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await call
-                error = caught.value
+                error = await refused(call)
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
                 assert error_info(error).reason == "VAULT_UNAVAILABLE" and "sealed" in (error.details() or "")
                 assert detail(error, error_details_pb2.RetryInfo)
