@@ -144,6 +144,11 @@ async def test_the_version_lifecycle(secrets: Secrets, sid: str) -> None:
     await secrets.stub.DeleteSecret(pb.DeleteSecretRequest(name=f"secrets/{sid}"), metadata=admin)
     error = await refused(secrets.stub.GetSecret, pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
     assert error.code() == grpc.StatusCode.NOT_FOUND
+    # The id is free again, with nothing of the old secret left.
+    again = await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin
+    )
+    assert (again.etag, again.latest_version) == ("1", 0)
 
 
 async def test_concurrent_writers_conflict_with_aborted_and_lose_nothing(secrets: Secrets, sid: str) -> None:
