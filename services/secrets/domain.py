@@ -37,6 +37,7 @@ from services.secrets.vault_store import (
     SecretMeta,
     SecretStore,
     now_us,
+    secret_not_found,
 )
 
 log = get_logger(__name__)
@@ -120,13 +121,17 @@ class SecretsDomain:
         if problems:
             raise InvalidArgument("the secret is invalid", problems)
         now = now_us()
-        meta = SecretMeta(sid, labels=labels, create_us=now)
-        self._set_rotation(meta, rotation, now)
-        try:
-            meta = await self.store.write_meta(meta)  # metadata_version 0: only if it does not exist
-        except MetadataConflict:
-            raise AlreadyExists(f"secret {sid!r} already exists", resource_type="Secret",
-                                resource_name=f"secrets/{sid}") from None  # fmt: skip
+        new = SecretMeta(sid, labels=labels, create_us=now)
+        self._set_rotation(new, rotation, now)
+        for attempt in range(2):
+            try:
+                meta = await self.store.write_meta(new)  # metadata_version 0: only if it does not exist
+                break
+            except MetadataConflict:
+                # The id of a secret whose delete was interrupted is free once that delete ends.
+                if attempt or not await self._finish_interrupted_delete(sid):
+                    raise AlreadyExists(f"secret {sid!r} already exists", resource_type="Secret",
+                                        resource_name=f"secrets/{sid}") from None  # fmt: skip
         await self.schedule(meta)
         return meta
 
@@ -200,14 +205,43 @@ class SecretsDomain:
         raise _contention(sid)
 
     async def delete(self, caller: Principal, sid: str, etag: str) -> None:
+        """Mark the secret deleted, then remove it. The mark is a check-and-set: the etag holds
+        until the moment nobody can change the secret any more, which Vault's own delete (no
+        check-and-set) cannot promise."""
         await self.policies.require(caller, sid, ADMIN)
-        meta = await self.store.read(sid)
         expected = _etag(etag)
-        if expected is not None and expected != meta.revision:
-            raise _stale(sid)
+        for _ in range(MAX_ATTEMPTS):
+            meta = await self.store.read(sid, deleting=True)
+            if meta.deleting_us:  # an earlier delete did not finish: the secret is already gone
+                await self._remove(sid)
+                raise secret_not_found(sid)
+            if expected is not None and meta.revision != expected:
+                raise _stale(sid)
+            meta.deleting_us = now_us()
+            try:
+                await self.store.write_meta(meta)
+                break
+            except MetadataConflict:
+                continue
+        else:
+            raise _contention(sid)
+        await self._remove(sid)
+
+    async def _remove(self, sid: str) -> None:
         await self.store.delete(sid)
         await self._redis.zrem(DUE, sid)
         await self.events.publish(ev.DELETED, sid)
+
+    async def _finish_interrupted_delete(self, sid: str) -> bool:
+        """Remove `sid` if a delete marked it and never got to remove it; whether it is gone."""
+        try:
+            meta = await self.store.read(sid, deleting=True)
+        except NotFound:
+            return True
+        if not meta.deleting_us:
+            return False
+        await self._remove(sid)
+        return True
 
     # -- versions -----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import uuid
 
+from services.runtime.errors import NotFound
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
 from services.secrets.domain import DUE, SecretsDomain
@@ -52,7 +53,8 @@ class RotationScheduler:
         """Re-derive the due index from Vault (the source of truth), e.g. after a Redis loss."""
         try:
             for sid in await self._domain.store.list_ids():
-                await self._domain.schedule(await self._domain.store.read(sid))
+                with contextlib.suppress(NotFound):  # deleted since the listing, or being deleted
+                    await self._domain.schedule(await self._domain.store.read(sid))
         except Exception as exc:
             log.warning("secrets.scheduler_rebuild_failed", error=type(exc).__name__)
 

@@ -10,6 +10,8 @@ Custom metadata (strings, as KV v2 requires):
     next_rotation_us  when the next rotation is due
     create_us      creation time
     revision       bumped on every metadata change: the etag
+    deleting_us    set by a delete that has checked its etag: from then on the secret is gone
+                   for every reader and writer, though Vault still holds it until the delete ends
 
 Every metadata write is a check-and-set on OpenBao's `current_metadata_version` (its
 `metadata_cas`), so two writers that read the same metadata cannot both write it: the second
@@ -69,6 +71,7 @@ class SecretMeta:
     revision: int = 0
     versions: dict[int, Version] = field(default_factory=dict)  # from Vault; not custom metadata
     metadata_version: int = 0  # Vault's, as read: what the next write checks; 0 creates
+    deleting_us: int = 0
 
     @property
     def etag(self) -> str:
@@ -109,7 +112,7 @@ class SecretMeta:
                "revision": str(self.revision)}  # fmt: skip
         if self.rotation is not None:
             out["rotation"] = json.dumps(self.rotation, sort_keys=True)
-        for name in ("pending", "promote_us", "next_rotation_us"):
+        for name in ("pending", "promote_us", "next_rotation_us", "deleting_us"):
             if getattr(self, name):
                 out[name] = str(getattr(self, name))
         return out
@@ -132,6 +135,7 @@ class SecretMeta:
             revision=int(custom.get("revision", 0)),
             versions=versions,
             metadata_version=int(data.get("current_metadata_version", 0)),
+            deleting_us=int(custom.get("deleting_us", 0)),
         )
 
 
@@ -142,7 +146,7 @@ class MetadataConflict(Aborted):
         super().__init__(f"secret {sid!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")
 
 
-def _not_found(sid: str) -> NotFound:
+def secret_not_found(sid: str) -> NotFound:
     return NotFound(f"secret {sid!r} does not exist", resource_type="Secret", resource_name=f"secrets/{sid}")
 
 
@@ -154,14 +158,19 @@ class SecretStore:
     def _path(self, sid: str) -> str:
         return f"{PATH}/{sid}"
 
-    async def read(self, sid: str) -> SecretMeta:
+    async def read(self, sid: str, *, deleting: bool = False) -> SecretMeta:
+        """The secret's metadata; NOT_FOUND if there is none, or if a delete has begun (unless
+        `deleting`: what a delete reads to finish one)."""
         try:
             response = await self._vault.call(
                 self._kv.read_secret_metadata, self._path(sid), mount_point=KV_MOUNT
             )
         except hvac_errors.InvalidPath:
-            raise _not_found(sid) from None
-        return SecretMeta.from_vault(sid, response["data"])
+            raise secret_not_found(sid) from None
+        meta = SecretMeta.from_vault(sid, response["data"])
+        if meta.deleting_us and not deleting:
+            raise secret_not_found(sid)
+        return meta
 
     async def write_meta(self, meta: SecretMeta) -> SecretMeta:
         """Write `meta`'s custom metadata as revision+1, provided nobody wrote it since `meta` was
@@ -225,7 +234,10 @@ class SecretStore:
         if not data.get("data") or "data" not in data["data"]:
             return None
         meta = data["metadata"]
-        return int(meta["version"]), base64.b64decode(data["data"]["data"]), meta.get("custom_metadata") or {}
+        custom = meta.get("custom_metadata") or {}
+        if custom.get("deleting_us"):
+            return None
+        return int(meta["version"]), base64.b64decode(data["data"]["data"]), custom
 
     async def read_version(self, sid: str, version: int) -> bytes:
         response = await self._vault.call(

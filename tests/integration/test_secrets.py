@@ -24,6 +24,7 @@ from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
 from services.config.api_keys import ApiKeys, NewKey
 from services.runtime.audit import STREAM as AUDIT_STREAM
+from services.runtime.errors import NotFound
 from services.runtime.identity import keys
 from services.runtime.identity.principal import Principal
 from services.runtime.server import Server
@@ -388,6 +389,110 @@ async def test_two_phase_rotation_keeps_the_previous_version_until_promotion(
         assert time.monotonic() < deadline, "the pending version was never promoted"
         await asyncio.sleep(0.1)
     assert (await access(secrets, admin, version(sid, 1))).payload.data == b"current"  # previous kept
+
+
+async def test_a_delete_with_an_etag_and_a_concurrent_update_never_both_succeed(
+    secrets: Secrets, sid: str
+) -> None:
+    admin = await secrets.key("admin")
+    labels_only = field_mask_pb2.FieldMask(paths=["labels"])
+    for trial in range(4):
+        name = f"secrets/{sid}-{trial}"
+        created = await secrets.stub.CreateSecret(
+            pb.CreateSecretRequest(secret_id=f"{sid}-{trial}", secret=pb.Secret()), metadata=admin
+        )
+        updates = [
+            secrets.stub.UpdateSecret(
+                pb.UpdateSecretRequest(
+                    secret=pb.Secret(name=name, labels={"n": str(i)}), update_mask=labels_only
+                ),
+                metadata=admin,
+            )
+            for i in range(3)
+        ]
+        delete = secrets.stub.DeleteSecret(
+            pb.DeleteSecretRequest(name=name, etag=created.etag), metadata=admin
+        )
+        *updated, deleted = await asyncio.gather(*updates, delete, return_exceptions=True)
+        landed = [u for u in updated if isinstance(u, pb.Secret)]
+        if isinstance(deleted, grpc.aio.AioRpcError):
+            # An update got in first: the delete's etag no longer held, and nothing was deleted.
+            assert deleted.code() == grpc.StatusCode.ABORTED and landed
+            got = await secrets.stub.GetSecret(pb.GetSecretRequest(name=name), metadata=admin)
+            assert int(got.etag) == int(created.etag) + len(landed)
+        else:
+            # The delete got in first: every update after it found no secret.
+            assert landed == []
+            assert all(
+                isinstance(u, grpc.aio.AioRpcError) and u.code() == grpc.StatusCode.NOT_FOUND for u in updated
+            )
+
+
+async def test_a_delete_that_died_halfway_left_no_secret_behind(secrets: Secrets, sid: str) -> None:
+    admin = await secrets.key("admin")
+    await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(labels={"old": "yes"})), metadata=admin
+    )
+    await add(secrets, admin, sid, b"old value")
+    assert secrets.server.runtime.vault is not None
+    store = SecretStore(secrets.server.runtime.vault)
+    marked = await store.read(sid)
+    marked.deleting_us = now_us()  # what a delete writes before it removes the secret from Vault
+    await store.write_meta(marked)
+
+    for call in (
+        lambda: secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin),
+        lambda: access(secrets, admin, version(sid, "latest")),
+        lambda: access(secrets, admin, version(sid, 1)),
+        lambda: add(secrets, admin, sid, b"late"),
+    ):
+        assert (await refused(call)).code() == grpc.StatusCode.NOT_FOUND
+    listed = await secrets.stub.ListSecrets(pb.ListSecretsRequest(prefix=sid), metadata=admin)
+    assert list(listed.secrets) == []
+    # Creating the id again finishes the delete and starts from nothing.
+    again = await secrets.stub.CreateSecret(
+        pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin
+    )
+    assert (again.etag, again.latest_version, dict(again.labels)) == ("1", 0, {})
+
+    # A delete that finds the mark finishes the removal; to its caller the secret was gone.
+    marked = await store.read(sid)
+    marked.deleting_us = now_us()
+    await store.write_meta(marked)
+    error = await refused(
+        secrets.stub.DeleteSecret, pb.DeleteSecretRequest(name=f"secrets/{sid}"), metadata=admin
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(NotFound):
+        await store.read(sid, deleting=True)
+
+
+async def test_a_replica_rebuilds_the_rotation_schedule_past_a_secret_being_deleted(
+    secrets: Secrets, valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory, sid: str
+) -> None:
+    admin = await secrets.key("admin")
+    rotation = pb.RotationPolicy(interval=duration_pb2.Duration(seconds=3600), random=pb.RandomGenerator())
+    for suffix in ("a", "b"):  # Vault lists them in this order
+        await secrets.stub.CreateSecret(
+            pb.CreateSecretRequest(secret_id=f"{sid}-{suffix}", secret=pb.Secret(rotation=rotation)),
+            metadata=admin,
+        )
+    assert secrets.server.runtime.vault is not None
+    store = SecretStore(secrets.server.runtime.vault)
+    marked = await store.read(f"{sid}-a")
+    marked.deleting_us = now_us()  # its delete died halfway
+    await store.write_meta(marked)
+    redis = secrets.server.runtime.redis
+    await redis.delete(secrets_domain.DUE)  # the schedule is lost with Redis
+    await _start(start_config_server, valkey, openbao)  # a replica rebuilds it as it starts
+    deadline = time.monotonic() + 10
+    while await redis.zscore(secrets_domain.DUE, f"{sid}-b") is None:
+        assert time.monotonic() < deadline, "the schedule was not rebuilt past the deleted secret"
+        await asyncio.sleep(0.1)
+    finish = pb.DeleteSecretRequest(name=f"secrets/{sid}-a")
+    assert (
+        await refused(secrets.stub.DeleteSecret, finish, metadata=admin)
+    ).code() == grpc.StatusCode.NOT_FOUND
 
 
 async def _crash_mid_rotation(secrets: Secrets, sid: str) -> int:
