@@ -128,7 +128,7 @@ class SecretsDomain:
                 meta = await self.store.write_meta(new)  # metadata_version 0: only if it does not exist
                 break
             except MetadataConflict:
-                # The id of a secret whose delete was interrupted is free once that delete ends.
+                # The id of a secret whose delete died halfway is free once that delete is done.
                 if attempt or not await self._finish_interrupted_delete(sid):
                     raise AlreadyExists(f"secret {sid!r} already exists", resource_type="Secret",
                                         resource_name=f"secrets/{sid}") from None  # fmt: skip
@@ -212,8 +212,9 @@ class SecretsDomain:
         expected = _etag(etag)
         for _ in range(MAX_ATTEMPTS):
             meta = await self.store.read(sid, deleting=True)
-            if meta.deleting_us:  # an earlier delete did not finish: the secret is already gone
-                await self._remove(sid)
+            if meta.deleting_us:  # another delete has begun: to everyone else the secret is gone
+                if meta.delete_interrupted:
+                    await self._remove(sid)  # that delete died halfway: finish it
                 raise secret_not_found(sid)
             if expected is not None and meta.revision != expected:
                 raise _stale(sid)
@@ -233,13 +234,17 @@ class SecretsDomain:
         await self.events.publish(ev.DELETED, sid)
 
     async def _finish_interrupted_delete(self, sid: str) -> bool:
-        """Remove `sid` if a delete marked it and never got to remove it; whether it is gone."""
+        """Remove `sid` if a delete marked it and died before removing it; whether it is gone.
+        ABORTED while its delete is still at work: removing it now, then creating the id anew,
+        would let that delete's removal take the new secret with it."""
         try:
             meta = await self.store.read(sid, deleting=True)
         except NotFound:
             return True
         if not meta.deleting_us:
             return False
+        if not meta.delete_interrupted:
+            raise Aborted(f"secret {sid!r} is being deleted; retry", reason="SECRET_BEING_DELETED")
         await self._remove(sid)
         return True
 

@@ -36,9 +36,10 @@ from services.runtime.errors import Aborted, NotFound
 from services.runtime.vault import KV_MOUNT, Vault
 
 PATH = "secrets"
-# How long a rotation may take to add the version it recorded as pending (one Vault write)
-# before the scheduler decides it failed (the process died, Vault refused) and starts over.
-ROTATION_GRACE_US = 60 * 1_000_000
+# Rotations and deletes take two Vault writes: a mark in the metadata, then the act. A mark
+# this old was left by one that died between the two (its Vault calls time out in seconds);
+# younger, it belongs to one still at work, which nobody else may finish or undo.
+INTERRUPTED_AFTER_US = 60 * 1_000_000
 ENABLED, DISABLED, DESTROYED = "ENABLED", "DISABLED", "DESTROYED"
 
 
@@ -95,7 +96,12 @@ class SecretMeta:
     @property
     def rotation_failed(self) -> bool:
         """The version a rotation recorded was still not added a grace period after it was due."""
-        return self.rotating and now_us() >= self.promote_us + ROTATION_GRACE_US
+        return self.rotating and now_us() >= self.promote_us + INTERRUPTED_AFTER_US
+
+    @property
+    def delete_interrupted(self) -> bool:
+        """A delete marked the secret and died before removing it."""
+        return bool(self.deleting_us) and now_us() >= self.deleting_us + INTERRUPTED_AFTER_US
 
     @property
     def due_us(self) -> int:
@@ -103,7 +109,7 @@ class SecretMeta:
         being added by its rotation gets a grace period before the rotation counts as failed."""
         pending = 0
         if self.pending:
-            pending = self.promote_us + (ROTATION_GRACE_US if self.rotating else 0)
+            pending = self.promote_us + (INTERRUPTED_AFTER_US if self.rotating else 0)
         times = [t for t in (pending, self.next_rotation_us) if t]
         return min(times, default=0)
 

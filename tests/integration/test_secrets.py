@@ -31,7 +31,7 @@ from services.runtime.server import Server
 from services.runtime.vault import DATA_KEY, TRANSIT_MOUNT
 from services.secrets import app as secrets_app
 from services.secrets import domain as secrets_domain
-from services.secrets.vault_store import ROTATION_GRACE_US, MetadataConflict, SecretStore, now_us
+from services.secrets.vault_store import INTERRUPTED_AFTER_US, MetadataConflict, SecretStore, now_us
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
 from tools import vault_bootstrap
 from tools.stack import Valkey, start_openbao
@@ -428,17 +428,24 @@ async def test_a_delete_with_an_etag_and_a_concurrent_update_never_both_succeed(
             )
 
 
+async def _mark_deleted(secrets: Secrets, sid: str, *, died: bool) -> SecretStore:
+    """Write the mark a delete writes before it removes the secret from Vault; `died`: long
+    enough ago that its delete is taken as interrupted."""
+    assert secrets.server.runtime.vault is not None
+    store = SecretStore(secrets.server.runtime.vault)
+    marked = await store.read(sid, deleting=True)
+    marked.deleting_us = now_us() - (INTERRUPTED_AFTER_US + 1_000_000 if died else 0)
+    await store.write_meta(marked)
+    return store
+
+
 async def test_a_delete_that_died_halfway_left_no_secret_behind(secrets: Secrets, sid: str) -> None:
     admin = await secrets.key("admin")
     await secrets.stub.CreateSecret(
         pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(labels={"old": "yes"})), metadata=admin
     )
     await add(secrets, admin, sid, b"old value")
-    assert secrets.server.runtime.vault is not None
-    store = SecretStore(secrets.server.runtime.vault)
-    marked = await store.read(sid)
-    marked.deleting_us = now_us()  # what a delete writes before it removes the secret from Vault
-    await store.write_meta(marked)
+    store = await _mark_deleted(secrets, sid, died=True)
 
     for call in (
         lambda: secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin),
@@ -455,14 +462,22 @@ async def test_a_delete_that_died_halfway_left_no_secret_behind(secrets: Secrets
     )
     assert (again.etag, again.latest_version, dict(again.labels)) == ("1", 0, {})
 
-    # A delete that finds the mark finishes the removal; to its caller the secret was gone.
-    marked = await store.read(sid)
-    marked.deleting_us = now_us()
-    await store.write_meta(marked)
-    error = await refused(
-        secrets.stub.DeleteSecret, pb.DeleteSecretRequest(name=f"secrets/{sid}"), metadata=admin
-    )
-    assert error.code() == grpc.StatusCode.NOT_FOUND
+    # A delete still at work owns its mark: nobody else removes the secret or reuses the id.
+    await _mark_deleted(secrets, sid, died=False)
+    delete = pb.DeleteSecretRequest(name=f"secrets/{sid}")
+    assert (
+        await refused(secrets.stub.DeleteSecret, delete, metadata=admin)
+    ).code() == grpc.StatusCode.NOT_FOUND
+    create = pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret())
+    error = await refused(secrets.stub.CreateSecret, create, metadata=admin)
+    assert error.code() == grpc.StatusCode.ABORTED and error_info(error).reason == "SECRET_BEING_DELETED"
+    assert (await store.read(sid, deleting=True)).deleting_us
+
+    # A delete that finds a dead one's mark finishes the removal; to its caller the secret was gone.
+    await _mark_deleted(secrets, sid, died=True)
+    assert (
+        await refused(secrets.stub.DeleteSecret, delete, metadata=admin)
+    ).code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(NotFound):
         await store.read(sid, deleting=True)
 
@@ -477,11 +492,7 @@ async def test_a_replica_rebuilds_the_rotation_schedule_past_a_secret_being_dele
             pb.CreateSecretRequest(secret_id=f"{sid}-{suffix}", secret=pb.Secret(rotation=rotation)),
             metadata=admin,
         )
-    assert secrets.server.runtime.vault is not None
-    store = SecretStore(secrets.server.runtime.vault)
-    marked = await store.read(f"{sid}-a")
-    marked.deleting_us = now_us()  # its delete died halfway
-    await store.write_meta(marked)
+    await _mark_deleted(secrets, f"{sid}-a", died=True)
     redis = secrets.server.runtime.redis
     await redis.delete(secrets_domain.DUE)  # the schedule is lost with Redis
     await _start(start_config_server, valkey, openbao)  # a replica rebuilds it as it starts
@@ -501,7 +512,7 @@ async def _crash_mid_rotation(secrets: Secrets, sid: str) -> int:
     assert secrets.server.runtime.vault is not None
     store = SecretStore(secrets.server.runtime.vault)
     meta = await store.read(sid)
-    meta.pending, meta.promote_us = meta.newest + 1, now_us() - ROTATION_GRACE_US - 1_000_000
+    meta.pending, meta.promote_us = meta.newest + 1, now_us() - INTERRUPTED_AFTER_US - 1_000_000
     meta.next_rotation_us = now_us() + 3_600_000_000  # the rotation had moved it on
     await store.write_meta(meta)
     return meta.pending
