@@ -8,6 +8,7 @@ then looks at the secret, so a refusal reveals nothing about existence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets as random_source
 import string
 from collections.abc import Callable
@@ -37,7 +38,6 @@ from services.secrets.vault_store import (
     SecretMeta,
     SecretStore,
     now_us,
-    secret_not_found,
 )
 
 log = get_logger(__name__)
@@ -209,23 +209,16 @@ class SecretsDomain:
         until the moment nobody can change the secret any more, which Vault's own delete (no
         check-and-set) cannot promise."""
         await self.policies.require(caller, sid, ADMIN)
-        expected = _etag(etag)
-        for _ in range(MAX_ATTEMPTS):
-            meta = await self.store.read(sid, deleting=True)
-            if meta.deleting_us:  # another delete has begun: to everyone else the secret is gone
-                if meta.delete_interrupted:
-                    await self._remove(sid)  # that delete died halfway: finish it
-                raise secret_not_found(sid)
-            if expected is not None and meta.revision != expected:
-                raise _stale(sid)
+
+        def mark(meta: SecretMeta) -> None:
             meta.deleting_us = now_us()
-            try:
-                await self.store.write_meta(meta)
-                break
-            except MetadataConflict:
-                continue
-        else:
-            raise _contention(sid)
+
+        try:
+            await self._modify(sid, mark, _etag(etag))
+        except NotFound:  # no secret, or another delete has begun: to everyone else it is gone
+            with contextlib.suppress(Aborted):  # that delete is still at work and will finish
+                await self._finish_interrupted_delete(sid)
+            raise
         await self._remove(sid)
 
     async def _remove(self, sid: str) -> None:

@@ -152,7 +152,7 @@ class MetadataConflict(Aborted):
         super().__init__(f"secret {sid!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")
 
 
-def secret_not_found(sid: str) -> NotFound:
+def _not_found(sid: str) -> NotFound:
     return NotFound(f"secret {sid!r} does not exist", resource_type="Secret", resource_name=f"secrets/{sid}")
 
 
@@ -172,10 +172,10 @@ class SecretStore:
                 self._kv.read_secret_metadata, self._path(sid), mount_point=KV_MOUNT
             )
         except hvac_errors.InvalidPath:
-            raise secret_not_found(sid) from None
+            raise _not_found(sid) from None
         meta = SecretMeta.from_vault(sid, response["data"])
         if meta.deleting_us and not deleting:
-            raise secret_not_found(sid)
+            raise _not_found(sid)
         return meta
 
     async def write_meta(self, meta: SecretMeta) -> SecretMeta:
