@@ -4,6 +4,7 @@ policies, rotation across replicas, events, envelope encryption, audit, Vault fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -34,7 +35,7 @@ from services.secrets import domain as secrets_domain
 from services.secrets.vault_store import INTERRUPTED_AFTER_US, MetadataConflict, SecretStore, now_us
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
 from tools import vault_bootstrap
-from tools.stack import Valkey, start_openbao
+from tools.stack import OpenBao, Valkey, start_openbao
 
 FAST = {"DEVMESH_SECRETS_ROTATION_CHECK_INTERVAL": "0.1"}
 READ, MANAGE, ADMIN = pb.Binding.LEVEL_READ, pb.Binding.LEVEL_MANAGE, pb.Binding.LEVEL_ADMIN
@@ -645,20 +646,19 @@ async def test_envelope_encryption_survives_a_key_rotation(
     assert opened.plaintext == b"card 4242"
 
 
-async def test_vault_unreachable_is_unavailable_then_recovers(
-    tmp_path: Any, valkey: Valkey, start_config_server: ServerFactory
-) -> None:
-    bao = start_openbao(tmp_path / "openbao")  # its own Vault, to freeze it without harming others
+@contextlib.asynccontextmanager
+async def _on_own_vault(
+    tmp_path: Any, valkey: Valkey, start_config_server: ServerFactory, **settings: Any
+) -> AsyncIterator[tuple[Secrets, OpenBao, Any, str]]:
+    """A secrets server on a Vault of its own (to freeze or seal it without harming the other
+    tests), with one secret holding b"before": (the server, its Vault, admin metadata, the id)."""
+    bao = start_openbao(tmp_path / "openbao")
     assert bao.process is not None
     try:
         approles = vault_bootstrap.bootstrap(bao.client(), ["secrets"], tmp_path / "approles")
         vault = BootstrappedVault(bao, approles)
         server, addr = await start_config_server(
-            valkey.url,
-            env=FAST,
-            factories=[secrets_app.build],
-            vault_timeout=1.0,
-            **vault.settings("secrets"),
+            valkey.url, env=FAST, factories=[secrets_app.build], **settings, **vault.settings("secrets")
         )
         async with aio.insecure_channel(addr) as channel:
             s = Secrets(server, addr, channel)
@@ -668,79 +668,75 @@ async def test_vault_unreachable_is_unavailable_then_recovers(
                 pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin
             )
             await add(s, admin, sid, b"before")
-            health = health_pb2_grpc.HealthStub(channel)
-            service = secrets_app.PROTO_SERVICES[0]
-            os.kill(bao.process.pid, signal.SIGSTOP)  # Vault hangs: every call times out
-            try:
-                error = await refused(access, s, admin, version(sid, "latest"))
-                assert (
-                    error.code() == grpc.StatusCode.UNAVAILABLE
-                    and error_info(error).reason == "VAULT_UNAVAILABLE"
-                )
-                assert detail(error, error_details_pb2.RetryInfo)
-                error = await refused(add, s, admin, sid, b"during")
-                assert error.code() == grpc.StatusCode.UNAVAILABLE
-                deadline = time.monotonic() + 15
-                while (await health.Check(health_pb2.HealthCheckRequest(service=service))).status != (
-                    health_pb2.HealthCheckResponse.NOT_SERVING
-                ):
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.2)
-            finally:
-                os.kill(bao.process.pid, signal.SIGCONT)
+            yield s, bao, admin, sid
+    finally:
+        bao.process.stop()
+
+
+async def test_vault_unreachable_is_unavailable_then_recovers(
+    tmp_path: Any, valkey: Valkey, start_config_server: ServerFactory
+) -> None:
+    async with _on_own_vault(tmp_path, valkey, start_config_server, vault_timeout=1.0) as (
+        s,
+        bao,
+        admin,
+        sid,
+    ):
+        assert bao.process is not None
+        health = health_pb2_grpc.HealthStub(s.channel)
+        service = secrets_app.PROTO_SERVICES[0]
+        os.kill(bao.process.pid, signal.SIGSTOP)  # Vault hangs: every call times out
+        try:
+            error = await refused(access, s, admin, version(sid, "latest"))
+            assert (
+                error.code() == grpc.StatusCode.UNAVAILABLE
+                and error_info(error).reason == "VAULT_UNAVAILABLE"
+            )
+            assert detail(error, error_details_pb2.RetryInfo)
+            error = await refused(add, s, admin, sid, b"during")
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
             deadline = time.monotonic() + 15
             while (await health.Check(health_pb2.HealthCheckRequest(service=service))).status != (
-                health_pb2.HealthCheckResponse.SERVING
+                health_pb2.HealthCheckResponse.NOT_SERVING
             ):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.2)
-            listed = await s.stub.ListSecretVersions(
-                pb.ListSecretVersionsRequest(parent=f"secrets/{sid}"), metadata=admin
-            )
-            latest = await access(s, admin, version(sid, "latest"))
-            # Nothing halfway: the write that failed either landed whole or not at all.
-            assert latest.payload.data in (b"before", b"during") and len(listed.versions) in (1, 2)
-    finally:
-        bao.process.stop()
+        finally:
+            os.kill(bao.process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while (await health.Check(health_pb2.HealthCheckRequest(service=service))).status != (
+            health_pb2.HealthCheckResponse.SERVING
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        listed = await s.stub.ListSecretVersions(
+            pb.ListSecretVersionsRequest(parent=f"secrets/{sid}"), metadata=admin
+        )
+        latest = await access(s, admin, version(sid, "latest"))
+        # Nothing halfway: the write that failed either landed whole or not at all.
+        assert latest.payload.data in (b"before", b"during") and len(listed.versions) in (1, 2)
 
 
 async def test_a_sealed_vault_is_unavailable_and_not_serving(
     tmp_path: Any, valkey: Valkey, start_config_server: ServerFactory
 ) -> None:
-    bao = start_openbao(tmp_path / "openbao")  # its own Vault, to seal it without harming others
-    assert bao.process is not None
-    try:
-        approles = vault_bootstrap.bootstrap(bao.client(), ["secrets"], tmp_path / "approles")
-        vault = BootstrappedVault(bao, approles)
-        server, addr = await start_config_server(
-            valkey.url, env=FAST, factories=[secrets_app.build], **vault.settings("secrets")
-        )
-        async with aio.insecure_channel(addr) as channel:
-            s = Secrets(server, addr, channel)
-            admin = await s.key("admin")
-            sid = f"v{uuid.uuid4().hex[:8]}"
-            await s.stub.CreateSecret(
-                pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=admin
-            )
-            await add(s, admin, sid, b"before")
-            bao.client().sys.seal()
-            for call in (
-                lambda: access(s, admin, version(sid, "latest")),
-                lambda: add(s, admin, sid, b"during"),
-                lambda: s.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin),
-            ):
-                error = await refused(call)
-                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
-                assert error_info(error).reason == "VAULT_UNAVAILABLE" and "sealed" in (error.details() or "")
-                assert detail(error, error_details_pb2.RetryInfo)
-            health = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=secrets_app.PROTO_SERVICES[0])
-            deadline = time.monotonic() + 15
-            while (await health.Check(request)).status != health_pb2.HealthCheckResponse.NOT_SERVING:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
-    finally:
-        bao.process.stop()
+    async with _on_own_vault(tmp_path, valkey, start_config_server) as (s, bao, admin, sid):
+        bao.client().sys.seal()
+        for call in (
+            lambda: access(s, admin, version(sid, "latest")),
+            lambda: add(s, admin, sid, b"during"),
+            lambda: s.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin),
+        ):
+            error = await refused(call)
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+            assert error_info(error).reason == "VAULT_UNAVAILABLE" and "sealed" in (error.details() or "")
+            assert detail(error, error_details_pb2.RetryInfo)
+        health = health_pb2_grpc.HealthStub(s.channel)
+        request = health_pb2.HealthCheckRequest(service=secrets_app.PROTO_SERVICES[0])
+        deadline = time.monotonic() + 15
+        while (await health.Check(request)).status != health_pb2.HealthCheckResponse.NOT_SERVING:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
 
 
 async def test_config_resolves_secret_references_as_the_caller(
