@@ -88,9 +88,7 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
     yield start
     for server in started:
         await server.stop(0.5)
-        await server.runtime.redis.aclose()
-        if server.runtime.vault is not None:
-            await server.runtime.vault.close()
+        await server.runtime.aclose()
 
 
 @pytest.fixture(scope="session")

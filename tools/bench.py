@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,37 @@ def ratio(result: dict[str, Any], baseline: dict[str, Any]) -> float:
     return round(float(result["rps"]) / float(baseline["rps"]), 3)
 
 
+# -- Redis clients ---------------------------------------------------------------------------
+
+
+async def redis_get_cost(url: str, calls: int = 20_000, callers: int = 32) -> dict[str, Any]:
+    """CPU (of this process) per GET with `callers` concurrent callers: the pooled redis-py
+    client against the multiplexed connection the hot path uses (`services.runtime.redis_mux`)."""
+    from services.runtime import redis_client
+    from services.runtime.redis_mux import MultiplexedRedis
+
+    pooled = redis_client.connect(url, timeout=5)
+    mux = MultiplexedRedis(pooled)
+    await pooled.set("bench:redis-get", "12")
+
+    async def cost(get: Callable[[str], Awaitable[Any]]) -> dict[str, float]:
+        async def caller() -> None:
+            for _ in range(calls // callers):
+                await get("bench:redis-get")
+
+        await get("bench:redis-get")  # connected
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        return {"cpu_us_per_get": round(cpu / calls * 1e6, 1), "gets_per_s": round(calls / wall)}
+
+    try:
+        return {"callers": callers, "pooled": await cost(pooled.get), "multiplexed": await cost(mux.get)}
+    finally:
+        await mux.aclose()
+        await pooled.aclose()
+
+
 # -- watch fan-out --------------------------------------------------------------------------
 
 
@@ -434,6 +465,7 @@ def run(duration: float) -> dict[str, Any]:
                 }
             )
             fanout = asyncio.run(watch_fanout(config.addr))
+            redis_get = asyncio.run(redis_get_cost(valkey.url))
         finally:
             if config is not None:
                 config.process.stop()
@@ -460,6 +492,7 @@ def run(duration: float) -> dict[str, Any]:
             "goal_ratio_to_echo": 0.8,
         },
         "watch_fanout": {**fanout, "goal_p99_ms": 250},
+        "redis_get": redis_get,
         "identity": identity(duration),
         "secrets": secrets_access(duration),
         "edge": edge(duration),

@@ -43,7 +43,9 @@ path "{TRANSIT_MOUNT}/sign/{JWT_KEY}" {{ capabilities = ["update"] }}
 
 def build(runtime: Runtime) -> ServiceBinding:
     settings = runtime_settings.load(ConfigSettings, runtime.environ)
-    store = ConfigStore(runtime.redis, runtime.durable, log_retention=settings.config_log_retention)
+    store = ConfigStore(
+        runtime.redis, runtime.redis_mux, runtime.durable, log_retention=settings.config_log_retention
+    )
     domain = ConfigDomain(store, settings)
 
     async def resolved_document(ns: str, env: str) -> object:

@@ -40,6 +40,7 @@ from services.config.revision_view import RevisionView
 from services.runtime import request_context
 from services.runtime.errors import Aborted
 from services.runtime.redis_client import DurableWriter, Redis
+from services.runtime.redis_mux import MultiplexedRedis
 
 PREFIX = "devmesh:config"
 NAMESPACES = f"{PREFIX}:namespaces"
@@ -177,8 +178,11 @@ class Committed:
 
 
 class ConfigStore:
-    def __init__(self, redis: Redis, durable: DurableWriter, *, log_retention: int) -> None:
+    def __init__(
+        self, redis: Redis, mux: MultiplexedRedis, durable: DurableWriter, *, log_retention: int
+    ) -> None:
         self.redis = redis
+        self._mux = mux  # for the revision GET of every STRONG read
         self.view = RevisionView(self.current_revision)  # fed by the watch hub's wake-ups
         self._durable = durable
         self._log_retention = log_retention
@@ -334,7 +338,7 @@ class ConfigStore:
         as this replica knows it (`RevisionView`), else as Redis has it now."""
         if cached:
             return await self.view.revision(ns)
-        return int(await self.redis.get(counter_key(ns)) or 0)
+        return int(await self._mux.get(counter_key(ns)) or 0)
 
     async def environment_ids(self, ns: str) -> list[str]:
         return [_s(e) for e in await self.redis.zrange(envs_key(ns), 0, -1)]

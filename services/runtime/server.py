@@ -26,6 +26,7 @@ from services.runtime.identity.authenticator import Authenticator, AuthSettings
 from services.runtime.interceptors import Access, Audit, CallPipeline
 from services.runtime.logging import get_logger
 from services.runtime.ratelimit import RateLimiter
+from services.runtime.redis_mux import MultiplexedRedis
 from services.runtime.settings import RuntimeSettings, SettingsError
 from services.runtime.tls import CertificateFiles
 from services.runtime.vault import Vault
@@ -35,7 +36,10 @@ log = get_logger(__name__)
 
 @dataclass
 class Runtime:
-    """What the runtime hands a service when building it: settings and shared clients."""
+    """What the runtime hands a service when building it: settings and shared clients.
+
+    `redis` is the pooled client, for anything; `redis_mux` shares one connection among every
+    caller, for single non-blocking commands on the hot path (`redis_mux` says why)."""
 
     settings: RuntimeSettings
     redis: redis_client.Redis
@@ -44,12 +48,21 @@ class Runtime:
     authenticator: Authenticator | None = None
     durable: redis_client.DurableWriter = field(init=False)
     redis_dependency: Dependency = field(init=False)
+    redis_mux: MultiplexedRedis = field(init=False)
 
     def __post_init__(self) -> None:
         self.durable = redis_client.DurableWriter(
             self.redis, self.settings.redis_wait_aof, self.settings.redis_timeout
         )
         self.redis_dependency = Dependency("redis", lambda: redis_client.ping(self.redis))
+        self.redis_mux = MultiplexedRedis(self.redis)
+
+    async def aclose(self) -> None:
+        """Close the shared clients (the server has stopped using them)."""
+        await self.redis_mux.aclose()
+        await self.redis.aclose()
+        if self.vault is not None:
+            await self.vault.close()
 
 
 @dataclass
@@ -223,9 +236,13 @@ async def serve(
     if settings.metrics_addr:
         port = telemetry.serve_metrics(settings.metrics_addr)
         log.info("metrics.serving", port=port)
-    redis = redis_client.connect(settings.redis_url, settings.redis_timeout)
-    vault_client = Vault(settings) if settings.vault_addr else None
-    server = Server(Runtime(settings, redis, environ, vault_client), factories, reflect)
+    runtime = Runtime(
+        settings,
+        redis_client.connect(settings.redis_url, settings.redis_timeout),
+        environ,
+        Vault(settings) if settings.vault_addr else None,
+    )
+    server = Server(runtime, factories, reflect)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -236,9 +253,7 @@ async def serve(
         log.info("server.draining", grace_s=settings.shutdown_grace)
         await server.stop()
     finally:
-        await redis.aclose()
-        if vault_client is not None:
-            await vault_client.close()
+        await runtime.aclose()
         telemetry.shutdown_tracing()
 
 
