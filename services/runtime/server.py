@@ -13,7 +13,9 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -101,6 +103,31 @@ def _authenticator(runtime: Runtime) -> Authenticator | None:
     )
 
 
+class _GenericOnly:
+    """What the generated `add_*Servicer_to_server` functions call, minus method registration.
+
+    They hand every method both to a generic handler and to grpc core as a "registered
+    method". grpc.aio (1.85) then keeps one pending accept per registered method and runs an
+    `asyncio.wait` over all of them for every incoming call: with the thirty-odd methods of the
+    config process that cost more than a tenth of the CPU of a ResolveConfig (grpc/grpc PR
+    #43461 fixes it upstream). The generic handler alone serves every method, found by one dict
+    lookup, so registration is skipped.
+    """
+
+    def __init__(self, server: aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
+        pass
+
+
+def _generic_only(server: aio.Server) -> aio.Server:
+    return cast(aio.Server, _GenericOnly(server))
+
+
 class Server:
     def __init__(
         self, runtime: Runtime, factories: Sequence[ServiceFactory], reflect: Sequence[str] = ()
@@ -173,16 +200,17 @@ class Server:
             await self.runtime.vault.login()
         if self.runtime.authenticator is not None:
             await self.runtime.authenticator.start()
+        registrar = _generic_only(self.grpc)
         for binding in self.bindings:
-            binding.register(self.grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+            binding.register(registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         reflection.enable_server_reflection(
             [
                 *dict.fromkeys([*self.proto_services, *self.reflect]),
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
-            self.grpc,
+            registrar,
         )
         if settings.tls_enabled:
             self.certificates = CertificateFiles(
