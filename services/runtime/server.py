@@ -1,8 +1,8 @@
 """Host any set of devmesh services in one grpc.aio server.
 
 A service contributes a `ServiceBinding` (how to register its servicers, which proto
-services it serves, what it depends on, what to start and stop). `Server` adds the call
-pipeline (one interceptor), grpc.health.v1 per service, reflection, metrics, and a graceful
+services it serves, what it depends on, what to start and stop). `Server` puts every method
+behind the call pipeline, adds grpc.health.v1 per service, reflection, metrics, and a graceful
 drain: NOT_SERVING first, then stop accepting, then `shutdown_grace` seconds for in-flight
 calls.
 """
@@ -103,29 +103,26 @@ def _authenticator(runtime: Runtime) -> Authenticator | None:
     )
 
 
-class _GenericOnly:
-    """What the generated `add_*Servicer_to_server` functions call, minus method registration.
+class _Registrar:
+    """What the generated `add_*Servicer_to_server` functions are handed instead of the server:
+    each service's generic handler goes into the call pipeline, and method registration is
+    skipped.
 
-    They hand every method both to a generic handler and to grpc core as a "registered
-    method". grpc.aio (1.85) then keeps one pending accept per registered method and runs an
-    `asyncio.wait` over all of them for every incoming call: with the thirty-odd methods of the
-    config process that cost more than a tenth of the CPU of a ResolveConfig (grpc/grpc PR
-    #43461 fixes it upstream). The generic handler alone serves every method, found by one dict
-    lookup, so registration is skipped.
+    The generated code also registers every method with grpc core. grpc.aio (1.85) then keeps
+    one pending accept per registered method and runs an `asyncio.wait` over all of them for
+    every incoming call: with the thirty-odd methods of the config process that cost more
+    than a tenth of the CPU of a ResolveConfig (grpc/grpc PR #43461 fixes it upstream). The
+    pipeline finds the same method with one dict lookup.
     """
 
-    def __init__(self, server: aio.Server) -> None:
-        self._server = server
+    def __init__(self, pipeline: CallPipeline) -> None:
+        self._pipeline = pipeline
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
+        self._pipeline.add(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
         pass
-
-
-def _generic_only(server: aio.Server) -> aio.Server:
-    return cast(aio.Server, _GenericOnly(server))
 
 
 class Server:
@@ -157,16 +154,15 @@ class Server:
                 )
             limits = ratelimit.parse_limits(settings.rate_limits)
             access = Access(runtime.authenticator, limiter, limits, translators)
+        self.pipeline = CallPipeline(
+            max_unary=settings.max_concurrent_rpcs,
+            max_streams=settings.max_concurrent_streams,
+            translators=translators,
+            audit=audit,
+            access=access,
+        )
         self.grpc = aio.server(
-            interceptors=[
-                CallPipeline(
-                    max_unary=settings.max_concurrent_rpcs,
-                    max_streams=settings.max_concurrent_streams,
-                    translators=translators,
-                    audit=audit,
-                    access=access,
-                )
-            ],
+            handlers=[self.pipeline],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -200,7 +196,7 @@ class Server:
             await self.runtime.vault.login()
         if self.runtime.authenticator is not None:
             await self.runtime.authenticator.start()
-        registrar = _generic_only(self.grpc)
+        registrar = cast(aio.Server, _Registrar(self.pipeline))
         for binding in self.bindings:
             binding.register(registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)

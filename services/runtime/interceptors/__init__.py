@@ -1,6 +1,7 @@
-"""The server side of every call: one interceptor (`CallPipeline`) running each step in order.
+"""The server side of every call: `CallPipeline` running each step in order around every method.
 
-See `pipeline` for the order and why it is one interceptor; each other module is one step.
+See `pipeline` for the order and why it is one object (the package keeps its old name, from
+when each step was a grpc interceptor); each other module is one step.
 """
 
 from __future__ import annotations

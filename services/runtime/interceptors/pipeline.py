@@ -1,4 +1,4 @@
-"""The one server interceptor: every step of a call, outer to inner, in one coroutine.
+"""The server side of every call: every step of a call, outer to inner, in one coroutine.
 
     tracing -> metrics -> logging -> audit -> access (authentication, authorization,
             rate limit) -> concurrency limit -> errors -> the servicer
@@ -7,7 +7,10 @@ Each step is a plain object (tracing, metrics, logging, `Audit`, `Access`,
 `ConcurrencyLimit`, `ErrorMapper`); this module decides the order. It used to be one
 grpc.aio interceptor per step, each wrapping the next in its own coroutine: with seven of
 them the chain cost a busy server more CPU per call than the bare grpc.aio machinery does,
-so the steps now run inline, and the handler for a method is built once, on its first call.
+so the steps now run inline. Nor is the pipeline a grpc interceptor any more: grpc.aio runs
+interceptors to find the handler of every call, in two more coroutines. `CallPipeline` is
+instead the server's only generic handler. The services' handlers are added to it, and it
+wraps each method's handler once, on that method's first call.
 
 Steps refuse calls with `abort_with`, so every refusal carries the same google.rpc.Status
 shape. Audit runs outside access so that it records refusals; access is absent when the
@@ -18,7 +21,6 @@ Client-streaming RPCs pass through untouched: devmesh has none.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -41,7 +43,7 @@ StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]
 Decoder = Callable[[bytes], Any] | None
 
 
-class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
+class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
     def __init__(
         self,
         *,
@@ -55,42 +57,52 @@ class CallPipeline(aio.ServerInterceptor):  # type: ignore[misc]
         self._errors = ErrorMapper(translators)
         self._audit = audit
         self._access = access
+        self._services: list[grpc.GenericRpcHandler] = []
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        cached = self._handlers.get(details.method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler
-        wrapped = self._wrap(method_info(details.method), handler)
-        self._handlers[details.method] = wrapped
-        return wrapped
+    def add(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        """Serve these (a service's generic handlers) through the pipeline."""
+        self._services.extend(handlers)
+        self._handlers.clear()
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        """The wrapped handler of the called method; None (UNIMPLEMENTED) for an unknown one."""
+        try:
+            return self._handlers[details.method]
+        except KeyError:
+            pass
+        handler = next(filter(None, (s.service(details) for s in self._services)), None)
+        if handler is None:
+            return None
+        if not handler.request_streaming:
+            handler = self._wrap(method_info(details.method), handler)
+        self._handlers[details.method] = handler
+        return handler
 
     def _wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler that runs every step around one method. It receives the raw request
         bytes and decodes them itself, so that a request that does not parse becomes
-        INVALID_ARGUMENT (grpc would say UNKNOWN and leak the exception type)."""
+        INVALID_ARGUMENT (grpc would say UNKNOWN and leak the exception type).
+
+        The handlers are plain coroutine (generator) functions, not partials: grpc.aio asks
+        `inspect` on every call whether a handler is async, and a partial takes its slow path."""
         access = self._access if self._access is not None and self._access.applies(info) else None
         audit = self._audit if self._audit is not None and self._audit.applies(info) else None
+        decoder = handler.request_deserializer
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                functools.partial(
-                    self._unary, info, access, audit, handler.unary_unary, handler.request_deserializer
-                ),
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.unary_stream_rpc_method_handler(
-            functools.partial(
-                self._stream, info, access, audit, handler.unary_stream, handler.request_deserializer
-            ),
-            response_serializer=handler.response_serializer,
-        )
+            behavior = handler.unary_unary
+
+            async def unary(raw: bytes, context: aio.ServicerContext) -> Any:
+                return await self._unary(info, access, audit, behavior, decoder, raw, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary, response_serializer=handler.response_serializer)
+        streaming = handler.unary_stream
+
+        async def stream(raw: bytes, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            async for response in self._stream(info, access, audit, streaming, decoder, raw, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(stream, response_serializer=handler.response_serializer)
 
     async def _unary(
         self,
