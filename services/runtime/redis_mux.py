@@ -166,7 +166,15 @@ class MultiplexedRedis:
         return await connection.send(_pack(args))
 
     async def get(self, key: str) -> bytes | None:
-        result: bytes | None = await self.execute("GET", key)
+        """GET, asked once more on a new connection when the connection was lost under it (a
+        Redis restart, an idle connection closed): a read is safe to repeat. redis-py's pool
+        retries the same way."""
+        try:
+            result: bytes | None = await self.execute("GET", key)
+        except redis_errors.ConnectionError:
+            if self._closed:
+                raise
+            result = await self.execute("GET", key)
         return result
 
     async def _connect(self) -> _Connection:

@@ -100,7 +100,7 @@ async def test_a_redis_that_does_not_answer_times_out_and_the_connection_recover
     try:
         await mux.get(name)
         await pooled.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # Valkey answers nobody for 1 s
-        waiting = [asyncio.ensure_future(mux.get(name)) for _ in range(3)]
+        waiting = [asyncio.ensure_future(mux.execute("GET", name)) for _ in range(3)]
         outcomes = await asyncio.gather(*waiting, return_exceptions=True)
         # The oldest caller learns of the timeout; the others, that the connection was dropped.
         assert isinstance(outcomes[0], redis_errors.TimeoutError)
@@ -128,6 +128,21 @@ async def test_redis_down_is_a_connection_error_and_the_next_command_reconnects(
         server = start_valkey(tmp_path / "valkey", port=server.port, durable=False)
         assert await mux.execute("SET", "k", "after") == b"OK"
         assert await mux.get("k") == b"after"
+    finally:
+        await mux.aclose()
+        await pooled.aclose()
+        server.process.stop()
+
+
+async def test_a_read_survives_a_redis_restart_between_two_calls(tmp_path: Path) -> None:
+    server = start_valkey(tmp_path / "valkey")
+    pooled = redis_client.connect(server.url, timeout=1)
+    mux = MultiplexedRedis(pooled)
+    try:
+        assert await mux.execute("SET", "k", "kept") == b"OK"
+        server.process.stop()  # the connection the next GET would use is gone with it
+        server = start_valkey(tmp_path / "valkey", port=server.port)  # AOF replay
+        assert await mux.get("k") == b"kept"
     finally:
         await mux.aclose()
         await pooled.aclose()
