@@ -57,7 +57,7 @@ class Runtime:
             self.redis, self.settings.redis_wait_aof, self.settings.redis_timeout
         )
         self.redis_dependency = Dependency("redis", lambda: redis_client.ping(self.redis))
-        self.redis_mux = MultiplexedRedis(self.redis)
+        self.redis_mux = MultiplexedRedis(self.redis, self.settings.redis_batch_window)
 
     async def aclose(self) -> None:
         """Close the shared clients (the server has stopped using them)."""

@@ -60,6 +60,41 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(
     assert await mux.get(first) == b"first"
 
 
+async def test_commands_within_the_batch_window_leave_in_one_write(tmp_path: Path) -> None:
+    server = start_valkey(tmp_path / "valkey", durable=False)
+    pooled = redis_client.connect(server.url, timeout=5)
+
+    async def reads_by_valkey() -> int:
+        return int((await pooled.info("stats"))["total_reads_processed"])
+
+    async def one_get_per_loop_turn(mux: MultiplexedRedis, n: int) -> list[bytes | None]:
+        calls = []
+        for _ in range(n):
+            calls.append(asyncio.ensure_future(mux.get("k")))
+            await asyncio.sleep(0)  # the next GET comes in a later turn, as calls do under load
+        return await asyncio.gather(*calls)
+
+    try:
+        await pooled.set("k", "v")
+        for window, most_reads in ((1.0, 3), (0.0, None)):
+            mux = MultiplexedRedis(pooled, batch_window=window)
+            try:
+                async with asyncio.timeout(0.5):
+                    assert await mux.get("k") == b"v"  # after a quiet spell: sent at once
+                before = await reads_by_valkey()
+                assert await one_get_per_loop_turn(mux, 20) == [b"v"] * 20
+                reads = await reads_by_valkey() - before  # INFO's own read included
+                if most_reads is None:
+                    assert reads >= 20  # no window: every GET was its own write
+                else:
+                    assert reads <= most_reads  # the twenty GETs left in one write
+            finally:
+                await mux.aclose()
+    finally:
+        await pooled.aclose()
+        server.process.stop()
+
+
 async def test_error_replies_are_redis_py_exceptions(
     clients: tuple[MultiplexedRedis, redis_client.Redis],
 ) -> None:
