@@ -128,3 +128,32 @@ async def test_a_watcher_that_does_not_keep_up_is_cut_off(
                 assert await asyncio.wait_for(call.read(), 10) is not aio.EOF
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error_info(caught.value).reason == "WATCHER_TOO_SLOW"
+
+
+async def test_streams_over_the_limit_are_refused_and_a_cancelled_one_frees_its_place(
+    valkey: Any, start_config_server: ServerFactory, ns: str
+) -> None:
+    _, addr = await start_config_server(valkey.url, max_concurrent_streams=1)
+    async with aio.insecure_channel(addr) as ch:
+        stub = Stub(ch)
+        await create(stub, ns)
+        request = pb.WatchConfigRequest(name=env_name(ns, "default"), since_revision=1)
+        first = stub.WatchConfig(request)
+        assert (await first.read()).HasField("progress")  # open: nothing after revision 1 yet
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.WatchConfig(request).read()
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(caught.value).reason == "SERVER_OVERLOADED"
+
+        first.cancel()
+        async with asyncio.timeout(5):
+            while True:  # the server learns of the cancellation shortly after the client
+                try:
+                    second = stub.WatchConfig(request)
+                    assert (await second.read()).HasField("progress")
+                    break
+                except grpc.aio.AioRpcError as refused:
+                    assert error_info(refused).reason == "SERVER_OVERLOADED"
+                    await asyncio.sleep(0.05)
+        second.cancel()

@@ -21,8 +21,9 @@ Client-streaming RPCs pass through untouched: devmesh has none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -99,8 +100,12 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         streaming = handler.unary_stream
 
         async def stream(raw: bytes, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            async for response in self._stream(info, access, audit, streaming, decoder, raw, context):
-                yield response
+            # Closed with this generator, so that a cancelled stream is counted out and logged
+            # when grpc closes it, not whenever the garbage collector gets to it.
+            responses = self._stream(info, access, audit, streaming, decoder, raw, context)
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    yield response
 
         return grpc.unary_stream_rpc_method_handler(stream, response_serializer=handler.response_serializer)
 
@@ -143,7 +148,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         decoder: Decoder,
         raw: bytes,
         context: aio.ServicerContext,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         call = _Call(info, context, audit, metrics.STREAM_IN_FLIGHT)
         cancelled = False
         try:
