@@ -61,6 +61,9 @@ def test_auth_can_be_off_only_on_loopback() -> None:
         ("DEVMESH_AUTH_MESH_ROLES", "spiffe://x", "glob"),
         ("DEVMESH_AUTH", "maybe", "required, off"),
         ("DEVMESH_RATE_LIMIT_FALLBACK", "pray", "local, refuse"),
+        ("DEVMESH_REDIS_BATCH_WINDOW", "1", "between 0 and 0.1"),
+        ("DEVMESH_REDIS_BATCH_WINDOW", "-0.001", "between 0 and 0.1"),
+        ("DEVMESH_REDIS_BATCH_WINDOW", "nan", "between 0 and 0.1"),
     ],
 )
 def test_access_settings_are_checked(name: str, value: str, says: str) -> None:
