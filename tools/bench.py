@@ -467,6 +467,24 @@ def edge(duration: float) -> dict[str, Any]:
 
 
 def run(duration: float) -> dict[str, Any]:
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "client_processes": CLIENT_PROCESSES,
+            "in_flight_per_process": IN_FLIGHT_PER_PROCESS,
+            "duration_s": duration,
+            "rounds": ROUNDS,
+        },
+        **config_reads(duration),
+        "identity": identity(duration),
+        "secrets": secrets_access(duration),
+        "edge": edge(duration),
+    }
+
+
+def config_reads(duration: float) -> dict[str, Any]:
+    """ResolveConfig and GetEnvironment against the bare echo server, the watch fan-out, and
+    the cost of a Redis GET through either client."""
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         valkey = start_valkey(state / "valkey")
@@ -500,13 +518,6 @@ def run(duration: float) -> dict[str, Any]:
             echo.stop()
             valkey.process.stop()
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "client_processes": CLIENT_PROCESSES,
-            "in_flight_per_process": IN_FLIGHT_PER_PROCESS,
-            "duration_s": duration,
-            "rounds": ROUNDS,
-        },
         "unary": {
             "echo_bare": results["echo"],
             **{
@@ -521,9 +532,6 @@ def run(duration: float) -> dict[str, Any]:
         },
         "watch_fanout": {**fanout, "goal_p99_ms": 250},
         "redis_get": redis_get,
-        "identity": identity(duration),
-        "secrets": secrets_access(duration),
-        "edge": edge(duration),
     }
 
 
@@ -754,7 +762,10 @@ def _echo_ready(addr: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench")
     parser.add_argument(
-        "command", nargs="?", default="all", choices=["all", "edge", "identity", "secrets", "echo-server"]
+        "command",
+        nargs="?",
+        default="all",
+        choices=["all", "config", "edge", "identity", "secrets", "echo-server"],
     )
     parser.add_argument("port", nargs="?", type=int, default=0)
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds measured per target")
@@ -764,7 +775,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_echo_server(args.port))
         return 0
     sections = {"edge": edge, "identity": identity, "secrets": secrets_access}
-    if args.command in sections:
+    if args.command == "config":
+        result = config_reads(args.duration)
+    elif args.command in sections:
         result = {args.command: sections[args.command](args.duration)}
     else:
         result = run(args.duration)
