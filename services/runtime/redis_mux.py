@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import deque
 from typing import Any
 
@@ -65,7 +64,7 @@ class _Connection(asyncio.Protocol):
         self._outgoing: list[bytes] = []  # queued for the next write
         self._write_due: asyncio.Handle | None = None
         self._last_write = -math.inf  # loop time
-        # Callers in the order their commands were written, with the time each gives up.
+        # Callers in the order of their commands, with the loop time at which each gives up.
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
         self.lost: BaseException | None = None
@@ -86,6 +85,9 @@ class _Connection(asyncio.Protocol):
                 self.abort(redis_errors.InvalidResponse(f"Redis sent a malformed reply: {exc}"))
                 return
             if reply is False:
+                return
+            if not self._waiting:
+                self.abort(redis_errors.InvalidResponse("Redis sent a reply nothing was waiting for"))
                 return
             future, _deadline = self._waiting.popleft()
             if future.done():  # its caller was cancelled
@@ -113,7 +115,7 @@ class _Connection(asyncio.Protocol):
             else:
                 self._write_due = loop.call_at(window_ends, self._flush)
         self._outgoing.append(command)
-        self._waiting.append((future, time.monotonic() + self._timeout))
+        self._waiting.append((future, loop.time() + self._timeout))
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._timeout, self._check_deadline)
         return future
@@ -130,12 +132,12 @@ class _Connection(asyncio.Protocol):
         self._watchdog = None
         if not self._waiting or self.lost is not None:
             return
+        loop = asyncio.get_running_loop()
         deadline = self._waiting[0][1]
-        now = time.monotonic()
-        if now >= deadline:
+        if loop.time() >= deadline:
             self.abort(redis_errors.TimeoutError(f"Redis did not answer within {self._timeout} s"))
             return
-        self._watchdog = asyncio.get_running_loop().call_later(deadline - now, self._check_deadline)
+        self._watchdog = loop.call_at(deadline, self._check_deadline)
 
     def abort(self, exc: BaseException) -> None:
         """Drop the connection: the oldest caller gets `exc`, every other ConnectionError."""
@@ -213,7 +215,11 @@ class MultiplexedRedis:
 
     def _connected(self, attempt: asyncio.Future[_Connection]) -> None:
         self._connecting = None
-        if not attempt.cancelled() and attempt.exception() is None:
+        if attempt.cancelled() or attempt.exception() is not None:
+            return
+        if self._closed:  # closed while connecting
+            attempt.result().close()
+        else:
             self._connection = attempt.result()
 
     async def _open(self) -> _Connection:
