@@ -10,13 +10,12 @@ to the caller that waits for it (pipelining without a pipeline object, as ioredi
 StackExchange.Redis do it). `make bench` compares the two (`redis_get`).
 
 Under load that alone batches little: calls reach the handler one loop turn at a time, and
-Redis answers each GET before the next arrives. So a write is followed by a short window
-(`batch_window`, DEVMESH_REDIS_BATCH_WINDOW: half a millisecond) in which commands queue up
-and then leave together. A command after a quiet spell longer than the window leaves at once,
-so an idle service adds no latency; a busy one makes one write (and Redis one read) out of
-several commands, each of which costs about as much CPU as the command itself. Measured on
-ResolveConfig STRONG under load: 2.7 commands per write, a quarter more calls a second and a
-lower median latency than with every command sent at once.
+Redis answers each GET before the next arrives. So writes go through a `WriteWindow` of
+`batch_window` seconds (DEVMESH_REDIS_BATCH_WINDOW: half a millisecond): a command after a
+quiet spell leaves at once, so an idle service adds no latency; a busy one makes one write
+(and Redis one read) out of several commands, each of which costs about as much CPU as the
+command itself. Measured on ResolveConfig STRONG under load: 2.7 commands per write, a
+quarter more calls a second and a lower median latency than with every command sent at once.
 
 Only single, non-blocking commands belong here. A blocking one (XREAD BLOCK, BLPOP) would hold
 up every reply behind it, and a WATCH or MULTI would be shared with every other caller:
@@ -31,7 +30,6 @@ sooner); every caller still waiting gets ConnectionError, and the next command c
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from typing import Any
 
@@ -40,6 +38,8 @@ from redis import exceptions as redis_errors
 from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+
+from services.runtime.write_window import WriteWindow
 
 __all__ = ["MultiplexedRedis"]
 
@@ -58,12 +58,10 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, timeout: float, batch_window: float) -> None:
         self._timeout = timeout
-        self._batch_window = batch_window
         self._reader = hiredis.Reader(replyError=_ErrorReply)
         self._transport: asyncio.Transport | None = None
         self._outgoing: list[bytes] = []  # queued for the next write
-        self._write_due: asyncio.Handle | None = None
-        self._last_write = -math.inf  # loop time
+        self._window = WriteWindow(batch_window, self._flush)
         # Callers in the order of their commands, with the loop time at which each gives up.
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -102,29 +100,21 @@ class _Connection(asyncio.Protocol):
 
     # -- the callers' side -----------------------------------------------------------------
     def send(self, command: bytes) -> asyncio.Future[Any]:
-        """Queue `command` for the next write (at the end of this loop turn, or of the batch
-        window when the last write was more recent); the future gets its reply."""
+        """Queue `command` for the next write (see `WriteWindow`); the future gets its reply."""
         if self.lost is not None:
             raise self.lost
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if self._write_due is None:
-            window_ends = self._last_write + self._batch_window
-            if loop.time() >= window_ends:
-                self._write_due = loop.call_soon(self._flush)  # with whatever else this turn sends
-            else:
-                self._write_due = loop.call_at(window_ends, self._flush)
         self._outgoing.append(command)
+        self._window.queued(loop)
         self._waiting.append((future, loop.time() + self._timeout))
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._timeout, self._check_deadline)
         return future
 
     def _flush(self) -> None:
-        self._write_due = None
         if self._transport is not None and self._outgoing and self.lost is None:
             self._transport.write(b"".join(self._outgoing))
-            self._last_write = asyncio.get_running_loop().time()
         self._outgoing.clear()
 
     def _check_deadline(self) -> None:
@@ -154,9 +144,7 @@ class _Connection(asyncio.Protocol):
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        if self._write_due is not None:
-            self._write_due.cancel()
-            self._write_due = None
+        self._window.cancel()
         self._outgoing.clear()
         while self._waiting:
             future, _ = self._waiting.popleft()
