@@ -3,10 +3,18 @@
 Every line carries the request id of the call it belongs to (from the context var), so
 domain code logs `log.info("config.environment.updated", namespace=..., revision=...)` and
 the line can be joined with the `rpc.completed` line of the same call.
+
+The `rpc.completed` line of every call (`line`) is buffered, like the access logs of nginx
+and Envoy: it reaches stderr within LINE_WINDOW seconds, when 8 KiB have queued up, when any
+other line is logged (every other line is written at once, in order after it), or at exit.
+Writing it at once cost a busy service about a seventh of its CPU per call: a system call
+that also hands the GIL to grpc's poller thread and back. A process killed with SIGKILL
+loses at most that window of access lines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -17,6 +25,7 @@ import orjson
 import structlog
 
 from services.runtime import request_context
+from services.runtime.write_window import WriteWindow
 
 
 def _add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -30,8 +39,11 @@ def _dumps(event: Any, **_: Any) -> bytes:
     return orjson.dumps(event, default=str)
 
 
-# Set by `configure`: where `line` writes and from which level. None: structlog's defaults.
-_fast: tuple[Any, int] | None = None
+LINE_WINDOW = 0.05  # seconds an rpc.completed line may wait in the buffer
+
+# Set by `configure`: where `line` writes, from which level, and when it flushes. None:
+# structlog's defaults.
+_fast: tuple[Any, int, WriteWindow] | None = None
 
 
 def line(logger_name: str, event: str, fields: dict[str, Any]) -> None:
@@ -40,7 +52,7 @@ def line(logger_name: str, event: str, fields: dict[str, Any]) -> None:
     if _fast is None:
         structlog.get_logger(logger_name=logger_name).info(event, **fields)
         return
-    stream, threshold = _fast
+    stream, threshold, window = _fast
     if threshold > logging.INFO:
         return
     fields["logger_name"], fields["event"], fields["level"] = logger_name, event, "info"
@@ -49,7 +61,10 @@ def line(logger_name: str, event: str, fields: dict[str, Any]) -> None:
     if rid and "request_id" not in fields:
         fields["request_id"] = rid
     stream.write(orjson.dumps(fields, default=str) + b"\n")
-    stream.flush()
+    try:
+        window.queued(asyncio.get_running_loop())
+    except RuntimeError:  # no event loop: nothing would flush it later
+        stream.flush()
 
 
 def configure(level: str = "info", *, stream: Any = None) -> None:
@@ -57,7 +72,8 @@ def configure(level: str = "info", *, stream: Any = None) -> None:
     global _fast
     numeric = logging.getLevelName(level.upper())
     stream = stream or sys.stderr
-    _fast = (getattr(stream, "buffer", stream), numeric)
+    raw = getattr(stream, "buffer", stream)
+    _fast = (raw, numeric, WriteWindow(LINE_WINDOW, raw.flush))
     logging.basicConfig(level=numeric, stream=stream, format="%(message)s", force=True)
     structlog.configure(
         processors=[

@@ -20,17 +20,19 @@ class WriteWindow:
         self._seconds = seconds
         self._write = write
         self._due: asyncio.Handle | None = None
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop `_due` runs on
         self._last = -math.inf  # loop time of the last write
 
     def queued(self, loop: asyncio.AbstractEventLoop) -> None:
         """Something was queued: make sure a write is due."""
-        if self._due is not None:
-            return
+        if self._due is not None and self._due_on is loop:
+            return  # (a handle on another loop died with it: asyncio.run was called again)
         window_ends = self._last + self._seconds
         if loop.time() >= window_ends:
             self._due = loop.call_soon(self._run, loop)
         else:
             self._due = loop.call_at(window_ends, self._run, loop)
+        self._due_on = loop
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         self._due = None

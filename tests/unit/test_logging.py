@@ -1,0 +1,81 @@
+"""The per-RPC access line is buffered; nothing is lost and nothing is reordered.
+
+Each case runs in a process of its own: configuring logging is global, and structlog's
+loggers keep the stream they first wrote to.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script: str, log: Path) -> list[str]:
+    """Run `script` with logging configured as a service configures it, into `log`; return
+    what it printed (one JSON list per line)."""
+    prelude = f"""
+        import asyncio, json
+        from services.runtime import logging as runtime_logging
+        stream = open({str(log)!r}, "ab")
+        runtime_logging.configure("info", stream=stream)
+        def events():
+            return [json.loads(line)["event"] for line in open({str(log)!r})]
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_access_lines_wait_for_the_window_but_never_for_another_line(tmp_path: Path) -> None:
+    seen = run(
+        """
+        async def main():
+            runtime_logging.line("devmesh.rpc", "first", {})
+            print(json.dumps(events()))  # still in this loop turn
+            await asyncio.sleep(0)
+            print(json.dumps(events()))  # after a quiet spell: written at the end of the turn
+            runtime_logging.line("devmesh.rpc", "second", {})
+            await asyncio.sleep(0)
+            print(json.dumps(events()))  # within the window of the last write: it waits
+            runtime_logging.get_logger("test").warning("other")
+            print(json.dumps(events()))  # any other line brings it along, in order
+            runtime_logging.line("devmesh.rpc", "third", {})
+            await asyncio.sleep(runtime_logging.LINE_WINDOW * 2)
+            print(json.dumps(events()))
+            runtime_logging.line("devmesh.rpc", "last", {})
+
+        asyncio.run(main())
+        """,
+        tmp_path / "service.log",
+    )
+    assert seen == [
+        [],
+        ["first"],
+        ["first"],
+        ["first", "second", "other"],
+        ["first", "second", "other", "third"],
+    ]
+    written = (tmp_path / "service.log").read_text().splitlines()
+    assert json.loads(written[-1])["event"] == "last"  # still buffered at exit: exit wrote it
+
+
+def test_without_an_event_loop_the_line_is_written_at_once(tmp_path: Path) -> None:
+    seen = run(
+        """
+        runtime_logging.line("devmesh.rpc", "outside", {"n": 1})
+        print(json.dumps(events()))
+        """,
+        tmp_path / "service.log",
+    )
+    assert seen == [["outside"]]
