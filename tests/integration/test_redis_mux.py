@@ -4,6 +4,7 @@ failures are redis-py's exceptions, and the connection comes back after Redis do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,14 +16,25 @@ from services.runtime import redis_client
 from services.runtime.redis_mux import MultiplexedRedis
 from tools.stack import Valkey, start_valkey
 
+Clients = tuple[MultiplexedRedis, redis_client.Redis]
+
+
+@contextlib.asynccontextmanager
+async def multiplexed(url: str, redis_timeout: float, batch_window: float = 0.0) -> AsyncIterator[Clients]:
+    """A multiplexed client and the pooled client it is made from, both closed afterwards."""
+    pooled = redis_client.connect(url, timeout=redis_timeout)
+    mux = MultiplexedRedis(pooled, batch_window=batch_window)
+    try:
+        yield mux, pooled
+    finally:
+        await mux.aclose()
+        await pooled.aclose()
+
 
 @pytest.fixture
-async def clients(valkey: Valkey) -> AsyncIterator[tuple[MultiplexedRedis, redis_client.Redis]]:
-    pooled = redis_client.connect(valkey.url, timeout=2)
-    mux = MultiplexedRedis(pooled)
-    yield mux, pooled
-    await mux.aclose()
-    await pooled.aclose()
+async def clients(valkey: Valkey) -> AsyncIterator[Clients]:
+    async with multiplexed(valkey.url, redis_timeout=2) as both:
+        yield both
 
 
 def keys(n: int) -> list[str]:
@@ -31,7 +43,7 @@ def keys(n: int) -> list[str]:
 
 
 async def test_concurrent_callers_each_get_their_own_reply(
-    clients: tuple[MultiplexedRedis, redis_client.Redis],
+    clients: Clients,
 ) -> None:
     mux, pooled = clients
     names = keys(500)
@@ -44,7 +56,7 @@ async def test_concurrent_callers_each_get_their_own_reply(
 
 
 async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(
-    clients: tuple[MultiplexedRedis, redis_client.Redis],
+    clients: Clients,
 ) -> None:
     mux, pooled = clients
     first, second = keys(2)
@@ -77,8 +89,7 @@ async def test_commands_within_the_batch_window_leave_in_one_write(tmp_path: Pat
     try:
         await pooled.set("k", "v")
         for window, most_reads in ((1.0, 3), (0.0, None)):
-            mux = MultiplexedRedis(pooled, batch_window=window)
-            try:
+            async with multiplexed(server.url, redis_timeout=5, batch_window=window) as (mux, _):
                 async with asyncio.timeout(0.5):
                     assert await mux.get("k") == b"v"  # after a quiet spell: sent at once
                 before = await reads_by_valkey()
@@ -88,15 +99,13 @@ async def test_commands_within_the_batch_window_leave_in_one_write(tmp_path: Pat
                     assert reads >= 20  # no window: every GET was its own write
                 else:
                     assert reads <= most_reads  # the twenty GETs left in one write
-            finally:
-                await mux.aclose()
     finally:
         await pooled.aclose()
         server.process.stop()
 
 
 async def test_error_replies_are_redis_py_exceptions(
-    clients: tuple[MultiplexedRedis, redis_client.Redis],
+    clients: Clients,
 ) -> None:
     mux, pooled = clients
     (name,) = keys(1)
@@ -109,30 +118,22 @@ async def test_error_replies_are_redis_py_exceptions(
     assert await mux.execute("INCRBY", f"{name}:n", 5) == 5  # the connection is still in step
 
 
-async def test_the_database_in_the_url_is_selected(
-    clients: tuple[MultiplexedRedis, redis_client.Redis], valkey: Valkey
-) -> None:
+async def test_the_database_in_the_url_is_selected(clients: Clients, valkey: Valkey) -> None:
     _, database_0 = clients
     (name,) = keys(1)
-    pooled = redis_client.connect(valkey.url.rsplit("/", 1)[0] + "/3", timeout=2)
-    mux = MultiplexedRedis(pooled)
-    try:
+    async with multiplexed(valkey.url.rsplit("/", 1)[0] + "/3", redis_timeout=2) as (mux, pooled):
         assert await mux.execute("SET", name, "in three") == b"OK"
         assert await pooled.get(name) == b"in three"
         assert await database_0.get(name) is None
-    finally:
-        await mux.aclose()
-        await pooled.aclose()
 
 
 async def test_a_redis_that_does_not_answer_times_out_and_the_connection_recovers(
-    clients: tuple[MultiplexedRedis, redis_client.Redis], valkey: Valkey
+    clients: Clients, valkey: Valkey
 ) -> None:
     _, pooled = clients
     (name,) = keys(1)
     await pooled.set(name, "after the pause")
-    mux = MultiplexedRedis(redis_client.connect(valkey.url, timeout=0.2))
-    try:
+    async with multiplexed(valkey.url, redis_timeout=0.2) as (mux, _):
         await mux.get(name)
         await pooled.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # Valkey answers nobody for 1 s
         waiting = [asyncio.ensure_future(mux.execute("GET", name)) for _ in range(3)]
@@ -143,44 +144,36 @@ async def test_a_redis_that_does_not_answer_times_out_and_the_connection_recover
 
         await pooled.execute_command("CLIENT", "UNPAUSE")
         assert await mux.get(name) == b"after the pause"
-    finally:
-        await mux.aclose()
 
 
 async def test_redis_down_is_a_connection_error_and_the_next_command_reconnects(tmp_path: Path) -> None:
     server = start_valkey(tmp_path / "valkey", durable=False)
-    pooled = redis_client.connect(server.url, timeout=1)
-    mux = MultiplexedRedis(pooled)
     try:
-        assert await mux.execute("SET", "k", "before") == b"OK"
-        server.process.kill()
-        with pytest.raises(redis_errors.ConnectionError):
-            await mux.get("k")
-        with pytest.raises(redis_errors.ConnectionError):  # refused while down, no hang
-            await mux.get("k")
-        assert redis_client.translate_error(redis_errors.ConnectionError()) is not None
+        async with multiplexed(server.url, redis_timeout=1) as (mux, _):
+            assert await mux.execute("SET", "k", "before") == b"OK"
+            server.process.kill()
+            with pytest.raises(redis_errors.ConnectionError):
+                await mux.get("k")
+            with pytest.raises(redis_errors.ConnectionError):  # refused while down, no hang
+                await mux.get("k")
+            assert redis_client.translate_error(redis_errors.ConnectionError()) is not None
 
-        server = start_valkey(tmp_path / "valkey", port=server.port, durable=False)
-        assert await mux.execute("SET", "k", "after") == b"OK"
-        assert await mux.get("k") == b"after"
+            server = start_valkey(tmp_path / "valkey", port=server.port, durable=False)
+            assert await mux.execute("SET", "k", "after") == b"OK"
+            assert await mux.get("k") == b"after"
     finally:
-        await mux.aclose()
-        await pooled.aclose()
         server.process.stop()
 
 
 async def test_a_read_survives_a_redis_restart_between_two_calls(tmp_path: Path) -> None:
     server = start_valkey(tmp_path / "valkey")
-    pooled = redis_client.connect(server.url, timeout=1)
-    mux = MultiplexedRedis(pooled)
     try:
-        assert await mux.execute("SET", "k", "kept") == b"OK"
-        server.process.stop()  # the connection the next GET would use is gone with it
-        server = start_valkey(tmp_path / "valkey", port=server.port)  # AOF replay
-        assert await mux.get("k") == b"kept"
+        async with multiplexed(server.url, redis_timeout=1) as (mux, _):
+            assert await mux.execute("SET", "k", "kept") == b"OK"
+            server.process.stop()  # the connection the next GET would use is gone with it
+            server = start_valkey(tmp_path / "valkey", port=server.port)  # AOF replay
+            assert await mux.get("k") == b"kept"
     finally:
-        await mux.aclose()
-        await pooled.aclose()
         server.process.stop()
 
 
@@ -191,23 +184,18 @@ async def test_password_from_the_url_is_sent_and_a_wrong_one_refused(tmp_path: P
         await admin.config_set("requirepass", "s3cret-for-test")
         base = f"redis://:{{}}@127.0.0.1:{server.port}/0"
         for password, works in (("s3cret-for-test", True), ("wrong", False)):
-            pooled = redis_client.connect(base.format(password), timeout=1)
-            mux = MultiplexedRedis(pooled)
-            try:
+            async with multiplexed(base.format(password), redis_timeout=1) as (mux, _):
                 if works:
                     assert await mux.execute("PING") == b"PONG"
                 else:
                     with pytest.raises(redis_errors.AuthenticationError):
                         await mux.execute("PING")
-            finally:
-                await mux.aclose()
-                await pooled.aclose()
     finally:
         await admin.aclose()
         server.process.stop()
 
 
-async def test_a_closed_client_refuses_commands(clients: tuple[MultiplexedRedis, redis_client.Redis]) -> None:
+async def test_a_closed_client_refuses_commands(clients: Clients) -> None:
     mux, _ = clients
     await mux.execute("PING")
     await mux.aclose()
