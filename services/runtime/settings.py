@@ -197,12 +197,14 @@ class RuntimeSettings:
         2.0, "Seconds before a Redis call fails with UNAVAILABLE.", parse=parse_positive_float
     )
     redis_batch_window: float = setting(
-        0.0005,
-        "Seconds the hot-path Redis connection (the revision check of every STRONG read) waits "
-        "after a write before the next one, so that reads arriving meanwhile leave together: "
-        "under load one write carries several commands and the service spends less CPU per "
-        "call. A command arriving after a quiet spell of this length leaves at once; 0 sends "
-        "every command at once.",
+        0.002,
+        "Longest wait, in seconds, of a command on the hot-path Redis connection (the revision "
+        "check of every STRONG read) for others to share its write. A command leaves at once "
+        "when each of the last few writes carried one command (a caller alone never waits) or "
+        "when the last write was longer ago than this; otherwise as soon as as many commands "
+        "are queued as the largest of the last few writes carried. Under load one write then "
+        "carries several commands and the service spends less CPU per call. 0 sends every "
+        "command at once.",
         parse=parse_batch_window,
     )
     redis_wait_aof: bool = setting(
