@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from services.runtime.errors import InvalidArgument
@@ -26,11 +27,15 @@ def _segments(name: str, field: str, collections: tuple[str, ...]) -> list[str]:
     return parts[1::2]
 
 
+# The names of every read are parsed on every call, and a busy service sees the same few again
+# and again: the parsed form of the recent ones is kept (a name that fails is not).
+@functools.lru_cache(maxsize=4096)
 def parse_namespace(name: str, field: str = "name") -> str:
     (namespace,) = _segments(name, field, ("namespaces",))
     return check_id(namespace, field)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_environment(name: str, field: str = "name", *, allow_all: bool = False) -> tuple[str, str]:
     namespace, environment = _segments(name, field, ("namespaces", "environments"))
     check_id(namespace, field)
