@@ -17,7 +17,9 @@ RPC_DURATION = Histogram(
     ["service", "method", "code"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-RPC_IN_FLIGHT = Gauge("devmesh_rpc_in_flight", "RPCs being served now.", ["kind"])
+RPC_IN_FLIGHT = Gauge(
+    "devmesh_rpc_in_flight", "RPCs being served now (admitted past the access check and the bound).", ["kind"]
+)
 RPC_REJECTED = Counter("devmesh_rpc_rejected_total", "RPCs refused by a concurrency bound.", ["kind"])
 ACCESS_CHECK = Histogram(
     "devmesh_access_check_seconds",

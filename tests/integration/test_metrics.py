@@ -11,7 +11,12 @@ from pathlib import Path
 import grpc
 
 from devmesh.config.v1 import config_pb2, config_pb2_grpc
-from tools.stack import Valkey, free_port, start_service
+from tools.stack import Valkey, free_port, start_service, wait_until
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
 
 
 def test_rpcs_are_counted_by_method_and_code(valkey: Valkey, tmp_path: Path) -> None:
@@ -26,8 +31,7 @@ def test_rpcs_are_counted_by_method_and_code(valkey: Valkey, tmp_path: Path) -> 
                 stub.GetNamespace(config_pb2.GetNamespaceRequest(name="namespaces/no-such-ns"), timeout=5)
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+        text = _scrape(metrics_port)
     finally:
         server.process.stop()
     assert (
@@ -35,6 +39,38 @@ def test_rpcs_are_counted_by_method_and_code(valkey: Valkey, tmp_path: Path) -> 
         'service="devmesh.config.v1.ConfigService"} 1.0'
     ) in text
     assert 'devmesh_dependency_up{dependency="redis"} 1.0' in text
+
+
+def test_open_streams_are_counted_in_flight_until_they_end(valkey: Valkey, tmp_path: Path) -> None:
+    metrics_port = free_port()
+    server = start_service(
+        ["config"],
+        valkey.url,
+        tmp_path,
+        extra_env={
+            "DEVMESH_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+            "DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "1",
+        },
+    )
+
+    def streams() -> str | None:
+        found = re.search(r'^devmesh_rpc_in_flight\{kind="stream"\} (\S+)$', _scrape(metrics_port), re.M)
+        return found.group(1) if found else None
+
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = config_pb2_grpc.ConfigServiceStub(channel)
+            stub.CreateNamespace(config_pb2.CreateNamespaceRequest(namespace_id="gauged"), timeout=5)
+            assert streams() == "0.0"
+            watch = stub.WatchConfig(
+                config_pb2.WatchConfigRequest(name="namespaces/gauged/environments/-", since_revision=1)
+            )
+            assert next(watch).HasField("progress")
+            assert streams() == "1.0"
+            watch.cancel()
+            wait_until(lambda: streams() == "0.0", 5, "the cancelled stream to leave the gauge")
+    finally:
+        server.process.stop()
 
 
 def test_each_call_logs_one_line_with_its_request_and_trace_ids(valkey: Valkey, tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         access: Access | None = None,
     ) -> None:
         self._limit = ConcurrencyLimit(max_unary, max_streams)
+        metrics.count_in_flight(self._limit)
         self._errors = ErrorMapper(translators)
         self._audit = audit
         self._access = access
@@ -119,7 +120,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         raw: bytes,
         context: aio.ServicerContext,
     ) -> Any:
-        call = _Call(info, context, audit, metrics.UNARY_IN_FLIGHT)
+        call = _Call(info, context, audit)
         cancelled = False
         try:
             if access is not None:
@@ -149,7 +150,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         raw: bytes,
         context: aio.ServicerContext,
     ) -> AsyncGenerator[Any, None]:
-        call = _Call(info, context, audit, metrics.STREAM_IN_FLIGHT)
+        call = _Call(info, context, audit)
         cancelled = False
         try:
             if access is not None:
@@ -174,17 +175,14 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
 class _Call:
     """The outer steps' state for one call: opened on arrival, closed by `finish`."""
 
-    __slots__ = ("audit", "context", "in_flight", "info", "notes", "peer", "span", "start")
+    __slots__ = ("audit", "context", "info", "notes", "peer", "span", "start")
 
-    def __init__(
-        self, info: MethodInfo, context: aio.ServicerContext, audit: Audit | None, in_flight: Any
-    ) -> None:
-        self.info, self.context, self.audit, self.in_flight = info, context, audit, in_flight
+    def __init__(self, info: MethodInfo, context: aio.ServicerContext, audit: Audit | None) -> None:
+        self.info, self.context, self.audit = info, context, audit
         self.start = time.perf_counter()
         self.peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
         self.span = tracing.start(info, context)
         request_context.request_id.set(call_log.request_id(context))
-        in_flight.inc()
         self.notes: dict[str, str] = {}
         if audit is not None:
             request_context.audit_notes.set(self.notes)
@@ -195,7 +193,6 @@ class _Call:
         code = "CANCELLED" if cancelled else status_name(self.context)
         if self.audit is not None and audited:
             await self.audit.record(info, raw, self.context, self.peer, self.notes, code)
-        self.in_flight.dec()
         metrics.observe(info, code, time.perf_counter() - self.start)
         call_log.completed(info, self.peer, self.start, code, tracing.trace_id(self.span))
         tracing.finish(self.span, code)
