@@ -181,8 +181,9 @@ class _Call:
         self.info, self.context, self.audit = info, context, audit
         self.start = time.perf_counter()
         self.peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
-        self.span = tracing.start(info, context)
-        request_context.request_id.set(call_log.request_id(context))
+        metadata = context.invocation_metadata() or ()
+        self.span = tracing.start(info, metadata)
+        request_context.request_id.set(call_log.request_id(metadata))
         self.notes: dict[str, str] = {}
         if audit is not None:
             request_context.audit_notes.set(self.notes)

@@ -7,9 +7,9 @@ A call with neither costs nothing here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from grpc import aio
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -22,17 +22,17 @@ _tracer = trace.get_tracer("devmesh.rpc")
 Span = tuple[trace.Span, object]  # the span and the token that made it current
 
 
-def _parent(context: aio.ServicerContext) -> Any:
+def _parent(metadata: Sequence[tuple[str, Any]]) -> Any:
     """The caller's trace context (W3C traceparent), or None when it sent none."""
-    metadata = context.invocation_metadata() or ()
     if not any(key == "traceparent" for key, _ in metadata):
         return None
     return propagate.extract({k: v for k, v in metadata if isinstance(v, str)})
 
 
-def start(info: MethodInfo, context: aio.ServicerContext) -> Span | None:
-    """Start the call's span and make it current; None when there is nothing to trace."""
-    parent = _parent(context)
+def start(info: MethodInfo, metadata: Sequence[tuple[str, Any]]) -> Span | None:
+    """Start the call's span (parented by the call's `metadata`) and make it current; None
+    when there is nothing to trace."""
+    parent = _parent(metadata)
     if parent is None and not telemetry.tracing_enabled():
         return None
     span = _tracer.start_span(
