@@ -70,6 +70,29 @@ def test_access_lines_wait_for_the_window_but_never_for_another_line(tmp_path: P
     assert json.loads(written[-1])["event"] == "last"  # still buffered at exit: exit wrote it
 
 
+def test_a_standard_library_line_also_brings_the_access_lines_before_it(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    run(
+        """
+        import logging
+        text = open(stream.name, "a", buffering=1)  # text, line-buffered: as stderr is
+        runtime_logging.configure("info", stream=text)
+
+        async def main():
+            runtime_logging.line("devmesh.rpc", "first", {})
+            await asyncio.sleep(0)
+            runtime_logging.line("devmesh.rpc", "second", {})  # waits for the window
+            logging.getLogger("some.library").warning("from the standard library")
+
+        asyncio.run(main())
+        """,
+        log,
+    )
+    written = log.read_text().splitlines()
+    assert [json.loads(line)["event"] for line in written[:2]] == ["first", "second"]
+    assert written[2] == "from the standard library"
+
+
 def test_without_an_event_loop_the_line_is_written_at_once(tmp_path: Path) -> None:
     seen = run(
         """
