@@ -20,6 +20,7 @@ Redis again every `retry_interval` seconds.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from redis import exceptions as redis_errors
 
 from services.runtime.errors import Unavailable
 from services.runtime.logging import get_logger
-from services.runtime.redis_client import Redis
+from services.runtime.redis_mux import MultiplexedRedis
 from services.runtime.telemetry import RATE_LIMIT_DECISIONS, RATE_LIMIT_DEGRADED
 
 log = get_logger(__name__)
@@ -59,6 +60,7 @@ local new_tat = tat + grant * interval
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {grant, available - grant, 0, new_tat - now}
 """
+_GCRA_SHA = hashlib.sha1(_GCRA.encode()).hexdigest()
 
 LEASE_WINDOW = 0.05  # seconds of a limit's rate one lease may hold
 MAX_LEASE = 100
@@ -140,9 +142,12 @@ def parse_limits(raw: str) -> dict[str, Limit]:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, *, fallback: str = FALLBACK_LOCAL, retry_interval: float = 1.0) -> None:
+    def __init__(
+        self, redis: MultiplexedRedis, *, fallback: str = FALLBACK_LOCAL, retry_interval: float = 1.0
+    ) -> None:
+        """`redis`: the script runs on a shared connection; through the pool it cost the calls
+        that refill a lease several hundred microseconds each."""
         self._redis = redis
-        self._script = redis.register_script(_GCRA)
         self.fallback = fallback
         self._retry_interval = retry_interval
         self._degraded_until = 0.0  # monotonic time before which Redis is not tried again
@@ -166,7 +171,7 @@ class RateLimiter:
         if now >= self._degraded_until:
             want = max(cost, lease_size(limit))
             try:
-                result = await self._script(keys=[key], args=(limit.interval_us, limit.burst, cost, want))
+                result = await self._gcra(key, limit.interval_us, limit.burst, cost, want)
                 if self.degraded:
                     self._recovered()
             except _REDIS_DOWN as exc:
@@ -193,6 +198,14 @@ class RateLimiter:
         RATE_LIMIT_DECISIONS.labels("admitted" if admitted else "limited", backend).inc()
         left = remaining + (granted - cost if admitted else 0)
         return Decision(admitted, limit.burst, left, retry_us / 1e6, reset_us / 1e6, backend)
+
+    async def _gcra(self, key: str, *args: int) -> list[int]:
+        """Run the script. Taking tokens twice (a retry after a lost reply) only admits less."""
+        try:
+            reply = await self._redis.execute_repeatable("EVALSHA", _GCRA_SHA, 1, key, *args)
+        except redis_errors.NoScriptError:  # Redis restarted or flushed its scripts: send it whole
+            reply = await self._redis.execute_repeatable("EVAL", _GCRA, 1, key, *args)
+        return list(reply)
 
     def _degrade(self, exc: Exception) -> None:
         self._degraded_until = time.monotonic() + self._retry_interval

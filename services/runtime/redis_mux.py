@@ -197,16 +197,19 @@ class MultiplexedRedis:
             connection = await self._connect()
         return await connection.send(_pack(args))
 
-    async def get(self, key: str) -> bytes | None:
-        """GET, asked once more on a new connection when the connection was lost under it (a
-        Redis restart, an idle connection closed): a read is safe to repeat. redis-py's pool
-        retries the same way."""
+    async def execute_repeatable(self, *args: str | bytes | int | float) -> Any:
+        """`execute`, asked once more on a new connection when the connection was lost under
+        it (a Redis restart, an idle connection closed), as redis-py's pool does: for commands
+        that are safe to run twice."""
         try:
-            result: bytes | None = await self.execute("GET", key)
+            return await self.execute(*args)
         except redis_errors.ConnectionError:
             if self._closed:
                 raise
-            result = await self.execute("GET", key)
+            return await self.execute(*args)
+
+    async def get(self, key: str) -> bytes | None:
+        result: bytes | None = await self.execute_repeatable("GET", key)
         return result
 
     async def _connect(self) -> _Connection:

@@ -136,7 +136,7 @@ class Server:
         self.reflect = list(reflect)
         settings = runtime.settings
         translators = [redis_client.translate_error, vault.translate_error]
-        self._ratelimit_redis: redis_client.Redis | None = None  # its own instance, when configured
+        self._ratelimit_redis: MultiplexedRedis | None = None  # its own instance, when configured
         # Services reach the authenticator (the config service needs its pepper) through the runtime.
         runtime.authenticator = _authenticator(runtime)
         self.bindings = [factory(runtime) for factory in factories]
@@ -146,11 +146,12 @@ class Server:
             limiter = None
             if settings.rate_limit_enabled:
                 if settings.rate_limit_redis_url:
-                    self._ratelimit_redis = redis_client.connect(
-                        settings.rate_limit_redis_url, settings.redis_timeout
+                    self._ratelimit_redis = MultiplexedRedis(
+                        redis_client.connect(settings.rate_limit_redis_url, settings.redis_timeout),
+                        settings.redis_batch_window,
                     )
                 limiter = RateLimiter(
-                    self._ratelimit_redis or runtime.redis, fallback=settings.rate_limit_fallback
+                    self._ratelimit_redis or runtime.redis_mux, fallback=settings.rate_limit_fallback
                 )
             limits = ratelimit.parse_limits(settings.rate_limits)
             access = Access(runtime.authenticator, limiter, limits, translators)
