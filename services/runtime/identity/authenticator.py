@@ -21,8 +21,9 @@ import contextlib
 import fnmatch
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
@@ -56,9 +57,9 @@ def refuse(reason: str, message: str) -> Unauthenticated:
     return Unauthenticated(message, reason=reason)
 
 
-def _metadata(context: aio.ServicerContext) -> dict[str, str]:
+def _credentials(metadata: Sequence[tuple[str, Any]]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata:
         if key in ("authorization", "x-api-key") and key not in found:
             found[key] = value if isinstance(value, str) else ""
     return found
@@ -226,17 +227,20 @@ class Authenticator:
 
     # -- the decision -----------------------------------------------------------------------
 
-    async def authenticate(self, context: aio.ServicerContext) -> tuple[Principal, Credential]:
-        """The caller, and the credential header it proved itself with (empty for a mesh
-        identity), which a service may present again when it calls another on its behalf."""
-        metadata = _metadata(context)
-        authorization = metadata.get("authorization")
+    async def authenticate(
+        self, context: aio.ServicerContext, metadata: Sequence[tuple[str, Any]]
+    ) -> tuple[Principal, Credential]:
+        """The caller (from the call's `metadata`, or its peer), and the credential header it
+        proved itself with (empty for a mesh identity), which a service may present again when
+        it calls another on its behalf."""
+        credentials = _credentials(metadata)
+        authorization = credentials.get("authorization")
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise refuse("CREDENTIALS_MALFORMED", "authorization must be `Bearer <token>`")
             return await self.from_token(token.strip()), (("authorization", authorization),)
-        api_key = metadata.get("x-api-key")
+        api_key = credentials.get("x-api-key")
         if api_key is not None:
             return await self.from_api_key(api_key.strip()), (("x-api-key", api_key),)
         identity = peer_spiffe_id(context)

@@ -20,7 +20,7 @@ import contextvars
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from grpc import aio
 
@@ -29,7 +29,6 @@ from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceEx
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator
 from services.runtime.identity.principal import Principal
-from services.runtime.interceptors.base import metadata_value
 from services.runtime.interceptors.errors import ErrorTranslator, abort_with
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
@@ -65,6 +64,7 @@ class Access:
         self._authenticator = authenticator
         self._limiter = limiter
         self._limits = dict(limits)
+        self._key_limits: dict[tuple[float, int], Limit] = {}  # keys' own limits, made once
         self._translators = list(translators)
 
     @staticmethod
@@ -73,22 +73,33 @@ class Access:
 
     def limit_for(self, principal: Principal) -> Limit:
         if principal.rate_per_second > 0:
-            burst = principal.rate_burst or max(1, math.ceil(2 * principal.rate_per_second))
-            return Limit(principal.rate_per_second, burst)
+            spec = (principal.rate_per_second, principal.rate_burst)
+            limit = self._key_limits.get(spec)
+            if limit is None:
+                if len(self._key_limits) > 10_000:  # as many as keys with limits of their own
+                    self._key_limits.clear()
+                burst = principal.rate_burst or max(1, math.ceil(2 * principal.rate_per_second))
+                limit = self._key_limits[spec] = Limit(principal.rate_per_second, burst)
+            return limit
         return self._limits.get(principal.role) or self._limits["*"]
 
-    async def admit(self, info: MethodInfo, context: aio.ServicerContext) -> None:
-        """Let the call through, or end it with the refusal (UNAUTHENTICATED, PERMISSION_DENIED,
-        RESOURCE_EXHAUSTED, UNAVAILABLE when a dependency is down)."""
+    async def admit(
+        self, info: MethodInfo, context: aio.ServicerContext, metadata: Sequence[tuple[str, Any]]
+    ) -> None:
+        """Let the call (with its invocation `metadata`) through, or end it with the refusal
+        (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE when a dependency
+        is down)."""
         start = time.perf_counter()
         try:
-            await self._admit(info, context)
+            await self._admit(info, context, metadata)
         finally:
             ACCESS_CHECK.observe(time.perf_counter() - start)
 
-    async def _admit(self, info: MethodInfo, context: aio.ServicerContext) -> None:
+    async def _admit(
+        self, info: MethodInfo, context: aio.ServicerContext, metadata: Sequence[tuple[str, Any]]
+    ) -> None:
         try:
-            principal, credential = await self._authenticator.authenticate(context)
+            principal, credential = await self._authenticator.authenticate(context, metadata)
         except ServiceError as refused:
             AUTH_FAILURES.labels(refused.reason).inc()
             await abort_with(context, refused, info)
@@ -137,7 +148,7 @@ class Access:
                 info,
                 headers,
             )
-        if metadata_value(context, "x-envoy-original-path") is not None:
+        if any(key == "x-envoy-original-path" for key, _ in metadata):
             # Transcoded REST: HTTP clients see only headers, so send them before the body.
             await context.send_initial_metadata(headers)
         else:

@@ -124,7 +124,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         cancelled = False
         try:
             if access is not None:
-                await access.admit(info, context)
+                await access.admit(info, context, call.metadata)
             await self._limit.enter_unary(info, context)
             try:
                 return await behavior(decode(raw, decoder), context)
@@ -154,7 +154,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         cancelled = False
         try:
             if access is not None:
-                await access.admit(info, context)
+                await access.admit(info, context, call.metadata)
             await self._limit.enter_stream(info, context)
             try:
                 async for response in behavior(decode(raw, decoder), context):
@@ -175,13 +175,13 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
 class _Call:
     """The outer steps' state for one call: opened on arrival, closed by `finish`."""
 
-    __slots__ = ("audit", "context", "info", "notes", "peer", "span", "start")
+    __slots__ = ("audit", "context", "info", "metadata", "notes", "peer", "span", "start")
 
     def __init__(self, info: MethodInfo, context: aio.ServicerContext, audit: Audit | None) -> None:
         self.info, self.context, self.audit = info, context, audit
         self.start = time.perf_counter()
         self.peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
-        metadata = context.invocation_metadata() or ()
+        self.metadata = metadata = context.invocation_metadata() or ()
         self.span = tracing.start(info, metadata)
         request_context.request_id.set(call_log.request_id(metadata))
         self.notes: dict[str, str] = {}
