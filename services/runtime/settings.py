@@ -199,12 +199,12 @@ class RuntimeSettings:
     redis_batch_window: float = setting(
         0.002,
         "Longest wait, in seconds, of a command on the hot-path Redis connection (the revision "
-        "check of every STRONG read) for others to share its write. A command leaves at once "
-        "when each of the last few writes carried one command (a caller alone never waits) or "
-        "when the last write was longer ago than this; otherwise as soon as as many commands "
-        "are queued as the largest of the last few writes carried. Under load one write then "
-        "carries several commands and the service spends less CPU per call. 0 sends every "
-        "command at once.",
+        "check of every STRONG read, the rate limiter's script) for others to share its write. "
+        "A command leaves at once when each of the last few writes carried one command (a "
+        "caller alone never waits) or when the last write was longer ago than this; otherwise "
+        "as soon as as many commands are queued as the largest of the last few writes "
+        "carried. Under load one write then carries several commands and the service spends "
+        "less CPU per call. 0 sends every command at once.",
         parse=parse_batch_window,
     )
     redis_wait_aof: bool = setting(
