@@ -10,7 +10,7 @@ ANONYMOUS = "anonymous"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("devmesh_request_id", default="")
 # Set by the access step once the caller is authenticated.
 principal: contextvars.ContextVar[str] = contextvars.ContextVar("devmesh_principal", default=ANONYMOUS)
-# The ErrorInfo reason of the error the call ended with (set by `abort_with`).
+# The ErrorInfo reason of the error the call ended with (set by `end_call`).
 error_reason: contextvars.ContextVar[str] = contextvars.ContextVar("devmesh_error_reason", default="")
 # Extra fields for the call's audit event; the audit step sets a fresh dict per call.
 audit_notes: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(

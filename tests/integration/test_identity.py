@@ -771,6 +771,35 @@ async def test_mutations_refusals_and_denials_reach_the_audit_trail(mesh: Mesh, 
     assert [e.id for e in by_actor.audit_events] == [denial.id]
 
 
+async def test_a_refusal_is_in_the_audit_trail_by_the_time_the_caller_hears_of_it(
+    mesh: Mesh, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.runtime.interceptors.audit import Audit
+
+    record = Audit.record
+
+    async def slow_record(self: Audit, *args: Any) -> None:
+        await asyncio.sleep(0.3)  # a slow audit stream must delay the answer, not the trail
+        await record(self, *args)
+
+    monkeypatch.setattr(Audit, "record", slow_record)
+    admin = key_md(await mesh.mint("admin"))
+    viewer = key_md(await mesh.mint("viewer"))
+    environment = pb.Environment(name=f"namespaces/{ns}/environments/default")
+    denied = await refused(
+        mesh.config().UpdateEnvironment,
+        pb.UpdateEnvironmentRequest(environment=environment, allow_missing=True),
+        metadata=viewer,
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    page = await mesh.audit().ListAuditEvents(
+        audit_pb2.ListAuditEventsRequest(resource_prefix=f"namespaces/{ns}", page_size=10), metadata=admin
+    )
+    assert [(e.action, e.result) for e in page.audit_events] == [
+        ("config.environments.update", "PERMISSION_DENIED")
+    ]
+
+
 async def test_audit_pages_follow_each_other_without_gaps(mesh: Mesh, ns: str) -> None:
     admin = key_md(await mesh.mint("admin"))
     for i in range(5):

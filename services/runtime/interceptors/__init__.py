@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from services.runtime.interceptors.access import Access
 from services.runtime.interceptors.audit import Audit
-from services.runtime.interceptors.errors import abort_with
+from services.runtime.interceptors.errors import end_call
 from services.runtime.interceptors.pipeline import CallPipeline
 
-__all__ = ["Access", "Audit", "CallPipeline", "abort_with"]
+__all__ = ["Access", "Audit", "CallPipeline", "end_call"]

@@ -29,7 +29,7 @@ from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceEx
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator
 from services.runtime.identity.principal import Principal
-from services.runtime.interceptors.errors import ErrorTranslator, abort_with
+from services.runtime.interceptors.errors import ErrorTranslator, end_call
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
 from services.runtime.ratelimit import Limit, RateLimiter
@@ -102,9 +102,9 @@ class Access:
             principal, credential = await self._authenticator.authenticate(context, metadata)
         except ServiceError as refused:
             AUTH_FAILURES.labels(refused.reason).inc()
-            await abort_with(context, refused, info)
+            end_call(context, refused, info)
         except Exception as exc:
-            await self._dependency_failed(exc, info, context)
+            self._dependency_failed(exc, info, context)
         request_context.principal.set(principal.name)
         caller.set(principal)
         if credential:
@@ -114,7 +114,7 @@ class Access:
             hint = (
                 "" if principal.role in roles.ROLES else f" (role {principal.role or 'none'} grants nothing)"
             )
-            await abort_with(
+            end_call(
                 context,
                 PermissionDenied(
                     f"{principal.name} lacks permission {info.permission}{hint}",
@@ -129,10 +129,10 @@ class Access:
                 principal.name, self.limit_for(principal), info.rate_limit_cost
             )
         except ServiceError as refused:
-            await abort_with(context, refused, info)
+            end_call(context, refused, info)
         headers = decision.headers()
         if not decision.admitted:
-            await abort_with(
+            end_call(
                 context,
                 ResourceExhausted(
                     f"rate limit of {principal.name} exceeded; retry in {decision.retry_after:.3f} s",
@@ -155,12 +155,10 @@ class Access:
             # gRPC clients read trailers; these ride along with the status, at no extra cost.
             context.set_trailing_metadata(headers)
 
-    async def _dependency_failed(
-        self, exc: Exception, info: MethodInfo, context: aio.ServicerContext
-    ) -> NoReturn:
+    def _dependency_failed(self, exc: Exception, info: MethodInfo, context: aio.ServicerContext) -> NoReturn:
         for translate in self._translators:
             translated = translate(exc)
             if translated is not None:
                 log.warning("auth.dependency_failed", error=type(exc).__name__, reason=translated.reason)
-                await abort_with(context, translated, info)
+                end_call(context, translated, info)
         raise exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 from grpc import aio
 
 from services.runtime.errors import QuotaViolation, ResourceExhausted
-from services.runtime.interceptors.errors import abort_with
+from services.runtime.interceptors.errors import end_call
 from services.runtime.methods import MethodInfo
 from services.runtime.telemetry import RPC_REJECTED
 
@@ -30,20 +30,20 @@ class ConcurrencyLimit:
             reason="SERVER_OVERLOADED",
         )
 
-    async def enter_unary(self, info: MethodInfo, context: aio.ServicerContext) -> None:
+    def enter_unary(self, info: MethodInfo, context: aio.ServicerContext) -> None:
         """Count the call in, or refuse it; every admitted call must `exit_unary`."""
         if self.unary_in_flight >= self.max_unary:
             RPC_REJECTED.labels("unary").inc()
-            await abort_with(context, self._refusal("calls", self.max_unary), info)
+            end_call(context, self._refusal("calls", self.max_unary), info)
         self.unary_in_flight += 1
 
     def exit_unary(self) -> None:
         self.unary_in_flight -= 1
 
-    async def enter_stream(self, info: MethodInfo, context: aio.ServicerContext) -> None:
+    def enter_stream(self, info: MethodInfo, context: aio.ServicerContext) -> None:
         if self.streams_open >= self.max_streams:
             RPC_REJECTED.labels("stream").inc()
-            await abort_with(context, self._refusal("streams", self.max_streams), info)
+            end_call(context, self._refusal("streams", self.max_streams), info)
         self.streams_open += 1
 
     def exit_stream(self) -> None:

@@ -31,7 +31,21 @@ ErrorTranslator = Callable[[BaseException], ServiceError | None]
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-async def abort_with(
+class CallEnded(Exception):
+    """Raised by `end_call`: the call is over, with this status. The call pipeline runs the
+    call's last steps (audit, metrics, the log line), then `send`s it."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, trailers: tuple[tuple[str, Any], ...]) -> None:
+        super().__init__(message)
+        self.code, self.message, self.trailers = code, message, trailers
+
+    async def send(self, context: aio.ServicerContext) -> NoReturn:
+        """Send the status, as trailers only: what the edge turns into a JSON error body."""
+        await context.abort(self.code, self.message, trailing_metadata=self.trailers)
+        raise AssertionError("context.abort returned")  # it always raises AbortError
+
+
+def end_call(
     context: aio.ServicerContext,
     error: ServiceError,
     info: MethodInfo,
@@ -40,7 +54,9 @@ async def abort_with(
     """End the call with `error` as a google.rpc.Status in `grpc-status-details-bin`, plus any
     extra trailing `metadata` (rate-limit headers).
 
-    Every step that refuses a call (limits, auth) uses this, so all refusals look alike.
+    Every step that refuses a call (limits, auth) uses this, so all refusals look alike. The
+    status is sent only after the call's last steps ran, so a caller told of a refusal finds it
+    in the audit trail (`context.abort` here would send it at once).
     """
     request_context.error_reason.set(error.reason)
     status = error.to_status(info.error_domain)
@@ -50,13 +66,11 @@ async def abort_with(
         packed.Pack(error_details_pb2.RequestInfo(request_id=rid))
         status.details.append(packed)
     code = _GRPC_CODES[status.code]
+    context.set_code(code)  # what the last steps record as the call's code
     already = tuple(context.trailing_metadata() or ())  # rate-limit trailers set earlier, say
-    await context.abort(
-        code,
-        status.message,
-        trailing_metadata=(*already, *metadata, ("grpc-status-details-bin", status.SerializeToString())),
+    raise CallEnded(
+        code, status.message, (*already, *metadata, ("grpc-status-details-bin", status.SerializeToString()))
     )
-    raise AssertionError("context.abort returned")  # it always raises AbortError
 
 
 class ErrorMapper:

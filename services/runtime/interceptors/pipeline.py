@@ -12,9 +12,10 @@ interceptors to find the handler of every call, in two more coroutines. `CallPip
 instead the server's only generic handler. The services' handlers are added to it, and it
 wraps each method's handler once, on that method's first call.
 
-Steps refuse calls with `abort_with`, so every refusal carries the same google.rpc.Status
-shape. Audit runs outside access so that it records refusals; access is absent when the
-process runs with DEVMESH_AUTH=off. Public methods (health, reflection, the JWKS) skip both.
+Steps refuse calls with `end_call`, so every refusal carries the same google.rpc.Status
+shape, and its status leaves only after the call's last steps (audit, metrics, log) ran.
+Audit runs outside access so that it records refusals; access is absent when the process
+runs with DEVMESH_AUTH=off. Public methods (health, reflection, the JWKS) skip both.
 Client-streaming RPCs pass through untouched: devmesh has none.
 """
 
@@ -36,7 +37,7 @@ from services.runtime.interceptors.access import Access
 from services.runtime.interceptors.audit import Audit
 from services.runtime.interceptors.base import status_name
 from services.runtime.interceptors.concurrency import ConcurrencyLimit
-from services.runtime.interceptors.errors import ErrorMapper, ErrorTranslator, abort_with, decode
+from services.runtime.interceptors.errors import CallEnded, ErrorMapper, ErrorTranslator, decode, end_call
 from services.runtime.methods import MethodInfo, method_info
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
@@ -121,24 +122,28 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         context: aio.ServicerContext,
     ) -> Any:
         call = _Call(info, context, audit)
-        cancelled = False
+        cancelled, ended = False, None
         try:
             if access is not None:
                 await access.admit(info, context, call.metadata)
-            await self._limit.enter_unary(info, context)
+            self._limit.enter_unary(info, context)
             try:
                 return await behavior(decode(raw, decoder), context)
-            except (asyncio.CancelledError, aio.AbortError):
+            except (asyncio.CancelledError, aio.AbortError, CallEnded):
                 raise
             except Exception as exc:
-                await abort_with(context, self._errors.map(exc, info), info)
+                end_call(context, self._errors.map(exc, info), info)
             finally:
                 self._limit.exit_unary()
+        except CallEnded as refusal:
+            ended = refusal
         except asyncio.CancelledError:
             cancelled = True  # the caller went away; a change may or may not have happened
             raise
         finally:
             await call.finish(raw, cancelled, audited=True)
+        assert ended is not None  # every other way out returned or raised
+        await ended.send(context)
 
     async def _stream(
         self,
@@ -151,25 +156,29 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         context: aio.ServicerContext,
     ) -> AsyncGenerator[Any, None]:
         call = _Call(info, context, audit)
-        cancelled = False
+        cancelled, ended = False, None
         try:
             if access is not None:
                 await access.admit(info, context, call.metadata)
-            await self._limit.enter_stream(info, context)
+            self._limit.enter_stream(info, context)
             try:
                 async for response in behavior(decode(raw, decoder), context):
                     yield response
-            except (asyncio.CancelledError, GeneratorExit, aio.AbortError):
+            except (asyncio.CancelledError, GeneratorExit, aio.AbortError, CallEnded):
                 raise
             except Exception as exc:
-                await abort_with(context, self._errors.map(exc, info), info)
+                end_call(context, self._errors.map(exc, info), info)
             finally:
                 self._limit.exit_stream()
+        except CallEnded as refusal:
+            ended = refusal
         except (asyncio.CancelledError, GeneratorExit):
             cancelled = True
             raise
         finally:
             await call.finish(raw, cancelled, audited=not cancelled)
+        if ended is not None:
+            await ended.send(context)
 
 
 class _Call:
