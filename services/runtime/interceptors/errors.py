@@ -40,7 +40,8 @@ class CallEnded(Exception):
         self.code, self.message, self.trailers = code, message, trailers
 
     async def send(self, context: aio.ServicerContext) -> NoReturn:
-        """Send the status, as trailers only: what the edge turns into a JSON error body."""
+        """Send the status with no message (trailers only, unless headers already left): what
+        the edge turns into a JSON error body."""
         await context.abort(self.code, self.message, trailing_metadata=self.trailers)
         raise AssertionError("context.abort returned")  # it always raises AbortError
 
