@@ -20,7 +20,7 @@ import contextvars
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from grpc import aio
 
@@ -29,6 +29,7 @@ from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceEx
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator
 from services.runtime.identity.principal import Principal
+from services.runtime.interceptors.base import Metadata, metadata_value
 from services.runtime.interceptors.errors import ErrorTranslator, end_call
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
@@ -83,9 +84,7 @@ class Access:
             return limit
         return self._limits.get(principal.role) or self._limits["*"]
 
-    async def admit(
-        self, info: MethodInfo, context: aio.ServicerContext, metadata: Sequence[tuple[str, Any]]
-    ) -> None:
+    async def admit(self, info: MethodInfo, context: aio.ServicerContext, metadata: Metadata) -> None:
         """Let the call (with its invocation `metadata`) through, or end it with the refusal
         (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE when a dependency
         is down)."""
@@ -95,9 +94,7 @@ class Access:
         finally:
             ACCESS_CHECK.observe(time.perf_counter() - start)
 
-    async def _admit(
-        self, info: MethodInfo, context: aio.ServicerContext, metadata: Sequence[tuple[str, Any]]
-    ) -> None:
+    async def _admit(self, info: MethodInfo, context: aio.ServicerContext, metadata: Metadata) -> None:
         try:
             principal, credential = await self._authenticator.authenticate(context, metadata)
         except ServiceError as refused:
@@ -148,7 +145,7 @@ class Access:
                 info,
                 headers,
             )
-        if any(key == "x-envoy-original-path" for key, _ in metadata):
+        if metadata_value(metadata, "x-envoy-original-path") is not None:
             # Transcoded REST: HTTP clients see only headers, so send them before the body.
             await context.send_initial_metadata(headers)
         else:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpc import aio
-
 from services.runtime import request_context
 from services.runtime.audit import AuditLog
-from services.runtime.interceptors.base import metadata_value
+from services.runtime.interceptors.base import Metadata, metadata_value
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo, resource_of
 
@@ -36,7 +34,7 @@ class Audit:
         self,
         info: MethodInfo,
         raw: Any,
-        context: aio.ServicerContext,
+        metadata: Metadata,
         peer: str,
         notes: dict[str, str],
         code: str,
@@ -48,7 +46,7 @@ class Audit:
             resource = notes.pop("resource", "") or resource_of(
                 info.decode_request(raw) if isinstance(raw, bytes) else raw
             )
-            forwarded = metadata_value(context, "x-forwarded-for")
+            forwarded = metadata_value(metadata, "x-forwarded-for")
             await self._audit.record(
                 actor=request_context.principal.get(),
                 action=info.action,

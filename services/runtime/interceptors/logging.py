@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
 
 from services.runtime import logging as runtime_logging
 from services.runtime import request_context
+from services.runtime.interceptors.base import Metadata, metadata_value
 from services.runtime.methods import MethodInfo
 
 _MAX_REQUEST_ID = 128
 
 
-def request_id(metadata: Sequence[tuple[str, Any]]) -> str:
+def request_id(metadata: Metadata) -> str:
     """The caller's `x-request-id` (from the call's `metadata`) when it is a sane one, else a
     fresh random id."""
-    incoming = next((value for key, value in metadata if key == "x-request-id"), None)
-    if isinstance(incoming, str) and 0 < len(incoming) <= _MAX_REQUEST_ID and incoming.isprintable():
+    incoming = metadata_value(metadata, "x-request-id")
+    if incoming and len(incoming) <= _MAX_REQUEST_ID and incoming.isprintable():
         return incoming
     # Unique, not secret: a PRNG draw costs far less than uuid4's system call.
     return f"{random.getrandbits(128):032x}"

@@ -202,7 +202,7 @@ class _Call:
         info = self.info
         code = "CANCELLED" if cancelled else status_name(self.context)
         if self.audit is not None and audited:
-            await self.audit.record(info, raw, self.context, self.peer, self.notes, code)
+            await self.audit.record(info, raw, self.metadata, self.peer, self.notes, code)
         metrics.observe(info, code, time.perf_counter() - self.start)
         call_log.completed(info, self.peer, self.start, code, tracing.trace_id(self.span))
         tracing.finish(self.span, code)

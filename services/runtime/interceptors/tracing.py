@@ -7,7 +7,6 @@ A call with neither costs nothing here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -15,6 +14,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.runtime import telemetry
+from services.runtime.interceptors.base import Metadata, metadata_value
 from services.runtime.methods import MethodInfo
 
 _tracer = trace.get_tracer("devmesh.rpc")
@@ -22,14 +22,14 @@ _tracer = trace.get_tracer("devmesh.rpc")
 Span = tuple[trace.Span, object]  # the span and the token that made it current
 
 
-def _parent(metadata: Sequence[tuple[str, Any]]) -> Any:
+def _parent(metadata: Metadata) -> Any:
     """The caller's trace context (W3C traceparent), or None when it sent none."""
-    if not any(key == "traceparent" for key, _ in metadata):
+    if metadata_value(metadata, "traceparent") is None:
         return None
     return propagate.extract({k: v for k, v in metadata if isinstance(v, str)})
 
 
-def start(info: MethodInfo, metadata: Sequence[tuple[str, Any]]) -> Span | None:
+def start(info: MethodInfo, metadata: Metadata) -> Span | None:
     """Start the call's span (parented by the call's `metadata`) and make it current; None
     when there is nothing to trace."""
     parent = _parent(metadata)
