@@ -15,25 +15,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(script: str, log: Path) -> list[str]:
-    """Run `script` with logging configured as a service configures it, into `log`; return
-    what it printed (one JSON list per line)."""
+def run(script: str, log: Path, *, to_stderr: bool = False) -> list[str]:
+    """Run `script` with logging configured as a service configures it, into `log` (opened
+    by the script, or with `to_stderr` as the process's stderr); return what it printed (one
+    JSON list per line)."""
     prelude = f"""
-        import asyncio, json
+        import asyncio, json, sys
         from services.runtime import logging as runtime_logging
-        stream = open({str(log)!r}, "ab")
+        LOG = {str(log)!r}
+        stream = None if {to_stderr} else open(LOG, "ab")
         runtime_logging.configure("info", stream=stream)
         def events():
-            return [json.loads(line)["event"] for line in open({str(log)!r})]
+            return [json.loads(line)["event"] for line in open(LOG) if line.startswith("{{")]
     """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(script)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    with log.open("ab") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(script)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr if to_stderr else subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
@@ -68,6 +72,38 @@ def test_access_lines_wait_for_the_window_but_never_for_another_line(tmp_path: P
     ]
     written = (tmp_path / "service.log").read_text().splitlines()
     assert json.loads(written[-1])["event"] == "last"  # still buffered at exit: exit wrote it
+
+
+def test_stderr_gets_a_buffer_and_keeps_its_order(tmp_path: Path) -> None:
+    """A service logs to stderr, which CPython opens unbuffered: each access line would be a
+    system call of its own."""
+    log = tmp_path / "service.log"
+    seen = run(
+        """
+        import logging
+        async def main():
+            runtime_logging.line("devmesh.rpc", "first", {})
+            await asyncio.sleep(0)
+            runtime_logging.line("devmesh.rpc", "second", {})  # waits for the window
+            print(json.dumps(events()))
+            print("a bare print to stderr", file=sys.stderr)
+            print(json.dumps(events()))
+            runtime_logging.line("devmesh.rpc", "third", {})
+            logging.getLogger("some.library").warning("from the standard library")
+            runtime_logging.line("devmesh.rpc", "last", {})  # written at exit
+
+        asyncio.run(main())
+        """,
+        log,
+        to_stderr=True,
+    )
+    assert seen == [["first"], ["first", "second"]]
+    written = log.read_text().splitlines()
+    assert [json.loads(line)["event"] for line in written[:2]] == ["first", "second"]
+    assert written[2] == "a bare print to stderr"
+    assert json.loads(written[3])["event"] == "third"
+    assert written[4] == "from the standard library"
+    assert json.loads(written[5])["event"] == "last"
 
 
 def test_a_standard_library_line_also_brings_the_access_lines_before_it(tmp_path: Path) -> None:
