@@ -17,7 +17,9 @@
 Every comparison takes turns: each target is measured ROUNDS times, one after the other, and
 reports its median round (`rps_rounds` lists them all). Other tenants of a shared machine
 come and go; one long run each put a passing slowdown on whichever target it hit, and ratios
-moved by ±10% from run to run.
+moved by ±10% from run to run. The client processes of one measurement connect, wait for
+each other, warm up together and count the calls of the same stretch of time: a process that
+is still starting while the others already count leaves the server short of load.
 
 Goals (reported, not asserted): unary throughput >= 0.8 of echo; with auth and rate limits
 >= 0.7 of echo and < 150 µs per call at p50; fan-out p99 < 250 ms;
@@ -39,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
@@ -59,10 +61,13 @@ from tools.stack import (
     wait_until,
 )
 
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Barrier
+
 CLIENT_PROCESSES = 3
 IN_FLIGHT_PER_PROCESS = 32
-DURATION_S = 6.0  # measured per target, over all its rounds
-ROUNDS = 3
+DURATION_S = 10.0  # measured per target, over all its rounds
+ROUNDS = 5
 WARMUP_S = 1.0
 ECHO_METHOD = "/devmesh.bench.Echo/Echo"
 
@@ -102,13 +107,22 @@ def _channel(addr: str, tls: Tls) -> aio.Channel:
 
 
 async def _load(
-    addr: str, method: str, payload: bytes, duration: float, in_flight: int, tls: Tls, metadata: Metadata
+    addr: str,
+    method: str,
+    payload: bytes,
+    duration: float,
+    in_flight: int,
+    tls: Tls,
+    metadata: Metadata,
+    start: Barrier,
 ) -> list[float]:
     latencies: list[float] = []
     async with _channel(addr, tls) as channel:
         call = channel.unary_unary(method)
-        stop_at = time.perf_counter() + WARMUP_S + duration
+        await channel.channel_ready()
+        start.wait()  # the other client processes are connected too
         measure_from = time.perf_counter() + WARMUP_S
+        stop_at = measure_from + duration
 
         async def worker() -> None:
             while (now := time.perf_counter()) < stop_at:
@@ -129,21 +143,31 @@ def _client_process(
     out: Any,
     in_flight: int,
     metadata: Metadata,
+    start: Barrier,
 ) -> None:
-    out.put(asyncio.run(_load(addr, method, payload, duration, in_flight, tls, metadata)))
+    out.put(asyncio.run(_load(addr, method, payload, duration, in_flight, tls, metadata, start)))
 
 
-def _in_threads(in_flight: int, duration: float, connect: Callable[[], Callable[[], None]]) -> list[float]:
+def _in_threads(
+    in_flight: int, duration: float, start: Barrier, connect: Callable[[], Callable[[], None]]
+) -> list[float]:
     """Latencies of calls made back to back from `in_flight` threads for `duration` seconds
     after the warm-up; `connect()` runs once in each thread and returns the call it repeats."""
     import threading
 
     latencies: list[float] = []
-    stop_at = time.perf_counter() + WARMUP_S + duration
-    measure_from = time.perf_counter() + WARMUP_S
+    window: list[float] = []  # measure from, stop at: once every thread of every process connected
+
+    def started() -> None:
+        start.wait()
+        window.extend((time.perf_counter() + WARMUP_S, time.perf_counter() + WARMUP_S + duration))
+
+    connected = threading.Barrier(in_flight, action=started)
 
     def worker() -> None:
         call = connect()
+        connected.wait()
+        measure_from, stop_at = window
         while (now := time.perf_counter()) < stop_at:
             call()
             if now >= measure_from:
@@ -166,6 +190,7 @@ def _rest_client_process(
     out: Any,
     in_flight: int,
     metadata: Metadata,
+    start: Barrier,
 ) -> None:
     """HTTP/1.1 keep-alive GETs from `in_flight` threads (one TLS connection each).
 
@@ -213,7 +238,7 @@ def _rest_client_process(
 
         return get
 
-    out.put(_in_threads(in_flight, duration, connect))
+    out.put(_in_threads(in_flight, duration, start, connect))
 
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")
@@ -251,10 +276,9 @@ def _measure_with(
     """Run `target` (a client process function) from `processes` processes and summarise."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    clients = [
-        ctx.Process(target=target, args=(addr, method, payload, duration, tls, out, in_flight, metadata))
-        for _ in range(processes)
-    ]
+    start = ctx.Barrier(processes)  # every client measures over the same stretch of time
+    args = (addr, method, payload, duration, tls, out, in_flight, metadata, start)
+    clients = [ctx.Process(target=target, args=args) for _ in range(processes)]
     for c in clients:
         c.start()
     latencies = sorted(x for _ in clients for x in out.get(timeout=duration + 60))
@@ -672,6 +696,7 @@ def _vault_client_process(
     out: Any,
     in_flight: int,
     metadata: Metadata,
+    start: Barrier,
 ) -> None:
     """KV v2 reads straight from Vault with hvac, from `in_flight` threads (a client each)."""
     import hvac
@@ -684,7 +709,7 @@ def _vault_client_process(
         kv = hvac.Client(url=addr, token=token, timeout=10).secrets.kv.v2
         return lambda: kv.read_secret_version(path, mount_point=KV_MOUNT, raise_on_deleted_version=True)
 
-    out.put(_in_threads(in_flight, duration, connect))
+    out.put(_in_threads(in_flight, duration, start, connect))
 
 
 def secrets_access(duration: float) -> dict[str, Any]:
