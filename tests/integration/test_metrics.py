@@ -104,3 +104,7 @@ def test_each_call_logs_one_line_with_its_request_and_trace_ids(valkey: Valkey, 
     assert (traced["trace_id"], traced["request_id"], traced["code"]) == (trace_id, "req-traced", "NOT_FOUND")
     assert plain["trace_id"] is None
     assert re.fullmatch(r"[0-9a-f]{32}", plain["request_id"])
+    # Every line's time in one shape: the access lines' and structlog's (TimeStamper, iso, utc).
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", line["timestamp"]) for line in lines
+    )
