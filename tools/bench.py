@@ -69,6 +69,7 @@ IN_FLIGHT_PER_PROCESS = 32
 DURATION_S = 10.0  # measured per target, over all its rounds
 ROUNDS = 5
 WARMUP_S = 1.0
+CONNECT_TIMEOUT_S = 60.0  # for the client processes to connect and find each other
 ECHO_METHOD = "/devmesh.bench.Echo/Echo"
 
 
@@ -119,8 +120,12 @@ async def _load(
     latencies: list[float] = []
     async with _channel(addr, tls) as channel:
         call = channel.unary_unary(method)
-        await channel.channel_ready()
-        start.wait()  # the other client processes are connected too
+        try:
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+        except BaseException:
+            start.abort()  # the other client processes stop waiting for this one
+            raise
+        start.wait(CONNECT_TIMEOUT_S)  # the other client processes are connected too
         measure_from = time.perf_counter() + WARMUP_S
         stop_at = measure_from + duration
 
@@ -159,14 +164,20 @@ def _in_threads(
     window: list[float] = []  # measure from, stop at: once every thread of every process connected
 
     def started() -> None:
-        start.wait()
-        window.extend((time.perf_counter() + WARMUP_S, time.perf_counter() + WARMUP_S + duration))
+        start.wait(CONNECT_TIMEOUT_S)
+        measure_from = time.perf_counter() + WARMUP_S
+        window.extend((measure_from, measure_from + duration))
 
     connected = threading.Barrier(in_flight, action=started)
 
     def worker() -> None:
-        call = connect()
-        connected.wait()
+        try:
+            call = connect()
+        except BaseException:
+            connected.abort()  # the other threads and client processes stop waiting for this one
+            start.abort()
+            raise
+        connected.wait(CONNECT_TIMEOUT_S)
         measure_from, stop_at = window
         while (now := time.perf_counter()) < stop_at:
             call()
