@@ -6,6 +6,7 @@ loggers keep the stream they first wrote to.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(script: str, log: Path, *, to_stderr: bool = False) -> list[str]:
+def run(script: str, log: Path, *, to_stderr: bool = False) -> list[list[str]]:
     """Run `script` with logging configured as a service configures it, into `log` (opened
     by the script, or with `to_stderr` as the process's stderr); return what it printed (one
     JSON list per line)."""
@@ -28,16 +29,16 @@ def run(script: str, log: Path, *, to_stderr: bool = False) -> list[str]:
         def events():
             return [json.loads(line)["event"] for line in open(LOG) if line.startswith("{{")]
     """
-    with log.open("ab") as stderr:
+    with log.open("ab") if to_stderr else contextlib.nullcontext(subprocess.PIPE) as stderr:
         done = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(script)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
-            stderr=stderr if to_stderr else subprocess.PIPE,
+            stderr=stderr,
             text=True,
             timeout=60,
         )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr or log.read_text()
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
