@@ -28,6 +28,7 @@ from services.config.store import WAKE_CHANNEL, ConfigStore
 from services.runtime import channels
 from services.runtime.errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
 from services.runtime.logging import get_logger
+from services.runtime.tasks import cancel_and_wait
 
 log = get_logger(__name__)
 
@@ -105,9 +106,7 @@ class Feed:
         self.ready.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:
@@ -163,9 +162,7 @@ class WatchHub:
         for feed in list(self._feeds.values()):
             for watcher in feed.watchers:
                 watcher.close()
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        await cancel_and_wait(self._listener)
 
     async def _listen(self) -> None:
         backoff = 0.1

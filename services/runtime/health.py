@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from grpc_health.v1 import health, health_pb2
 
 from services.runtime.logging import get_logger
+from services.runtime.tasks import cancel_and_wait
 from services.runtime.telemetry import DEPENDENCY_UP
 
 log = get_logger(__name__)
@@ -82,7 +83,5 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         """Stop probing and report NOT_SERVING everywhere (the drain has begun)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         await self.servicer.enter_graceful_shutdown()

@@ -10,7 +10,6 @@ here ever logs a token, a secret_id or a value.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from services.runtime.errors import Internal, ServiceError, Unavailable
 from services.runtime.logging import get_logger
 from services.runtime.settings import RuntimeSettings
+from services.runtime.tasks import cancel_and_wait
 
 log = get_logger(__name__)
 
@@ -121,10 +121,7 @@ class Vault:
         await self.call(self.client.auth.token.lookup_self)
 
     async def close(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewal
+        await cancel_and_wait(self._renewal)
         self.client.adapter.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -15,6 +15,7 @@ import uuid
 from services.runtime.errors import NotFound
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
+from services.runtime.tasks import cancel_and_wait
 from services.secrets.domain import DUE, SecretsDomain
 from services.secrets.vault_store import now_us
 
@@ -34,11 +35,8 @@ class RotationScheduler:
         self._task = asyncio.create_task(self._run(), name="secrets-rotation")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         await self._rebuild()

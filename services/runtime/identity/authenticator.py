@@ -34,6 +34,7 @@ from services.runtime.identity import keys, keystore, tokens
 from services.runtime.identity.principal import API_KEY, MESH, TOKEN, Principal
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
+from services.runtime.tasks import cancel_and_wait
 from services.runtime.vault import API_KEY_PEPPER_PATH, JWT_KEY, KV_MOUNT, TRANSIT_MOUNT, Vault
 
 log = get_logger(__name__)
@@ -214,11 +215,7 @@ class Authenticator:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     @property
