@@ -2,7 +2,9 @@
 
 The stream is scanned backwards from the page token's entry id. A scan reads at most
 SCAN_BUDGET entries per call, so a filter that matches rarely returns short pages (with a
-token to continue) instead of reading the whole stream in one call.
+token to continue) instead of reading the whole stream in one call. A page also ends once
+its events hold PAGE_BYTES of text, so that it always fits in a response whatever the
+page size asked for.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.runtime import pagination
-from services.runtime.audit import DETAIL_PREFIX, STREAM
+from services.runtime.audit import DETAIL_PREFIX, STREAM, bounded_event
 from services.runtime.errors import InvalidArgument
 from services.runtime.identity import roles
 from services.runtime.redis_client import Redis
@@ -18,6 +20,7 @@ from services.runtime.redis_client import Redis
 SCAN_BUDGET = 5000
 _BATCH = 500
 CLOCK_SLACK_MS = 60_000  # entry ids are Redis time; event times are the writer's
+PAGE_BYTES = 1 << 20  # well under the 4 MiB a response may carry
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ async def list_events(
     lower = str(max(0, filters.start_us // 1000 - CLOCK_SLACK_MS)) if filters.start_us else "-"
     found: list[Event] = []
     scanned = 0
+    page_bytes = 0
     while scanned < SCAN_BUDGET:
         entries = await redis.xrevrange(STREAM, upper, lower, count=_BATCH)
         if not entries:
@@ -78,13 +82,14 @@ async def list_events(
             scanned += 1
             eid = entry_id.decode()
             upper = f"({eid}"
-            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            fields = bounded_event({k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()})
             if filters.accepts(fields):
                 details = {
                     k[len(DETAIL_PREFIX) :]: v for k, v in fields.items() if k.startswith(DETAIL_PREFIX)
                 }
                 found.append(Event(eid, fields, details))
-                if len(found) == size:
+                page_bytes += sum(len(k) + len(v) for k, v in fields.items())
+                if len(found) == size or page_bytes >= PAGE_BYTES:
                     return found, pagination.encode_token(eid, query)
         if len(entries) < _BATCH:
             return found, ""

@@ -8,13 +8,16 @@ are written for the caller: they never carry secrets, tokens or stack traces.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, descriptor_pool, duration_pb2, message_factory
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from services.runtime.bounds import clip, clip_message
 
 
 @dataclass(frozen=True)
@@ -188,9 +191,27 @@ class Unauthenticated(ServiceError):
     default_reason = "UNAUTHENTICATED"
 
 
+# The shortest delay a RetryInfo or a message advises: a client cannot act on 0.000177 s,
+# and one that retries at once only adds load.
+MIN_RETRY_DELAY = 0.01
+
+
+def retry_delay(seconds: float) -> float:
+    """The delay to advise for `seconds`: whole milliseconds, rounded up, at least MIN_RETRY_DELAY."""
+    return max(MIN_RETRY_DELAY, math.ceil(seconds * 1000) / 1000)
+
+
+def describe_delay(seconds: float) -> str:
+    """`retry_delay(seconds)` as a person reads it: `10 ms`, `250 ms`, `1.5 s`, `3 s`."""
+    delay = retry_delay(seconds)
+    if delay < 1:
+        return f"{round(delay * 1000)} ms"
+    return f"{delay:.3f}".rstrip("0").rstrip(".") + " s"
+
+
 def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     delay = duration_pb2.Duration()
-    delay.FromNanoseconds(int(seconds * 1e9))
+    delay.FromMilliseconds(round(retry_delay(seconds) * 1000))
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
@@ -263,3 +284,58 @@ class Internal(ServiceError):
 
     code = code_pb2.INTERNAL
     default_reason = "INTERNAL"
+
+
+# How much of the caller's input a status may quote, and how large it may get. gRPC clients
+# refuse trailers over 8 KiB by default, and a status travels twice: as grpc-message
+# (percent-encoded) and inside grpc-status-details-bin (base64). Strings of the details are
+# clipped to the first limits that fit, then to the second; a status still too large keeps
+# only the details a client acts on (ErrorInfo, RetryInfo, RequestInfo).
+DETAIL_LIMITS = ((512, 20), (128, 5))  # (characters per string, entries per list or map)
+MAX_STATUS_BYTES = 3000
+MAX_MESSAGE_WIRE_BYTES = 1500
+_ESSENTIAL_DETAILS = frozenset(
+    t.DESCRIPTOR.full_name
+    for t in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, error_details_pb2.RequestInfo)
+)
+
+
+def _wire_length(char: str) -> int:
+    """Bytes `char` takes in grpc-message, which percent-encodes everything but printable ASCII."""
+    return 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "surrogatepass"))
+
+
+def fit_message(message: str) -> str:
+    """`message`, clipped so that it stays within MAX_MESSAGE_WIRE_BYTES as grpc-message."""
+    used = 0
+    for index, char in enumerate(message):
+        used += _wire_length(char)
+        if used > MAX_MESSAGE_WIRE_BYTES - 40:  # room for the marker
+            return clip(message, index)
+    return message
+
+
+def _unpack(packed: any_pb2.Any) -> Message | None:
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(packed.TypeName())
+    except KeyError:
+        return None
+    message = message_factory.GetMessageClass(descriptor)()
+    return message if packed.Unpack(message) else None
+
+
+def bounded(status: status_pb2.Status) -> status_pb2.Status:
+    """`status` (changed in place) clipped so that it fits in a response's trailers."""
+    status.message = fit_message(status.message)
+    for text_limit, max_items in DETAIL_LIMITS:
+        for packed in status.details:
+            detail = _unpack(packed)
+            if detail is not None:
+                clip_message(detail, text_limit=text_limit, max_items=max_items)
+                packed.Pack(detail)
+        if status.ByteSize() <= MAX_STATUS_BYTES:
+            return status
+    kept = [p for p in status.details if p.TypeName() in _ESSENTIAL_DETAILS]
+    del status.details[:]
+    status.details.extend(kept)
+    return status

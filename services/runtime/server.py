@@ -17,12 +17,12 @@ from typing import Any, cast
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime import ratelimit, redis_client, telemetry, vault
 from services.runtime.audit import AuditLog
-from services.runtime.health import Dependency, HealthMonitor
+from services.runtime.health import Dependency, HealthMonitor, HealthServicer
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator, AuthSettings
 from services.runtime.interceptors import Access, Audit, CallPipeline
@@ -34,6 +34,8 @@ from services.runtime.tls import CertificateFiles
 from services.runtime.vault import Vault
 
 log = get_logger(__name__)
+
+MAX_METADATA_BYTES = 128 * 1024
 
 
 @dataclass
@@ -168,9 +170,15 @@ class Server:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # Above any request headers the edge lets through (Envoy's default limit is 60 KiB),
+                # so that oversized credentials reach the authenticator and get its answer
+                # (TOKEN_MALFORMED), not grpc's RESOURCE_EXHAUSTED. Between the soft and the
+                # absolute limit grpc refuses at random: the two are equal.
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ],
         )
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.monitor = HealthMonitor(
             self.health,
             {name: b.dependencies for b in self.bindings for name in b.proto_services},

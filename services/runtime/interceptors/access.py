@@ -25,7 +25,13 @@ from typing import NoReturn
 from grpc import aio
 
 from services.runtime import request_context
-from services.runtime.errors import PermissionDenied, QuotaViolation, ResourceExhausted, ServiceError
+from services.runtime.errors import (
+    PermissionDenied,
+    QuotaViolation,
+    ResourceExhausted,
+    ServiceError,
+    describe_delay,
+)
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator
 from services.runtime.identity.principal import Principal
@@ -132,7 +138,7 @@ class Access:
             end_call(
                 context,
                 ResourceExhausted(
-                    f"rate limit of {principal.name} exceeded; retry in {decision.retry_after:.3f} s",
+                    f"rate limit of {principal.name} exceeded; retry in {describe_delay(decision.retry_after)}",
                     retry_after=decision.retry_after,
                     quota_violations=[
                         QuotaViolation(

@@ -5,6 +5,7 @@
   UNAVAILABLE with RetryInfo.
 - A request that does not parse -> INVALID_ARGUMENT (grpc would say UNKNOWN and leak the
   exception type).
+- NotImplementedError (a generated servicer's method that nobody built) -> UNIMPLEMENTED.
 - Anything else -> INTERNAL with a generic message; the traceback goes to the log only.
 """
 
@@ -20,7 +21,7 @@ from google.rpc import error_details_pb2
 from grpc import aio
 
 from services.runtime import request_context
-from services.runtime.errors import Internal, InvalidArgument, ServiceError
+from services.runtime.errors import Internal, InvalidArgument, ServiceError, Unimplemented, bounded
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
 
@@ -66,6 +67,7 @@ def end_call(
         packed = any_pb2.Any()
         packed.Pack(error_details_pb2.RequestInfo(request_id=rid))
         status.details.append(packed)
+    status = bounded(status)
     code = _GRPC_CODES[status.code]
     context.set_code(code)  # what the last steps record as the call's code
     already = tuple(context.trailing_metadata() or ())  # rate-limit trailers set earlier, say
@@ -81,6 +83,8 @@ class ErrorMapper:
     def map(self, exc: Exception, info: MethodInfo) -> ServiceError:
         if isinstance(exc, ServiceError):
             return exc
+        if isinstance(exc, NotImplementedError):  # what a generated servicer's unbuilt method raises
+            return Unimplemented(f"{info.method} is not implemented", reason="NOT_IMPLEMENTED")
         for translate in self._translators:
             translated = translate(exc)
             if translated is not None:

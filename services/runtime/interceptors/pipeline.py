@@ -41,7 +41,7 @@ from services.runtime.interceptors.errors import CallEnded, ErrorMapper, ErrorTr
 from services.runtime.methods import MethodInfo, method_info
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
-StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]
+StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any] | Awaitable[None]]
 Decoder = Callable[[bytes], Any] | None
 
 
@@ -171,8 +171,12 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
                 await access.admit(info, context, call.metadata)
             self._limit.enter_stream(info, context)
             try:
-                async for response in behavior(decode(raw, decoder), context):
-                    yield response
+                responses = behavior(decode(raw, decoder), context)
+                if hasattr(responses, "__aiter__"):
+                    async for response in responses:
+                        yield response
+                else:  # a handler that sends with `context.write` (grpc.aio allows both)
+                    await responses
             except (asyncio.CancelledError, GeneratorExit, aio.AbortError, CallEnded):
                 raise
             except Exception as exc:

@@ -70,7 +70,10 @@ class AuditEvent(_message.Message):
     the method when it declares none.
     """
     resource: _builtins.str
-    """On what: the resource name the request named, when it named one."""
+    """On what: the resource name the request named, when it named one. Values
+    copied from a request are clipped (the resource to 512 characters, the
+    others to 256), with a marker saying how many characters were left out.
+    """
     result: _builtins.str
     """The outcome: a gRPC status code name (`OK`, `PERMISSION_DENIED`, ...)."""
     reason: _builtins.str
@@ -188,7 +191,8 @@ class ListAuditEventsResponse(_message.Message):
     @_builtins.property
     def audit_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]:
         """The page of events, newest first. A page may hold fewer than page_size
-        events while more remain: keep following next_page_token.
+        events while more remain (it also ends at about 1 MiB of events): keep
+        following next_page_token.
         """
 
     def __init__(
