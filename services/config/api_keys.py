@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from redis.exceptions import WatchError
 
-from services.runtime import pagination, request_context
+from services.runtime import etags, pagination, request_context
 from services.runtime.errors import (
-    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -85,6 +84,11 @@ def _validate(new: NewKey, now: int) -> list[FieldViolation]:
     if not 0 <= new.rate_burst <= 10_000_000:
         problems.append(FieldViolation("api_key.rate_limit_burst", "must be between 0 and 10000000"))
     return problems
+
+
+def etag_of(record: ApiKeyRecord) -> str:
+    """A key's etag: every change to its record bumps its version."""
+    return etags.of(record.version)
 
 
 class ApiKeys:
@@ -196,11 +200,7 @@ class ApiKeys:
                     if not raw:
                         await self.get(key_id)  # raises NotFound
                     record = ApiKeyRecord.from_hash(raw)
-                    if etag and etag != str(record.version):
-                        raise Aborted(
-                            f"API key {NAME_PREFIX}{key_id} changed since etag {etag!r}; read it again",
-                            reason="ETAG_MISMATCH",
-                        )
+                    etags.check(etag, etag_of(record), f"API key {NAME_PREFIX}{key_id}")
                     now = keystore.now_us()
                     key = apply(record, now)
                     record.version += 1

@@ -15,8 +15,8 @@ from services.config.names import BASE_ENVIRONMENT, check_id, environment_name, 
 from services.config.read_cache import RevisionCache
 from services.config.settings import ConfigSettings
 from services.config.store import Change, ConfigStore, Snapshot
+from services.runtime import etags
 from services.runtime.errors import (
-    Aborted,
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
@@ -46,15 +46,6 @@ def _environment_missing(ns: str, env: str) -> NotFound:
         resource_type="Environment",
         resource_name=environment_name(ns, env),
     )
-
-
-def _check_etag(given: str, current: str, resource: str) -> None:
-    if given and given.removeprefix("W/").strip('"') != current.strip('"'):
-        raise Aborted(
-            f"{resource} changed since it was read (etag {current}); re-read it and retry",
-            reason="ETAG_MISMATCH",
-            metadata={"current_etag": current},
-        )
 
 
 def check_text(value: str, field: str, limit: int) -> str:
@@ -209,7 +200,7 @@ class ConfigDomain:
             current = await snap.namespace()
             if current is None:
                 raise _namespace_missing(ns)
-            _check_etag(etag, current.etag, f"namespace {ns!r}")
+            etags.check(etag, current.etag, f"namespace {ns!r}")
             updated = replace(current, **{f: getattr(changes, f) for f in mask})
             if updated.schema is not None and "schema" in mask:
                 layers = {e: r.content for e, r in (await snap.environments()).items()}
@@ -228,7 +219,7 @@ class ConfigDomain:
             current = await snap.namespace()
             if current is None:
                 raise _namespace_missing(ns)
-            _check_etag(etag, current.etag, f"namespace {ns!r}")
+            etags.check(etag, current.etag, f"namespace {ns!r}")
             environments = tuple(await snap.environment_ids())
             if environments and not force:
                 raise FailedPrecondition(
@@ -294,11 +285,9 @@ class ConfigDomain:
             if current is None and not allow_missing:
                 raise _environment_missing(ns, env)
             if current is not None:
-                _check_etag(etag, current.etag, f"environment {env!r}")
+                etags.check(etag, current.etag, f"environment {env!r}")
             elif etag:
-                raise Aborted(
-                    f"environment {env!r} does not exist, but an etag was given", reason="ETAG_MISMATCH"
-                )
+                raise etags.mismatch(etag, "", f"environment {env!r}")
             await self._check_write_against_schema(snap, namespace, env, content)
             chosen = action or (models.ENVIRONMENT_UPDATED if current else models.ENVIRONMENT_CREATED)
             return Change(
@@ -345,7 +334,7 @@ class ConfigDomain:
             current = await snap.environment(env)
             if current is None:
                 raise _environment_missing(ns, env)
-            _check_etag(etag, current.etag, f"environment {env!r}")
+            etags.check(etag, current.etag, f"environment {env!r}")
             if env == BASE_ENVIRONMENT:
                 overlays = [e for e in await snap.environment_ids() if e != BASE_ENVIRONMENT]
                 if overlays:

@@ -14,7 +14,7 @@ from devmesh.config.v1 import (
     tokens_pb2_grpc,
 )
 from services.config import audit_events
-from services.config.api_keys import NAME_PREFIX, ApiKeys, NewKey, key_id_of
+from services.config.api_keys import NAME_PREFIX, ApiKeys, NewKey, etag_of, key_id_of
 from services.config.tokens import TokenIssuer
 from services.runtime import protos
 from services.runtime.identity import keys, keystore
@@ -40,7 +40,7 @@ def api_key_proto(record: keystore.ApiKeyRecord) -> api_keys_pb2.ApiKey:
         previous_secret_expire_time=protos.optional_timestamp(record.previous_expire_us),
         revoke_time=protos.optional_timestamp(record.revoke_us),
         key_prefix=keys.key_prefix(record.key_id),
-        etag=str(record.version),
+        etag=etag_of(record),
     )
 
 

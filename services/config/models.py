@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.config.documents import Document
+from services.runtime import etags
 
 # Revision actions (the proto enum is Action with an ACTION_ prefix).
 NAMESPACE_CREATED = "NAMESPACE_CREATED"
@@ -21,7 +22,7 @@ ENVIRONMENT_WRITES = {ENVIRONMENT_CREATED, ENVIRONMENT_UPDATED, ENVIRONMENT_ROLL
 
 def etag_for(revision: int) -> str:
     """Etags derive from the revision that last changed a resource: unique, never reused."""
-    return f'"r{revision}"'
+    return etags.of(revision)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.runtime import request_context
+from services.runtime import etags, request_context
 from services.runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -183,20 +183,17 @@ class SecretsDomain:
             if set_rotation:
                 self._set_rotation(meta, rotation, now_us())
 
-        meta = await self._modify(sid, change, _etag(etag))
+        meta = await self._modify(sid, change, etag)
         await self.schedule(meta)
         return meta
 
-    async def _modify(
-        self, sid: str, change: Callable[[SecretMeta], None], expected: int | None = None
-    ) -> SecretMeta:
+    async def _modify(self, sid: str, change: Callable[[SecretMeta], None], etag: str = "") -> SecretMeta:
         """Read the metadata, `change` it and write it back, as one check-and-set: when another
-        write lands in between, read again and apply `change` on top of it. With `expected` (an
-        etag), a secret no longer at that revision is ABORTED instead."""
+        write lands in between, read again and apply `change` on top of it. With an `etag`, a
+        secret changed since (its metadata or its versions) is ABORTED instead."""
         for _ in range(MAX_ATTEMPTS):
             meta = await self.store.read(sid)
-            if expected is not None and meta.revision != expected:
-                raise _stale(sid)
+            etags.check(etag, meta.etag, f"secret {sid!r}")
             change(meta)
             try:
                 return await self.store.write_meta(meta)
@@ -214,7 +211,7 @@ class SecretsDomain:
             meta.deleting_us = now_us()
 
         try:
-            await self._modify(sid, mark, _etag(etag))
+            await self._modify(sid, mark, etag)
         except NotFound:  # no secret, or another delete has begun: to everyone else it is gone
             with contextlib.suppress(Aborted):  # that delete is still at work and will finish
                 await self._finish_interrupted_delete(sid)
@@ -440,18 +437,6 @@ class SecretsDomain:
             await self._redis.zadd(DUE, {meta.id: meta.due_us})
         else:
             await self._redis.zrem(DUE, meta.id)
-
-
-def _etag(etag: str) -> int | None:
-    if not etag:
-        return None
-    if not etag.isdigit():
-        raise InvalidArgument.for_field("etag", "is not an etag this service issued")
-    return int(etag)
-
-
-def _stale(sid: str) -> Aborted:
-    return Aborted(f"secret {sid!r} changed meanwhile; read it again", reason="ETAG_MISMATCH")
 
 
 def _contention(sid: str) -> Aborted:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import WatchError
 
+from services.runtime import etags
 from services.runtime.errors import Aborted, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from services.runtime.identity import roles
 from services.runtime.identity.principal import Principal
@@ -101,11 +102,7 @@ class Policies:
                 await pipe.watch(policy_key(policy.id))
                 raw = await pipe.hget(policy_key(policy.id), "revision")
                 current = int(raw or 0)
-                if etag and etag != str(current):
-                    raise Aborted(
-                        f"access policy {policy.id!r} changed meanwhile; read it again",
-                        reason="ETAG_MISMATCH",
-                    )
+                etags.check(etag, etags.of(current) if raw else "", f"access policy {policy.id!r}")
                 policy.revision = current + 1
                 pipe.multi()
                 pipe.hset(

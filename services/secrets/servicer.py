@@ -9,7 +9,7 @@ from grpc import aio
 
 from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
-from services.runtime import pagination, protos
+from services.runtime import etags, pagination, protos
 from services.runtime.errors import FieldViolation, InvalidArgument
 from services.runtime.interceptors.access import current_caller
 from services.secrets import names
@@ -87,7 +87,7 @@ def policy_proto(policy: Policy) -> pb.AccessPolicy:
         bindings=[
             pb.Binding(member=m, level=pb.Binding.Level.ValueType(level)) for m, level in policy.bindings
         ],
-        etag=str(policy.revision),
+        etag=etags.of(policy.revision),
     )
 
 

@@ -9,7 +9,7 @@ Custom metadata (strings, as KV v2 requires):
     promote_us     when that pending version becomes the latest
     next_rotation_us  when the next rotation is due
     create_us      creation time
-    revision       bumped on every metadata change: the etag
+    revision       bumped on every metadata change (the etag derives from it and the versions)
     deleting_us    set by a delete that has checked its etag: from then on the secret is gone
                    for every reader and writer, though Vault still holds it until the delete ends
 
@@ -24,6 +24,7 @@ Version states map onto KV v2's: enabled, disabled (soft-deleted), destroyed.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ from typing import Any
 
 from hvac import exceptions as hvac_errors
 
+from services.runtime import etags
 from services.runtime.errors import Aborted, NotFound
 from services.runtime.vault import KV_MOUNT, Vault
 
@@ -76,7 +78,11 @@ class SecretMeta:
 
     @property
     def etag(self) -> str:
-        return str(self.revision)
+        """Changes with every metadata write (the revision) and with every version added,
+        disabled, enabled or destroyed, which leave the revision as it is."""
+        states = ",".join(f"{n}:{v.state}" for n, v in sorted(self.versions.items()))
+        digest = hashlib.blake2s(states.encode(), digest_size=5).hexdigest()
+        return etags.of(self.revision, f"v{self.newest}", digest)
 
     @property
     def newest(self) -> int:

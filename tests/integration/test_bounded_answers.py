@@ -4,13 +4,8 @@ copy of what unauthenticated callers sent, however large."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
 import grpc
-import pytest
 from google.rpc import error_details_pb2
-from grpc import aio
 
 from devmesh.config.v1 import (
     api_keys_pb2,
@@ -22,40 +17,12 @@ from devmesh.config.v1 import (
 )
 from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from services.runtime import audit
-from services.runtime.server import Server
-from services.secrets import app as secrets_app
-from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
-from tests.helpers import key_metadata, mint_key, refused
-from tools.stack import Valkey
+from tests.conftest import detail, error_info
+from tests.helpers import refused
+from tests.integration.conftest import Servers
 
 # What a grpc client accepts in trailers by default (grpc.max_metadata_size).
 CLIENT_METADATA_LIMIT = 8 * 1024
-
-
-@dataclass
-class Servers:
-    config: Server
-    config_channel: aio.Channel
-    secrets_channel: aio.Channel
-    admin: tuple[tuple[str, str], ...]
-
-
-@pytest.fixture(scope="module")
-async def servers(
-    valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
-) -> AsyncIterator[Servers]:
-    config, config_addr = await start_config_server(valkey.url, **openbao.settings())
-    _, secrets_addr = await start_config_server(
-        valkey.url, factories=[secrets_app.build], **openbao.settings("secrets")
-    )
-    admin = key_metadata(await mint_key(config, "admin"))
-    # Ours may send more than the server accepts; what comes back is the client's default limit.
-    options = [("grpc.max_send_message_length", 16 << 20)]
-    async with (
-        aio.insecure_channel(config_addr, options=options) as config_channel,
-        aio.insecure_channel(secrets_addr, options=options) as secrets_channel,
-    ):
-        yield Servers(config, config_channel, secrets_channel, admin)
 
 
 def trailer_bytes(error: grpc.aio.AioRpcError) -> int:

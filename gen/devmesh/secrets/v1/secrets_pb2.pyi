@@ -71,8 +71,9 @@ class Secret(_message.Message):
     pending_version: _builtins.int
     """The version a rotation added and has not promoted yet; 0 when none."""
     etag: _builtins.str
-    """Opaque version tag of the metadata; send it back to fail with ABORTED
-    instead of overwriting a concurrent change.
+    """Opaque tag of the secret's state, changed by every metadata write and by
+    every version added, disabled, enabled or destroyed; send it back to fail
+    with ABORTED instead of overwriting a change you have not seen.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:

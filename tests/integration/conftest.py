@@ -1,0 +1,43 @@
+"""Fixtures of the integration tests: config and secrets servers with auth on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from grpc import aio
+
+from services.runtime.server import Server
+from services.secrets import app as secrets_app
+from tests.conftest import BootstrappedVault, ServerFactory
+from tests.helpers import key_metadata, mint_key
+from tools.stack import Valkey
+
+
+@dataclass
+class Servers:
+    """A config server and a secrets server, auth on, channels to both and an admin key."""
+
+    config: Server
+    config_channel: aio.Channel
+    secrets_channel: aio.Channel
+    admin: tuple[tuple[str, str], ...]
+
+
+@pytest.fixture(scope="module")
+async def servers(
+    valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
+) -> AsyncIterator[Servers]:
+    config, config_addr = await start_config_server(valkey.url, **openbao.settings())
+    _, secrets_addr = await start_config_server(
+        valkey.url, factories=[secrets_app.build], **openbao.settings("secrets")
+    )
+    admin = key_metadata(await mint_key(config, "admin"))
+    # Ours may send more than the server accepts; what comes back is the client's default limit.
+    options = [("grpc.max_send_message_length", 16 << 20)]
+    async with (
+        aio.insecure_channel(config_addr, options=options) as config_channel,
+        aio.insecure_channel(secrets_addr, options=options) as secrets_channel,
+    ):
+        yield Servers(config, config_channel, secrets_channel, admin)
