@@ -54,7 +54,13 @@ def build(runtime: Runtime) -> ServiceBinding:
         interval=settings.secrets_rotation_check_interval,
         lease=settings.secrets_rotation_lease,
     )
-    servicer = SecretsServicer(domain, policies, events, Envelope(vault, settings.secrets_max_payload_bytes))
+    servicer = SecretsServicer(
+        domain,
+        policies,
+        events,
+        Envelope(vault, settings.secrets_max_payload_bytes),
+        progress_interval=settings.secrets_watch_progress_interval,
+    )
 
     def register(server: aio.Server) -> None:
         secrets_pb2_grpc.add_SecretsServiceServicer_to_server(servicer, server)

@@ -36,6 +36,13 @@ class Event:
     time_us: int
 
 
+@dataclass(frozen=True)
+class Quiet:
+    """Nothing new arrived for a while; every event up to `id` has been read."""
+
+    id: str
+
+
 class Events:
     def __init__(self, redis: Redis, retention: int) -> None:
         self._redis = redis
@@ -54,8 +61,8 @@ class Events:
         entries = await self._redis.xrevrange(STREAM, count=1)
         return entries[0][0].decode() if entries else "0-0"
 
-    async def follow(self, after_id: str, block_ms: int = 1000) -> AsyncIterator[Event | None]:
-        """Events after `after_id`, forever; yields None after each quiet `block_ms`."""
+    async def follow(self, after_id: str, block_ms: int = 1000) -> AsyncIterator[Event | Quiet]:
+        """Events after `after_id`, forever; `Quiet` after each quiet `block_ms`."""
         cursor = after_id
         while True:
             if self.closing:
@@ -67,7 +74,7 @@ class Events:
                 )
             batches = await self._redis.xread({STREAM: cursor}, count=100, block=block_ms)
             if not batches:
-                yield None
+                yield Quiet(cursor)
                 continue
             for entry_id, raw in batches[0][1]:
                 cursor = entry_id.decode()

@@ -19,6 +19,17 @@ def check_id(value: str, field: str) -> str:
     return value
 
 
+def check_prefix(value: str, field: str) -> str:
+    """The start of a secret id, to select secrets by (empty selects every one)."""
+    if value and ID_RE.fullmatch(value) is None:
+        raise InvalidArgument.for_field(
+            field,
+            "must be the start of a secret id: up to 200 letters, digits, '.', '_' and '-', "
+            "starting with a letter (or empty for every secret)",
+        )
+    return value
+
+
 def _one(name: str, collection: str, field: str) -> str:
     prefix = f"{collection}/"
     if not name.startswith(prefix):

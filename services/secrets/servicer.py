@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from google.protobuf import duration_pb2, empty_pb2
@@ -15,9 +16,9 @@ from services.runtime.interceptors.access import current_caller
 from services.secrets import names
 from services.secrets.domain import DEFAULT_ALPHABET, Rotation, SecretsDomain
 from services.secrets.envelope import Envelope
-from services.secrets.events import Events
+from services.secrets.events import Event, Events
 from services.secrets.policies import Policies, Policy
-from services.secrets.vault_store import DESTROYED, DISABLED, ENABLED, SecretMeta
+from services.secrets.vault_store import DESTROYED, DISABLED, ENABLED, SecretMeta, now_us
 
 _EMPTY = empty_pb2.Empty()
 _STATES = {ENABLED: pb.SecretVersion.STATE_ENABLED, DISABLED: pb.SecretVersion.STATE_DISABLED,
@@ -92,11 +93,20 @@ def policy_proto(policy: Policy) -> pb.AccessPolicy:
 
 
 class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
-    def __init__(self, domain: SecretsDomain, policies: Policies, events: Events, envelope: Envelope) -> None:
+    def __init__(
+        self,
+        domain: SecretsDomain,
+        policies: Policies,
+        events: Events,
+        envelope: Envelope,
+        *,
+        progress_interval: float,
+    ) -> None:
         self._domain = domain
         self._policies = policies
         self._events = events
         self._envelope = envelope
+        self._progress_interval = progress_interval  # seconds of silence before a progress event
 
     async def CreateSecret(self, request: pb.CreateSecretRequest, context: aio.ServicerContext) -> pb.Secret:
         sid = names.check_id(request.secret_id, "secret_id")
@@ -112,9 +122,10 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
         self, request: pb.ListSecretsRequest, context: aio.ServicerContext
     ) -> pb.ListSecretsResponse:
         size = pagination.page_size(request.page_size)
-        query = ("secrets", request.prefix)
+        prefix = names.check_prefix(request.prefix, "prefix")
+        query = ("secrets", prefix)
         after = pagination.decode_token(request.page_token, query)
-        page, next_after = await self._domain.list(current_caller(), request.prefix, after, size)
+        page, next_after = await self._domain.list(current_caller(), prefix, after, size)
         token = pagination.encode_token(next_after, query) if next_after else ""
         return pb.ListSecretsResponse(secrets=[secret_proto(m) for m in page], next_page_token=token)
 
@@ -200,23 +211,34 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
     async def WatchSecretEvents(
         self, request: pb.WatchSecretEventsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.SecretEvent]:
+        prefix = names.check_prefix(request.prefix, "prefix")
         after = request.after_id or await self._events.last_id()
         parts = after.split("-")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise InvalidArgument.for_field("after_id", "is not an event id")
+        if len(parts) != 2 or not all(p.isdigit() and len(p) <= 20 for p in parts):
+            raise InvalidArgument.for_field("after_id", "is not an event id (`<milliseconds>-<sequence>`)")
         caller = current_caller()
-        async for event in self._events.follow(after):
-            if event is None or not event.secret.startswith(request.prefix):
-                continue
-            if await self._policies.level(caller, event.secret) < 1:
-                continue
-            yield pb.SecretEvent(
-                id=event.id,
-                type=pb.SecretEvent.Type.Value(f"TYPE_{event.type}"),
-                secret=names.secret_name(event.secret),
-                version=event.version,
-                time=protos.optional_timestamp(event.time_us),
-            )
+        loop = asyncio.get_running_loop()
+        told = loop.time()  # when the watcher last heard from us
+        block_ms = max(1, min(1000, int(self._progress_interval * 1000)))
+        async for item in self._events.follow(after, block_ms):
+            if (
+                isinstance(item, Event)
+                and item.secret.startswith(prefix)
+                and await self._policies.level(caller, item.secret) >= 1
+            ):
+                told = loop.time()
+                yield pb.SecretEvent(
+                    id=item.id,
+                    type=pb.SecretEvent.Type.Value(f"TYPE_{item.type}"),
+                    secret=names.secret_name(item.secret),
+                    version=item.version,
+                    time=protos.optional_timestamp(item.time_us),
+                )
+            elif loop.time() - told >= self._progress_interval:
+                told = loop.time()
+                yield pb.SecretEvent(
+                    id=item.id, type=pb.SecretEvent.TYPE_PROGRESS, time=protos.timestamp(now_us())
+                )
 
     async def Encrypt(self, request: pb.EncryptRequest, context: aio.ServicerContext) -> pb.EncryptResponse:
         ciphertext, version = await self._envelope.encrypt(names.tenant_id(request.tenant), request.plaintext)

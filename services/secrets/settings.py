@@ -23,3 +23,8 @@ class SecretsSettings:
     secrets_events_retention: int = setting(
         10000, "Secret events kept in the stream (approximate; never fewer).", parse=parse_positive_int
     )
+    secrets_watch_progress_interval: float = setting(
+        5.0,
+        "Seconds of silence after which a WatchSecretEvents stream gets a progress event.",
+        parse=parse_positive_float,
+    )

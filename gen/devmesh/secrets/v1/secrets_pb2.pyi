@@ -707,7 +707,9 @@ class WatchSecretEventsRequest(_message.Message):
     events.
     """
     prefix: _builtins.str
-    """Only events of secrets whose id starts with this."""
+    """Only events of secrets whose id starts with this: the start of a secret
+    id (the same characters, at most 200 of them); empty for every secret.
+    """
     def __init__(
         self,
         *,
@@ -748,6 +750,10 @@ class SecretEvent(_message.Message):
         """A version was disabled, enabled or destroyed."""
         TYPE_DELETED: SecretEvent._Type.ValueType  # 6
         """The secret was deleted."""
+        TYPE_PROGRESS: SecretEvent._Type.ValueType  # 7
+        """A heartbeat on an idle stream: every event up to `id` was sent or did
+        not concern the watcher. `secret` is empty.
+        """
 
     class Type(_Type, metaclass=_TypeEnumTypeWrapper):
         """What happened."""
@@ -766,6 +772,10 @@ class SecretEvent(_message.Message):
     """A version was disabled, enabled or destroyed."""
     TYPE_DELETED: SecretEvent.Type.ValueType  # 6
     """The secret was deleted."""
+    TYPE_PROGRESS: SecretEvent.Type.ValueType  # 7
+    """A heartbeat on an idle stream: every event up to `id` was sent or did
+    not concern the watcher. `secret` is empty.
+    """
 
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int

@@ -269,8 +269,11 @@ class SecretsServiceServicer:
 
     def WatchSecretEvents(self, request, context):
         """Follows secret events (rotations, reminders, version changes) of the
-        secrets the caller may read; replays the ones after `after_id` first.
-        Errors: INVALID_ARGUMENT (malformed after_id), UNAVAILABLE.
+        secrets the caller may read; replays the ones after `after_id` first. An
+        idle stream gets a TYPE_PROGRESS event now and then, whose `id` is where
+        to resume.
+        Errors: INVALID_ARGUMENT (malformed after_id or prefix), UNAVAILABLE
+        (also when the server drains: resume with the last id seen).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

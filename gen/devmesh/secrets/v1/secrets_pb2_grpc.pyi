@@ -112,8 +112,11 @@ class SecretsServiceStub:
     """
     WatchSecretEvents: _grpc.UnaryStreamMultiCallable[_secrets_pb2.WatchSecretEventsRequest, _secrets_pb2.SecretEvent]
     """Follows secret events (rotations, reminders, version changes) of the
-    secrets the caller may read; replays the ones after `after_id` first.
-    Errors: INVALID_ARGUMENT (malformed after_id), UNAVAILABLE.
+    secrets the caller may read; replays the ones after `after_id` first. An
+    idle stream gets a TYPE_PROGRESS event now and then, whose `id` is where
+    to resume.
+    Errors: INVALID_ARGUMENT (malformed after_id or prefix), UNAVAILABLE
+    (also when the server drains: resume with the last id seen).
     """
     Encrypt: _grpc.UnaryUnaryMultiCallable[_secrets_pb2.EncryptRequest, _secrets_pb2.EncryptResponse]
     """Encrypts data with the tenant's key (Vault transit, a key derived per
@@ -229,8 +232,11 @@ class SecretsServiceAsyncStub(SecretsServiceStub):
     """
     WatchSecretEvents: _aio.UnaryStreamMultiCallable[_secrets_pb2.WatchSecretEventsRequest, _secrets_pb2.SecretEvent]  # type: ignore[assignment]
     """Follows secret events (rotations, reminders, version changes) of the
-    secrets the caller may read; replays the ones after `after_id` first.
-    Errors: INVALID_ARGUMENT (malformed after_id), UNAVAILABLE.
+    secrets the caller may read; replays the ones after `after_id` first. An
+    idle stream gets a TYPE_PROGRESS event now and then, whose `id` is where
+    to resume.
+    Errors: INVALID_ARGUMENT (malformed after_id or prefix), UNAVAILABLE
+    (also when the server drains: resume with the last id seen).
     """
     Encrypt: _aio.UnaryUnaryMultiCallable[_secrets_pb2.EncryptRequest, _secrets_pb2.EncryptResponse]  # type: ignore[assignment]
     """Encrypts data with the tenant's key (Vault transit, a key derived per
@@ -421,8 +427,11 @@ class SecretsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_secrets_pb2.SecretEvent], _abc.AsyncIterator[_secrets_pb2.SecretEvent]]:
         """Follows secret events (rotations, reminders, version changes) of the
-        secrets the caller may read; replays the ones after `after_id` first.
-        Errors: INVALID_ARGUMENT (malformed after_id), UNAVAILABLE.
+        secrets the caller may read; replays the ones after `after_id` first. An
+        idle stream gets a TYPE_PROGRESS event now and then, whose `id` is where
+        to resume.
+        Errors: INVALID_ARGUMENT (malformed after_id or prefix), UNAVAILABLE
+        (also when the server drains: resume with the last id seen).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,67 @@
+"""WatchSecretEvents: its prefix is checked like every name, and an idle stream hears progress."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc import aio
+
+from devmesh.secrets.v1 import secrets_pb2 as pb
+from devmesh.secrets.v1 import secrets_pb2_grpc
+from services.secrets import app as secrets_app
+from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
+from tests.helpers import key_metadata, mint_key, refused
+from tests.integration.conftest import Servers
+from tools.stack import Valkey
+
+
+@pytest.mark.parametrize("prefix", ["x" * (1 << 20), "a\x00b", "../../x", "-leading-dash", "ns/secret"])
+async def test_a_watch_prefix_that_no_secret_id_can_start_with_is_invalid(
+    servers: Servers, prefix: str
+) -> None:
+    stub = secrets_pb2_grpc.SecretsServiceStub(servers.secrets_channel)
+    stream = stub.WatchSecretEvents(
+        pb.WatchSecretEventsRequest(prefix=prefix), metadata=servers.admin, timeout=10
+    )
+    error = await refused(stream.read)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violation = detail(error, error_details_pb2.BadRequest).field_violations[0]  # type: ignore[attr-defined]
+    assert violation.field == "prefix"
+
+
+async def test_a_list_prefix_is_checked_the_same_way(servers: Servers) -> None:
+    stub = secrets_pb2_grpc.SecretsServiceStub(servers.secrets_channel)
+    error = await refused(stub.ListSecrets, pb.ListSecretsRequest(prefix="../x"), metadata=servers.admin)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(error).reason == "INVALID_ARGUMENT"
+
+
+async def test_an_idle_watch_gets_progress_events_to_resume_from(
+    valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
+) -> None:
+    server, addr = await start_config_server(
+        valkey.url,
+        env={"DEVMESH_SECRETS_WATCH_PROGRESS_INTERVAL": "0.2"},
+        factories=[secrets_app.build],
+        **openbao.settings("secrets"),
+    )
+    admin = key_metadata(await mint_key(server, "admin"))
+    async with aio.insecure_channel(addr) as channel:
+        stub = secrets_pb2_grpc.SecretsServiceStub(channel)
+        quiet = pb.WatchSecretEventsRequest(prefix="no-secret-has-this-prefix")
+        stream = stub.WatchSecretEvents(quiet, metadata=admin)
+        first = await asyncio.wait_for(stream.read(), 10)
+        second = await asyncio.wait_for(stream.read(), 10)
+        stream.cancel()
+        assert first.type == second.type == pb.SecretEvent.TYPE_PROGRESS
+        assert first.secret == "" and first.id
+        # The progress id is a resume point: a stream after it starts cleanly.
+        again = stub.WatchSecretEvents(
+            pb.WatchSecretEventsRequest(prefix="no-secret-has-this-prefix", after_id=second.id),
+            metadata=admin,
+        )
+        assert (await asyncio.wait_for(again.read(), 10)).type == pb.SecretEvent.TYPE_PROGRESS
+        again.cancel()
