@@ -51,6 +51,7 @@ class ServiceError(Exception):
 
     code: ClassVar[int] = code_pb2.UNKNOWN
     default_reason: ClassVar[str] = "UNKNOWN"
+    retry_after: float | None = None  # seconds after which a retry may succeed, when known
 
     def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
         super().__init__(message)
@@ -263,7 +264,7 @@ class Unavailable(ServiceError):
         metadata: Mapping[str, str] | None = None,
     ):
         super().__init__(message, reason=reason, metadata=metadata)
-        self.retry_after = retry_after
+        self.retry_after: float = retry_after
 
     def details(self) -> list[Message]:
         return [_retry_info(self.retry_after)]

@@ -258,7 +258,11 @@ class RuntimeSettings:
         "", "File holding the AppRole secret_id (a file, so the secret stays out of the environment)."
     )
     vault_timeout: float = setting(
-        5.0, "Seconds before a Vault call fails with UNAVAILABLE.", parse=parse_positive_float
+        2.0,
+        "Seconds before a Vault call fails with UNAVAILABLE. Keep it, like DEVMESH_REDIS_TIMEOUT, "
+        "well below the edge's per-try timeout (5 s), so that callers get the service's "
+        "UNAVAILABLE with RetryInfo rather than the edge's timeout.",
+        parse=parse_positive_float,
     )
     vault_ca_file: str = setting(
         "",

@@ -7,9 +7,8 @@
    refusal never reveals whether a resource exists.
 3. The rate limit charges the method's declared cost to the principal (`ratelimit`); over the
    limit the call fails with RESOURCE_EXHAUSTED, RetryInfo and QuotaFailure. Every answer
-   carries `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset`: as trailing
-   metadata for gRPC callers (free: it travels with the status), as response headers for REST
-   callers through the edge (Envoy marks transcoded calls with `x-envoy-original-path`).
+   carries `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset`: `admit`
+   returns them and the call pipeline sends them (`ResponseHeaders`).
 
 Public methods (health, reflection, the JWKS) skip all three.
 """
@@ -35,7 +34,7 @@ from services.runtime.errors import (
 from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator
 from services.runtime.identity.principal import Principal
-from services.runtime.interceptors.base import Metadata, metadata_value
+from services.runtime.interceptors.base import Metadata
 from services.runtime.interceptors.errors import ErrorTranslator, end_call
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
@@ -90,17 +89,21 @@ class Access:
             return limit
         return self._limits.get(principal.role) or self._limits["*"]
 
-    async def admit(self, info: MethodInfo, context: aio.ServicerContext, metadata: Metadata) -> None:
+    async def admit(
+        self, info: MethodInfo, context: aio.ServicerContext, metadata: Metadata
+    ) -> tuple[tuple[str, str], ...]:
         """Let the call (with its invocation `metadata`) through, or end it with the refusal
         (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE when a dependency
-        is down)."""
+        is down). Returns the rate-limit headers the answer carries."""
         start = time.perf_counter()
         try:
-            await self._admit(info, context, metadata)
+            return await self._admit(info, context, metadata)
         finally:
             ACCESS_CHECK.observe(time.perf_counter() - start)
 
-    async def _admit(self, info: MethodInfo, context: aio.ServicerContext, metadata: Metadata) -> None:
+    async def _admit(
+        self, info: MethodInfo, context: aio.ServicerContext, metadata: Metadata
+    ) -> tuple[tuple[str, str], ...]:
         try:
             principal, credential = await self._authenticator.authenticate(context, metadata)
         except ServiceError as refused:
@@ -126,7 +129,7 @@ class Access:
                 info,
             )
         if self._limiter is None:
-            return
+            return ()
         try:
             decision = await self._limiter.check(
                 principal.name, self.limit_for(principal), info.rate_limit_cost
@@ -151,12 +154,7 @@ class Access:
                 info,
                 headers,
             )
-        if metadata_value(metadata, "x-envoy-original-path") is not None:
-            # Transcoded REST: HTTP clients see only headers, so send them before the body.
-            await context.send_initial_metadata(headers)
-        else:
-            # gRPC clients read trailers; these ride along with the status, at no extra cost.
-            context.set_trailing_metadata(headers)
+        return headers
 
     def _dependency_failed(self, exc: Exception, info: MethodInfo, context: aio.ServicerContext) -> NoReturn:
         for translate in self._translators:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -21,7 +22,14 @@ from google.rpc import error_details_pb2
 from grpc import aio
 
 from services.runtime import request_context
-from services.runtime.errors import Internal, InvalidArgument, ServiceError, Unimplemented, bounded
+from services.runtime.errors import (
+    Internal,
+    InvalidArgument,
+    ServiceError,
+    Unimplemented,
+    bounded,
+    retry_delay,
+)
 from services.runtime.logging import get_logger
 from services.runtime.methods import MethodInfo
 
@@ -54,7 +62,8 @@ def end_call(
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
     """End the call with `error` as a google.rpc.Status in `grpc-status-details-bin`, plus any
-    extra trailing `metadata` (rate-limit headers).
+    extra trailing `metadata` (rate-limit headers) and, when the error says when to retry,
+    `retry-after`.
 
     Every step that refuses a call (limits, auth) uses this, so all refusals look alike. The
     status is sent only after the call's last steps ran, so a caller told of a refusal finds it
@@ -71,6 +80,9 @@ def end_call(
     code = _GRPC_CODES[status.code]
     context.set_code(code)  # what the last steps record as the call's code
     already = tuple(context.trailing_metadata() or ())  # rate-limit trailers set earlier, say
+    if error.retry_after is not None:
+        # HTTP's form of RetryInfo, whole seconds: the edge hands it to REST callers as a header.
+        metadata = (*metadata, ("retry-after", str(math.ceil(retry_delay(error.retry_after)))))
     raise CallEnded(
         code, status.message, (*already, *metadata, ("grpc-status-details-bin", status.SerializeToString()))
     )

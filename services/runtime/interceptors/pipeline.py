@@ -35,9 +35,10 @@ from services.runtime.interceptors import logging as call_log
 from services.runtime.interceptors import metrics, tracing
 from services.runtime.interceptors.access import Access
 from services.runtime.interceptors.audit import Audit
-from services.runtime.interceptors.base import status_name
+from services.runtime.interceptors.base import metadata_value, status_name
 from services.runtime.interceptors.concurrency import ConcurrencyLimit
 from services.runtime.interceptors.errors import CallEnded, ErrorMapper, ErrorTranslator, decode, end_call
+from services.runtime.interceptors.headers import ResponseHeaders
 from services.runtime.methods import MethodInfo, method_info
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
@@ -125,14 +126,15 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         cancelled, ended = False, None
         try:
             if access is not None:
-                await access.admit(info, context, call.metadata)
+                call.headers.add(await access.admit(info, context, call.metadata))
             self._limit.enter_unary(info, context)
             try:
                 response = await behavior(decode(raw, decoder), context)
+                await call.headers.before_message(response)
             except (asyncio.CancelledError, aio.AbortError, CallEnded):
                 raise
             except Exception as exc:
-                end_call(context, self._errors.map(exc, info), info)
+                end_call(context, self._errors.map(exc, info), info, call.headers.for_error())
             finally:
                 self._limit.exit_unary()
         except CallEnded as refusal:
@@ -168,19 +170,21 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         cancelled, ended = False, None
         try:
             if access is not None:
-                await access.admit(info, context, call.metadata)
+                call.headers.add(await access.admit(info, context, call.metadata))
             self._limit.enter_stream(info, context)
             try:
                 responses = behavior(decode(raw, decoder), context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
+                        await call.headers.before_message(response)
                         yield response
                 else:  # a handler that sends with `context.write` (grpc.aio allows both)
+                    await call.headers.before_message(None)
                     await responses
             except (asyncio.CancelledError, GeneratorExit, aio.AbortError, CallEnded):
                 raise
             except Exception as exc:
-                end_call(context, self._errors.map(exc, info), info)
+                end_call(context, self._errors.map(exc, info), info, call.headers.for_error())
             finally:
                 self._limit.exit_stream()
         except CallEnded as refusal:
@@ -197,13 +201,16 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
 class _Call:
     """The outer steps' state for one call: opened on arrival, closed by `finish`."""
 
-    __slots__ = ("audit", "context", "info", "metadata", "notes", "peer", "span", "start")
+    __slots__ = ("audit", "context", "headers", "info", "metadata", "notes", "peer", "span", "start")
 
     def __init__(self, info: MethodInfo, context: aio.ServicerContext, audit: Audit | None) -> None:
         self.info, self.context, self.audit = info, context, audit
         self.start = time.perf_counter()
         self.peer = context.peer() or ""  # now: once the call is over, grpc may have freed it
         self.metadata = metadata = context.invocation_metadata() or ()
+        self.headers = ResponseHeaders(
+            context, rest=metadata_value(metadata, "x-envoy-original-path") is not None
+        )
         self.span = tracing.start(info, metadata)
         request_context.request_id.set(call_log.request_id(metadata))
         self.notes: dict[str, str] = {}
