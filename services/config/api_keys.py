@@ -27,6 +27,7 @@ from services.runtime.identity import keys, keystore, roles
 from services.runtime.identity.keystore import ApiKeyRecord
 from services.runtime.identity.principal import Principal
 from services.runtime.redis_client import DurableWriter, Redis
+from services.runtime.resource_names import IdRule, ResourceName
 
 DAY_US = 86_400 * 1_000_000
 DEFAULT_LIFETIME_US = 90 * DAY_US
@@ -34,7 +35,9 @@ MAX_LIFETIME_US = 366 * DAY_US
 DEFAULT_GRACE_US = DAY_US
 MAX_GRACE_US = 30 * DAY_US
 DEFAULT_RETENTION_US = 30 * DAY_US
-NAME_PREFIX = "apiKeys/"
+API_KEY = ResourceName(
+    "apiKeys/{api_key}", {"api_key": IdRule(keys.KEY_ID_RE.pattern, "12 characters of [0-9a-z]")}
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,7 @@ class NewKey:
 
 
 def key_id_of(name: str, field: str = "name") -> str:
-    key_id = name.removeprefix(NAME_PREFIX)
-    if not name.startswith(NAME_PREFIX) or keys.KEY_ID_RE.fullmatch(key_id) is None:
-        raise InvalidArgument.for_field(field, f"must be {NAME_PREFIX}<12 characters of [0-9a-z]>")
+    (key_id,) = API_KEY.parse(name, field)
     return key_id
 
 
@@ -150,14 +151,14 @@ class ApiKeys:
                     continue
             break
         await self._durable.confirm()
-        request_context.note_audit(resource=NAME_PREFIX + key_id, role=new.role)
+        request_context.note_audit(resource=API_KEY.format(key_id), role=new.role)
         return record, key
 
     async def get(self, key_id: str) -> ApiKeyRecord:
         record = await keystore.load(self._redis, key_id)
         if record is None:
-            raise NotFound(f"API key {NAME_PREFIX}{key_id} does not exist", resource_type="ApiKey",
-                           resource_name=NAME_PREFIX + key_id)  # fmt: skip
+            name = API_KEY.format(key_id)
+            raise NotFound(f"API key {name} does not exist", resource_type="ApiKey", resource_name=name)
         return record
 
     async def list(
@@ -200,7 +201,7 @@ class ApiKeys:
                     if not raw:
                         await self.get(key_id)  # raises NotFound
                     record = ApiKeyRecord.from_hash(raw)
-                    etags.check(etag, etag_of(record), f"API key {NAME_PREFIX}{key_id}")
+                    etags.check(etag, etag_of(record), f"API key {API_KEY.format(key_id)}")
                     now = keystore.now_us()
                     key = apply(record, now)
                     record.version += 1
@@ -213,7 +214,7 @@ class ApiKeys:
                     await asyncio.sleep(0)
                     continue
             await self._durable.confirm()
-            request_context.note_audit(resource=NAME_PREFIX + key_id)
+            request_context.note_audit(resource=API_KEY.format(key_id))
             return record, key
 
     async def revoke(self, key_id: str, etag: str) -> ApiKeyRecord:
@@ -234,7 +235,7 @@ class ApiKeys:
             state = record.effective_state(now)
             if state != keystore.ACTIVE:
                 raise FailedPrecondition(
-                    f"API key {NAME_PREFIX}{key_id} is {state.lower()}; create a new key instead",
+                    f"API key {API_KEY.format(key_id)} is {state.lower()}; create a new key instead",
                     reason="API_KEY_NOT_ACTIVE",
                 )
             key = keys.new_key(key_id)

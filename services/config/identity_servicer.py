@@ -14,7 +14,7 @@ from devmesh.config.v1 import (
     tokens_pb2_grpc,
 )
 from services.config import audit_events
-from services.config.api_keys import NAME_PREFIX, ApiKeys, NewKey, etag_of, key_id_of
+from services.config.api_keys import API_KEY, ApiKeys, NewKey, etag_of, key_id_of
 from services.config.tokens import TokenIssuer
 from services.runtime import protos
 from services.runtime.identity import keys, keystore
@@ -24,7 +24,7 @@ from services.runtime.redis_client import Redis
 
 def api_key_proto(record: keystore.ApiKeyRecord) -> api_keys_pb2.ApiKey:
     return api_keys_pb2.ApiKey(
-        name=NAME_PREFIX + record.key_id,
+        name=API_KEY.format(record.key_id),
         display_name=record.display_name,
         owner=record.owner,
         role=record.role,

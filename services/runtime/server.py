@@ -10,6 +10,7 @@ calls.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import ratelimit, redis_client, telemetry, vault
+from services.runtime import pagination, ratelimit, redis_client, telemetry, vault
 from services.runtime.audit import AuditLog
 from services.runtime.health import Dependency, HealthMonitor, HealthServicer
 from services.runtime.identity import roles
@@ -103,6 +104,15 @@ def _authenticator(runtime: Runtime) -> Authenticator | None:
         runtime.redis,
         runtime.vault,
     )
+
+
+PAGE_TOKEN_KEY = "devmesh:runtime:page-token-key"
+
+
+async def _install_page_token_key(redis: redis_client.Redis) -> None:
+    """Seal page tokens with the key every replica shares: the first server to start makes it."""
+    await redis.set(PAGE_TOKEN_KEY, secrets.token_hex(32), nx=True)
+    pagination.use_key(bytes.fromhex((await redis.get(PAGE_TOKEN_KEY)).decode()))
 
 
 class _Registrar:
@@ -201,6 +211,7 @@ class Server:
                 "(appendonly yes, appendfsync always or everysec) or set DEVMESH_REDIS_WAIT_AOF=0 "
                 "and accept that acknowledged writes can be lost on a Redis restart"
             )
+        await _install_page_token_key(self.runtime.redis)
         if self.runtime.vault is not None:
             await self.runtime.vault.login()
         if self.runtime.authenticator is not None:
