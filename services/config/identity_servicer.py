@@ -18,8 +18,8 @@ from services.config.api_keys import API_KEY, ApiKeys, NewKey, etag_of, key_id_o
 from services.config.tokens import TokenIssuer
 from services.runtime import protos
 from services.runtime.identity import keys, keystore
-from services.runtime.interceptors.access import current_caller
 from services.runtime.redis_client import Redis
+from services.runtime.request_context import current_caller
 
 
 def api_key_proto(record: keystore.ApiKeyRecord) -> api_keys_pb2.ApiKey:

@@ -16,7 +16,6 @@ from services.config.secret_refs import SecretResolver
 from services.config.watch import Progress, SecretRotated, WatchHub
 from services.runtime import protos, request_context
 from services.runtime.errors import FailedPrecondition, InvalidArgument
-from services.runtime.interceptors.access import forwardable
 
 _EMPTY = empty_pb2.Empty()
 
@@ -133,7 +132,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
             request.namespace_id,
             _namespace_fields(request.namespace),
             request.reason,
-            request_context.principal.get(),
+            request_context.principal_name(),
         )
         return namespace_proto(record)
 
@@ -161,7 +160,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
             mask,
             request.namespace.etag,
             request.reason,
-            request_context.principal.get(),
+            request_context.principal_name(),
         )
         return namespace_proto(record)
 
@@ -173,7 +172,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
             request.etag,
             request.force,
             request.reason,
-            request_context.principal.get(),
+            request_context.principal_name(),
         )
         return _EMPTY
 
@@ -210,7 +209,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
             etag=request.environment.etag,
             allow_missing=request.allow_missing,
             reason=request.reason,
-            actor=request_context.principal.get(),
+            actor=request_context.principal_name(),
         )
         return environment_proto(record)
 
@@ -219,7 +218,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     ) -> empty_pb2.Empty:
         ns, env = names.parse_environment(request.name)
         await self.domain.delete_environment(
-            ns, env, request.etag, request.reason, request_context.principal.get()
+            ns, env, request.etag, request.reason, request_context.principal_name()
         )
         return _EMPTY
 
@@ -241,7 +240,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                 "this config service is not connected to a secrets service (DEVMESH_CONFIG_SECRETS_ADDR)",
                 reason="SECRETS_NOT_CONFIGURED",
             )
-        content, resolutions = await self.secrets.resolve(resolved.content, forwardable.get())
+        content, resolutions = await self.secrets.resolve(resolved.content, request_context.forwardable.get())
         message = resolved_proto(resolved)
         message.content.Clear()
         message.content.update(content)
@@ -296,7 +295,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     ) -> config_pb2.Environment:
         ns, env = names.parse_environment(request.name)
         record = await self.domain.rollback(
-            ns, env, request.revision, request.etag, request.reason, request_context.principal.get()
+            ns, env, request.revision, request.etag, request.reason, request_context.principal_name()
         )
         return environment_proto(record)
 

@@ -12,7 +12,7 @@ from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
 from services.runtime import etags, pagination, protos
 from services.runtime.errors import FieldViolation, InvalidArgument
-from services.runtime.interceptors.access import current_caller
+from services.runtime.request_context import current_caller
 from services.secrets import names
 from services.secrets.domain import DEFAULT_ALPHABET, Rotation, SecretsDomain
 from services.secrets.envelope import Envelope

@@ -15,7 +15,6 @@ Public methods (health, reflection, the JWKS) skip all three.
 
 from __future__ import annotations
 
-import contextvars
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -42,21 +41,6 @@ from services.runtime.ratelimit import Limit, RateLimiter
 from services.runtime.telemetry import ACCESS_CHECK, AUTH_FAILURES, PERMISSION_DENIALS
 
 log = get_logger(__name__)
-
-# The authenticated caller of the current call, for servicers that act on its behalf.
-caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("devmesh_caller", default=None)
-# The credential the caller presented (`authorization` or `x-api-key`), for a service that
-# calls another on the caller's behalf (config reading secrets). Never logged.
-forwardable: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
-    "devmesh_forwardable_credentials", default=()
-)
-# With DEVMESH_AUTH=off (local debugging, loopback only) every caller is this.
-LOCAL_ADMIN = Principal(name="anonymous", role=roles.ADMIN)
-
-
-def current_caller() -> Principal:
-    """Who is calling: the authenticated principal, or LOCAL_ADMIN when auth is off."""
-    return caller.get() or LOCAL_ADMIN
 
 
 class Access:
@@ -111,10 +95,9 @@ class Access:
             end_call(context, refused, info)
         except Exception as exc:
             self._dependency_failed(exc, info, context)
-        request_context.principal.set(principal.name)
-        caller.set(principal)
+        request_context.caller.set(principal)
         if credential:
-            forwardable.set(credential)
+            request_context.forwardable.set(credential)
         if not principal.allows(info.permission):
             PERMISSION_DENIALS.labels(info.permission).inc()
             hint = (

@@ -48,7 +48,7 @@ class Audit:
             )
             forwarded = metadata_value(metadata, "x-forwarded-for")
             await self._audit.record(
-                actor=request_context.principal.get(),
+                actor=request_context.principal_name(),
                 action=info.action,
                 resource=resource,
                 result=code,

@@ -36,7 +36,7 @@ def completed(info: MethodInfo, peer: str, start: float, code: str, trace_id: st
             "code": code,
             "duration_ms": round((time.perf_counter() - start) * 1000, 3),
             "trace_id": trace_id,
-            "principal": request_context.principal.get(),
+            "principal": request_context.principal_name(),
             "reason": request_context.error_reason.get() or None,
             "peer": peer,
         },
