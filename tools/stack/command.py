@@ -1,0 +1,103 @@
+"""`python -m tools.stack run` (what `make run` does): the whole mesh until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from services.runtime import logging as runtime_logging
+from tools import envoy_config
+from tools.stack.local import Ports, Stack, local_stack, write_state
+from tools.stack.processes import StackError
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+STATE_DIR = ROOT / ".devmesh"
+
+
+def _print_howto(stack: Stack, state: Path, elapsed: float) -> None:
+    tls = stack.operator_tls
+    edge = stack.envoy.edge_addr if stack.envoy else ""
+    certs = f"-cacert {tls.ca} -cert {tls.cert} -key {tls.key}"
+    print(f"devmesh is up in {elapsed:.1f}s; everything is in {state}")
+    key = f'"x-api-key: $(python3 -c \'import json;print(json.load(open("{state}"))["admin_api_key"])\')"'
+    print(f"  gRPC:  grpcurl {certs} {edge} list")
+    print(
+        f"  REST:  curl --cacert {tls.ca} --cert {tls.cert} --key {tls.key} -H {key} "
+        f"-X POST 'https://{edge}/v1/namespaces?namespace_id=demo' -d '{{}}'"
+    )
+    print(f"  Your certificate opens the edge; the key (admin_api_key in {state}) says who you are.")
+    print(f"  admin: {stack.envoy.admin_url if stack.envoy else ''}   logs: {stack.state_dir / 'logs'}")
+    print("Ctrl-C stops everything.", flush=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.stack run", description="Run the devmesh mesh locally."
+    )
+    parser.add_argument("services", nargs="*", default=["all"])
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=int(os.environ.get("DEVMESH_BASE_PORT", "20000")),
+        help="ports are offsets from it: services +51.., Valkey +79, OpenBao +200, edge +443, "
+        "Envoy admin +901 (DEVMESH_BASE_PORT, default 20000; 0 = free ports)",
+    )
+    args = parser.parse_args(argv)
+    runtime_logging.configure("warning")  # the few lines below are the output; children log to files
+    STATE_DIR.mkdir(exist_ok=True, mode=0o700)
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    try:
+        with local_stack(
+            STATE_DIR,
+            args.services,
+            redis_url=os.environ.get("DEVMESH_REDIS_URL", ""),
+            ratelimit_redis_url=os.environ.get("DEVMESH_RATE_LIMIT_REDIS_URL", ""),
+            vault_addr=os.environ.get("VAULT_ADDR", ""),
+            vault_token=os.environ.get("VAULT_TOKEN", ""),
+            ports=Ports(args.base_port),
+        ) as stack:
+            state = write_state(STATE_DIR, stack.describe())
+            _print_howto(stack, state, time.monotonic() - started)
+            children = {**stack.services, "envoy": stack.envoy}
+            while not stopping:
+                for name, child in children.items():
+                    process = child.process if child else None
+                    if process is not None and process.popen.poll() is not None:
+                        print(f"devmesh: {name} exited ({process.popen.returncode}); see {process.log_path}")
+                        stopping = True
+                time.sleep(0.5)
+            print("devmesh: stopping...", flush=True)
+    except (StackError, envoy_config.EnvoyConfigError) as exc:
+        print(f"devmesh: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (STATE_DIR / "stack.json").unlink()
+    print("devmesh: stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "run":
+        print("usage: python -m tools.stack run [SERVICE...] [--base-port N]", file=sys.stderr)
+        return 2
+    return run(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
