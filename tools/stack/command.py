@@ -48,9 +48,16 @@ def run(argv: list[str] | None = None) -> int:
         help="ports are offsets from it: services +51.., Valkey +79, OpenBao +200, edge +443, "
         "Envoy admin +901 (DEVMESH_BASE_PORT, default 20000; 0 = free ports)",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("DEVMESH_STATE_DIR", STATE_DIR)),
+        help="where the stack keeps its data, certificates and logs (DEVMESH_STATE_DIR, default .devmesh)",
+    )
     args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
     runtime_logging.configure("warning")  # the few lines below are the output; children log to files
-    STATE_DIR.mkdir(exist_ok=True, mode=0o700)
+    state_dir.mkdir(exist_ok=True, mode=0o700)
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -62,7 +69,7 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with local_stack(
-            STATE_DIR,
+            state_dir,
             args.services,
             redis_url=os.environ.get("DEVMESH_REDIS_URL", ""),
             ratelimit_redis_url=os.environ.get("DEVMESH_RATE_LIMIT_REDIS_URL", ""),
@@ -70,7 +77,7 @@ def run(argv: list[str] | None = None) -> int:
             vault_token=os.environ.get("VAULT_TOKEN", ""),
             ports=Ports(args.base_port),
         ) as stack:
-            state = write_state(STATE_DIR, stack.describe())
+            state = write_state(state_dir, stack.describe())
             _print_howto(stack, state, time.monotonic() - started)
             children = {**stack.services, "envoy": stack.envoy}
             while not stopping:
@@ -86,7 +93,7 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     finally:
         with contextlib.suppress(FileNotFoundError):
-            (STATE_DIR / "stack.json").unlink()
+            (state_dir / "stack.json").unlink()
     print("devmesh: stopped")
     return 0
 

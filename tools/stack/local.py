@@ -18,7 +18,7 @@ from tools.stack import vault_bootstrap
 from tools.stack.certs import DEFAULT_TTL, CertDir, CertPaths, Identity, Renewer
 from tools.stack.channels import grpc_channel
 from tools.stack.envoy import Envoy, start_envoy
-from tools.stack.openbao import OpenBao, start_openbao
+from tools.stack.openbao import OpenBao, start_persistent_openbao
 from tools.stack.processes import LOOPBACK, free_port
 from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
 from tools.stack.valkey import Valkey, start_valkey
@@ -53,6 +53,10 @@ class Ports:
         return self._at(200)
 
     @property
+    def openbao_cluster(self) -> int:
+        return self._at(201)
+
+    @property
     def edge(self) -> int:
         return self._at(443)
 
@@ -73,7 +77,7 @@ class Stack:
     certs: dict[str, CertDir] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     envoy: Envoy | None = None
-    admin_api_key: str = field(default="", repr=False)  # created at start; never printed or logged
+    admin_api_key: str = field(default="", repr=False)  # kept in the state dir; never printed or logged
 
     @property
     def redis_url(self) -> str:
@@ -155,7 +159,12 @@ def local_stack(
             stack.ratelimit_valkey = start_valkey(
                 state_dir / "valkey-ratelimit", ports.ratelimit_valkey, logs, durable=False
             )
-        stack.vault = OpenBao(vault_addr, vault_token) if vault_addr else start_openbao(logs, ports.openbao)
+        if vault_addr:
+            stack.vault = OpenBao(vault_addr, vault_token)
+        else:
+            stack.vault = start_persistent_openbao(
+                state_dir / "openbao", ports.openbao, ports.openbao_cluster, logs
+            )
         client = stack.vault.client()
         modules = catalog.resolve(services)
         approles = vault_bootstrap.bootstrap(client, [m.name for m in modules], state_dir / "vault")
@@ -187,18 +196,39 @@ def local_stack(
         ]
         stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
         if "config" in stack.services:
-            stack.admin_api_key = create_admin_key(stack.services["config"].addr, stack.operator_tls)
+            stack.admin_api_key = keep_admin_key(
+                stack.services["config"].addr, stack.operator_tls, state_dir / ADMIN_KEY_FILE
+            )
         yield stack
     finally:
         stack.stop()
 
 
-def create_admin_key(config_addr: str, operator: CertPaths) -> str:
-    """A first admin API key, created by the local operator (whose mesh identity is an admin)."""
+ADMIN_KEY_FILE = "admin-api-key"  # in the state dir, mode 0600: the key stack.json shows
+
+
+def keep_admin_key(config_addr: str, operator: CertPaths, key_file: Path) -> str:
+    """The admin API key kept in `key_file` while it still authenticates as an admin; else a
+    new one, created by the local operator (whose mesh identity is an admin) and kept there.
+    A restarted stack thus hands out the same key, instead of one more per start."""
+    import grpc
+
     from devmesh.config.v1 import api_keys_pb2, api_keys_pb2_grpc
 
     with grpc_channel(config_addr, operator) as channel:
-        created = api_keys_pb2_grpc.ApiKeyServiceStub(channel).CreateApiKey(
+        stub = api_keys_pb2_grpc.ApiKeyServiceStub(channel)
+        with contextlib.suppress(FileNotFoundError):
+            kept = key_file.read_text().strip()
+            try:
+                stub.ListApiKeys(
+                    api_keys_pb2.ListApiKeysRequest(page_size=1), metadata=(("x-api-key", kept),), timeout=10
+                )
+                return kept
+            except grpc.RpcError as error:
+                refused = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                if error.code() not in refused:
+                    raise
+        created = stub.CreateApiKey(
             api_keys_pb2.CreateApiKeyRequest(
                 api_key=api_keys_pb2.ApiKey(
                     role="admin", display_name="make run: first admin key", owner="local-operator"
@@ -206,6 +236,9 @@ def create_admin_key(config_addr: str, operator: CertPaths) -> str:
             ),
             timeout=10,
         )
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(created.key)
     return str(created.key)
 
 

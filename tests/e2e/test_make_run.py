@@ -1,0 +1,167 @@
+"""`make run` itself (`python -m tools.stack run`), as a user runs it: stopped and started
+again on the same state directory, it keeps every secret, key and token."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devmesh.config.v1 import (
+    api_keys_pb2,
+    api_keys_pb2_grpc,
+    config_pb2,
+    config_pb2_grpc,
+    tokens_pb2,
+    tokens_pb2_grpc,
+)
+from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
+from tools.stack.certs import CertPaths
+from tools.stack.channels import grpc_channel
+from tools.stack.processes import ManagedProcess, spawn, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RunningStack:
+    """A `python -m tools.stack run` process on free ports, and what its stack.json says."""
+
+    process: ManagedProcess
+    state_dir: Path
+
+    @property
+    def output(self) -> str:
+        return self.process.log_path.read_text()
+
+    def description(self) -> dict[str, Any]:
+        return dict(json.loads((self.state_dir / "stack.json").read_text()))
+
+    @property
+    def edge(self) -> str:
+        return str(self.description()["edge"])
+
+    @property
+    def tls(self) -> CertPaths:
+        tls = self.description()["tls"]
+        return CertPaths(Path(tls["cert"]), Path(tls["key"]), Path(tls["ca"]))
+
+    @property
+    def admin_key(self) -> str:
+        return str(self.description()["admin_api_key"])
+
+    def channel(self, api_key: str = "") -> Any:
+        return grpc_channel(self.edge, self.tls, api_key or self.admin_key)
+
+
+def start_run(state_dir: Path, log_dir: Path, name: str) -> RunningStack:
+    """`make run` on `state_dir`; returns once it has written stack.json (everything is up)."""
+    argv = [sys.executable, "-m", "tools.stack", "run", "--state-dir", str(state_dir), "--base-port", "0"]
+    process = spawn(name, argv, log_dir)
+    wait_until(lambda: (state_dir / "stack.json").exists(), 90, f"make run ({name})", process)
+    return RunningStack(process, state_dir)
+
+
+@dataclass(frozen=True)
+class MadeBeforeRestart:
+    """What a user made on the first run."""
+
+    secret: str
+    secret_value: bytes
+    viewer_key: str
+    token: str
+    admin_key: str
+
+
+def make_a_secret_a_key_and_a_token(stack: RunningStack) -> MadeBeforeRestart:
+    secret, value = f"db-password-{uuid.uuid4().hex[:8]}", b"kept across restarts"
+    with stack.channel() as channel:
+        secrets = secrets_pb2_grpc.SecretsServiceStub(channel)
+        secrets.CreateSecret(secrets_pb2.CreateSecretRequest(secret_id=secret), timeout=10)
+        secrets.AddSecretVersion(
+            secrets_pb2.AddSecretVersionRequest(
+                parent=f"secrets/{secret}", payload=secrets_pb2.SecretPayload(data=value)
+            ),
+            timeout=10,
+        )
+        viewer = api_keys_pb2_grpc.ApiKeyServiceStub(channel).CreateApiKey(
+            api_keys_pb2.CreateApiKeyRequest(api_key=api_keys_pb2.ApiKey(role="viewer", display_name="ci")),
+            timeout=10,
+        )
+    with stack.channel(viewer.key) as channel:
+        token = tokens_pb2_grpc.TokenServiceStub(channel).ExchangeToken(
+            tokens_pb2.ExchangeTokenRequest(), timeout=10
+        )
+    return MadeBeforeRestart(secret, value, viewer.key, token.access_token, stack.admin_key)
+
+
+@pytest.fixture(scope="module")
+def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningStack, MadeBeforeRestart]]:
+    """A stack run once, used, stopped, and run again on the same state directory."""
+    state_dir, logs = tmp_path_factory.mktemp("state"), tmp_path_factory.mktemp("run-logs")
+    first = start_run(state_dir, logs, "first-run")
+    try:
+        made = make_a_secret_a_key_and_a_token(first)
+    finally:
+        assert first.process.stop() == 0, first.output
+    second = start_run(state_dir, logs, "second-run")
+    try:
+        yield second, made
+    finally:
+        second.process.stop()
+
+
+def test_a_secret_stored_before_a_restart_reads_back_after_it(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, made = restarted
+    with stack.channel() as channel:
+        read = secrets_pb2_grpc.SecretsServiceStub(channel).AccessSecretVersion(
+            secrets_pb2.AccessSecretVersionRequest(name=f"secrets/{made.secret}/versions/latest"), timeout=10
+        )
+    assert read.payload.data == made.secret_value
+
+
+def test_an_api_key_created_before_a_restart_still_authenticates(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, made = restarted
+    with stack.channel(made.viewer_key) as channel:
+        listed = config_pb2_grpc.ConfigServiceStub(channel).ListNamespaces(
+            config_pb2.ListNamespacesRequest(), timeout=10
+        )
+    assert isinstance(listed, config_pb2.ListNamespacesResponse)
+
+
+def test_a_token_issued_before_a_restart_still_verifies(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, made = restarted
+    with grpc_channel(stack.edge, stack.tls) as channel:
+        listed = config_pb2_grpc.ConfigServiceStub(channel).ListNamespaces(
+            config_pb2.ListNamespacesRequest(),
+            metadata=(("authorization", f"Bearer {made.token}"),),
+            timeout=10,
+        )
+    assert isinstance(listed, config_pb2.ListNamespacesResponse)
+
+
+def test_the_admin_key_stays_the_same_across_restarts(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, made = restarted
+    assert stack.admin_key == made.admin_key
+
+
+def test_the_unseal_key_and_root_token_are_readable_by_their_owner_only(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, _ = restarted
+    for kept in (stack.state_dir / "openbao" / "credentials.json", stack.state_dir / "admin-api-key"):
+        assert kept.stat().st_mode & 0o777 == 0o600
