@@ -4,6 +4,7 @@ again on the same state directory, it keeps every secret, key and token."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -60,10 +61,13 @@ class RunningStack:
         return grpc_channel(self.edge, self.tls, api_key or self.admin_key)
 
 
+def run_argv(state_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "tools.stack", "run", "--state-dir", str(state_dir), "--base-port", "0"]
+
+
 def start_run(state_dir: Path, log_dir: Path, name: str) -> RunningStack:
     """`make run` on `state_dir`; returns once it has written stack.json (everything is up)."""
-    argv = [sys.executable, "-m", "tools.stack", "run", "--state-dir", str(state_dir), "--base-port", "0"]
-    process = spawn(name, argv, log_dir)
+    process = spawn(name, run_argv(state_dir), log_dir)
     wait_until(lambda: (state_dir / "stack.json").exists(), 90, f"make run ({name})", process)
     return RunningStack(process, state_dir)
 
@@ -165,3 +169,19 @@ def test_the_unseal_key_and_root_token_are_readable_by_their_owner_only(
     stack, _ = restarted
     for kept in (stack.state_dir / "openbao" / "credentials.json", stack.state_dir / "admin-api-key"):
         assert kept.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_second_run_on_the_same_state_refuses_naming_the_running_stack_and_leaves_it_alone(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, _ = restarted
+    described = (stack.state_dir / "stack.json").read_bytes()
+    second = subprocess.run(run_argv(stack.state_dir), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"PID {stack.process.pid}, edge {stack.edge}" in second.stderr
+    assert "Traceback" not in second.stderr + second.stdout
+    assert (stack.state_dir / "stack.json").read_bytes() == described
+    with stack.channel() as channel:
+        config_pb2_grpc.ConfigServiceStub(channel).ListNamespaces(
+            config_pb2.ListNamespacesRequest(), timeout=10
+        )

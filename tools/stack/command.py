@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services import catalog
 from services.runtime import logging as runtime_logging
 from tools import envoy_config
-from tools.stack.local import Ports, Stack, local_stack, write_state
-from tools.stack.processes import StackError
+from tools.stack import state_lock
+from tools.stack.local import Stack, local_stack, write_state
+from tools.stack.ports import PortPlan
+from tools.stack.processes import LOOPBACK, StackError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STATE_DIR = ROOT / ".devmesh"
@@ -57,7 +60,22 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.resolve()
     runtime_logging.configure("warning")  # the few lines below are the output; children log to files
+    try:
+        services = [module.name for module in catalog.resolve(args.services)]
+    except ValueError as exc:
+        parser.error(str(exc))
+    ports = PortPlan.from_base(args.base_port, services)
     state_dir.mkdir(exist_ok=True, mode=0o700)
+    try:
+        with state_lock.hold(state_dir, {"pid": os.getpid(), "edge": f"{LOOPBACK}:{ports.edge}"}):
+            return _run_locked(state_dir, services, ports)
+    except StackError as exc:
+        print(f"devmesh: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_locked(state_dir: Path, services: list[str], ports: PortPlan) -> int:
+    """The stack, with the state directory's lock held: only now may anything in it change."""
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -70,12 +88,12 @@ def run(argv: list[str] | None = None) -> int:
     try:
         with local_stack(
             state_dir,
-            args.services,
+            services,
             redis_url=os.environ.get("DEVMESH_REDIS_URL", ""),
             ratelimit_redis_url=os.environ.get("DEVMESH_RATE_LIMIT_REDIS_URL", ""),
             vault_addr=os.environ.get("VAULT_ADDR", ""),
             vault_token=os.environ.get("VAULT_TOKEN", ""),
-            ports=Ports(args.base_port),
+            ports=ports,
         ) as stack:
             state = write_state(state_dir, stack.describe())
             _print_howto(stack, state, time.monotonic() - started)
@@ -88,9 +106,8 @@ def run(argv: list[str] | None = None) -> int:
                         stopping = True
                 time.sleep(0.5)
             print("devmesh: stopping...", flush=True)
-    except (StackError, envoy_config.EnvoyConfigError) as exc:
-        print(f"devmesh: {exc}", file=sys.stderr)
-        return 1
+    except envoy_config.EnvoyConfigError as exc:
+        raise StackError(str(exc)) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             (state_dir / "stack.json").unlink()

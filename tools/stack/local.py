@@ -19,50 +19,14 @@ from tools.stack.certs import DEFAULT_TTL, CertDir, CertPaths, Identity, Renewer
 from tools.stack.channels import grpc_channel
 from tools.stack.envoy import Envoy, start_envoy
 from tools.stack.openbao import OpenBao, start_persistent_openbao
-from tools.stack.processes import LOOPBACK, free_port
+from tools.stack.ports import PortPlan
+from tools.stack.processes import LOOPBACK
 from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
 from tools.stack.valkey import Valkey, start_valkey
 
 SERVICE_NAMESPACE = envoy_config.SERVICE_NAMESPACE
 OPERATOR = Identity("operator", spiffe_id("ops", "operator"), ("operator.devmesh.local",))
 EDGE = Identity.workload(SERVICE_NAMESPACE, "edge")
-
-
-@dataclass
-class Ports:
-    """Where everything listens. `base` 0 picks free ports; otherwise fixed offsets from it."""
-
-    base: int = 0
-
-    def _at(self, offset: int) -> int:
-        return self.base + offset if self.base else free_port()
-
-    def service(self, index: int) -> int:
-        return self._at(51 + index)
-
-    @property
-    def valkey(self) -> int:
-        return self._at(79)
-
-    @property
-    def ratelimit_valkey(self) -> int:
-        return self._at(80)
-
-    @property
-    def openbao(self) -> int:
-        return self._at(200)
-
-    @property
-    def openbao_cluster(self) -> int:
-        return self._at(201)
-
-    @property
-    def edge(self) -> int:
-        return self._at(443)
-
-    @property
-    def envoy_admin(self) -> int:
-        return self._at(901)
 
 
 @dataclass
@@ -139,7 +103,7 @@ def local_stack(
     ratelimit_redis_url: str = "",
     vault_addr: str = "",
     vault_token: str = "",
-    ports: Ports | None = None,
+    ports: PortPlan | None = None,
     cert_ttl: int = DEFAULT_TTL,
     health_interval: float = 1.0,
     service_env: Mapping[str, str] | None = None,
@@ -149,7 +113,8 @@ def local_stack(
     bootstrapped, certificates issued and renewed, one mTLS process per service, the Envoy edge."""
     from services import catalog
 
-    ports = ports or Ports()
+    modules = catalog.resolve(services)
+    ports = ports or PortPlan.from_base(0, [m.name for m in modules])
     stack = Stack(state_dir, external_redis_url=redis_url, external_ratelimit_redis_url=ratelimit_redis_url)
     logs = state_dir / "logs"
     try:
@@ -166,13 +131,12 @@ def local_stack(
                 state_dir / "openbao", ports.openbao, ports.openbao_cluster, logs
             )
         client = stack.vault.client()
-        modules = catalog.resolve(services)
         approles = vault_bootstrap.bootstrap(client, [m.name for m in modules], state_dir / "vault")
         stack.renewer = Renewer(client, vault_bootstrap.root_ca(client), cert_ttl)
         for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, m.name) for m in modules)]:
             stack.certs[identity.name] = stack.renewer.add(identity, state_dir / "certs" / identity.name)
         stack.renewer.start()
-        service_ports = {module.name: ports.service(i) for i, module in enumerate(modules)}
+        service_ports = ports.services
         shared_env = {"DEVMESH_RATE_LIMIT_REDIS_URL": stack.ratelimit_redis_url}
         if "secrets" in service_ports:  # config resolves secret references through it
             shared_env["DEVMESH_CONFIG_SECRETS_ADDR"] = f"{LOOPBACK}:{service_ports['secrets']}"
