@@ -4,6 +4,8 @@ again on the same state directory, it keeps every secret, key and token."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -24,7 +26,7 @@ from devmesh.config.v1 import (
 )
 from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from tools.stack.certs import CertPaths
-from tools.stack.channels import grpc_channel
+from tools.stack.channels import grpc_channel, health_serving
 from tools.stack.processes import ManagedProcess, spawn, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +187,20 @@ def test_a_second_run_on_the_same_state_refuses_naming_the_running_stack_and_lea
         config_pb2_grpc.ConfigServiceStub(channel).ListNamespaces(
             config_pb2.ListNamespacesRequest(), timeout=10
         )
+
+
+def test_a_service_killed_with_sigkill_comes_back_serving_at_the_same_address(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, _ = restarted
+    before = stack.description()
+    killed, addr = before["pids"]["config"], before["services"]["config"]
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: stack.description()["pids"]["config"] != killed, 60, "config restarted", stack.process)
+    assert stack.description()["services"]["config"] == addr
+    assert health_serving(addr, tls=stack.tls)
+    assert "devmesh: config was killed by SIGKILL; restart 1 in" in stack.output
+    assert "devmesh: config is back (PID" in stack.output
+    with stack.channel() as channel:  # and the edge, health-checking it, sends it calls again
+        stub = config_pb2_grpc.ConfigServiceStub(channel)
+        wait_until(lambda: stub.ListNamespaces(config_pb2.ListNamespacesRequest(), timeout=5), 30, "edge")

@@ -18,6 +18,7 @@ from tools.stack import state_lock
 from tools.stack.local import Stack, local_stack, write_state
 from tools.stack.ports import PortPlan
 from tools.stack.processes import LOOPBACK, StackError
+from tools.stack.supervisor import Supervised, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STATE_DIR = ROOT / ".devmesh"
@@ -97,14 +98,12 @@ def _run_locked(state_dir: Path, services: list[str], ports: PortPlan) -> int:
         ) as stack:
             state = write_state(state_dir, stack.describe())
             _print_howto(stack, state, time.monotonic() - started)
-            children = {**stack.services, "envoy": stack.envoy}
-            while not stopping:
-                for name, child in children.items():
-                    process = child.process if child else None
-                    if process is not None and process.popen.poll() is not None:
-                        print(f"devmesh: {name} exited ({process.popen.returncode}); see {process.log_path}")
-                        stopping = True
-                time.sleep(0.5)
+            supervisor = Supervisor(
+                _supervised(stack),
+                say=lambda line: print(line, flush=True),
+                on_restarted=lambda: write_state(state_dir, stack.describe()),  # the new PIDs
+            )
+            supervisor.run(lambda: stopping)
             print("devmesh: stopping...", flush=True)
     except envoy_config.EnvoyConfigError as exc:
         raise StackError(str(exc)) from exc
@@ -113,6 +112,21 @@ def _run_locked(state_dir: Path, services: list[str], ports: PortPlan) -> int:
             (state_dir / "stack.json").unlink()
     print("devmesh: stopped")
     return 0
+
+
+def _supervised(stack: Stack) -> list[Supervised]:
+    """Every process the stack started, and how to tell that each serves again."""
+    children = []
+    for name, valkey in (("valkey", stack.valkey), ("valkey-ratelimit", stack.ratelimit_valkey)):
+        if valkey is not None:
+            children.append(Supervised(name, valkey.process, valkey.ready))
+    if stack.vault is not None and stack.vault.process is not None:
+        children.append(Supervised("openbao", stack.vault.process, stack.vault.ready))
+    for name, service in stack.services.items():
+        children.append(Supervised(name, service.process, service.serving))
+    if stack.envoy is not None:
+        children.append(Supervised("envoy", stack.envoy.process, stack.envoy.live))
+    return children
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,6 +104,7 @@ def start_persistent_openbao(
         wait_until(lambda: _initialised(addr) is not None, 20, "openbao", process)
         if not _initialised(addr):
             credentials = _initialise(addr, home)
+            process.redact = tuple(credentials.values())  # for its next start
         elif not credentials:
             raise StackError(
                 f"openbao: {data} is initialised but {home / CREDENTIALS_FILE} is gone, and without "

@@ -56,14 +56,24 @@ def wait_until(
 
 @dataclass
 class ManagedProcess:
+    """A child process, its log, and how it was started (so that it can be started again)."""
+
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
     _log: IO[bytes] = field(repr=False)
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    redact: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def pid(self) -> int:
         return self.popen.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """None while it runs; then its exit code (negative: the signal that ended it)."""
+        return self.popen.poll()
 
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM, wait up to `grace` seconds, then SIGKILL. Returns the exit code."""
@@ -85,6 +95,14 @@ class ManagedProcess:
             os.kill(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
         self._log.close()
+
+    def respawn(self) -> None:
+        """Start the same command again, with the same environment and log, in place of this
+        exited process: whoever holds this object then sees the new PID."""
+        if self.popen.poll() is None:
+            raise StackError(f"{self.name} is still running (PID {self.pid})")
+        self._log.close()
+        self.popen, self._log = _start(self.name, self.argv, self.log_path, self.env, self.redact)
 
 
 def _die_with_parent() -> None:
@@ -125,6 +143,14 @@ def spawn(
     """Start `argv` with its output in `log_dir/<name>.log`; `redact` strings never reach the log."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    environment, hidden = dict(env or os.environ), tuple(s for s in redact if s)
+    popen, log = _start(name, argv, log_path, environment, hidden)
+    return ManagedProcess(name, popen, log_path, log, list(argv), environment, hidden)
+
+
+def _start(
+    name: str, argv: list[str], log_path: Path, env: dict[str, str], redact: tuple[str, ...]
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     log = os.fdopen(fd, "ab")  # closed by ManagedProcess.stop
     popen = subprocess.Popen(
@@ -132,7 +158,7 @@ def spawn(
         stdout=subprocess.PIPE if redact else log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=dict(env or os.environ),
+        env=env,
         start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children directly
         preexec_fn=_die_with_parent,
     )
@@ -140,8 +166,8 @@ def spawn(
         assert popen.stdout is not None
         threading.Thread(
             target=_copy_redacted,
-            args=(popen.stdout, log, [s.encode() for s in redact if s]),
+            args=(popen.stdout, log, [s.encode() for s in redact]),
             name=f"log-{name}",
             daemon=True,
         ).start()
-    return ManagedProcess(name, popen, log_path, log)
+    return popen, log

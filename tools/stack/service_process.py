@@ -78,16 +78,22 @@ def _launch(
     name = "-".join(services) + "-" + addr.rpartition(":")[2]
     process = spawn(name, [sys.executable, "-m", "services.cli", "serve", *services], log_dir, env)
     service = ServiceProcess(process, addr, services, env, tls)
-    try:
-        wait_until(service.serving, 30, f"devmesh serve {' '.join(services)}", process)
-    except StackError:
-        process.stop(2)
-        raise
+    _wait_serving(service)
     return service
+
+
+def _wait_serving(service: ServiceProcess) -> None:
+    try:
+        wait_until(service.serving, 30, f"devmesh serve {' '.join(service.services)}", service.process)
+    except StackError:
+        service.process.stop(2)
+        raise
 
 
 def restart_service(service: ServiceProcess) -> ServiceProcess:
     """Start a stopped or killed service again with the same address and settings."""
-    if service.process.popen.poll() is None:
+    if service.process.exit_code is None:
         service.process.stop()
-    return _launch(service.services, service.addr, service.env, service.tls, service.process.log_path.parent)
+    service.process.respawn()
+    _wait_serving(service)
+    return service

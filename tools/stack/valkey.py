@@ -32,6 +32,13 @@ class Valkey:
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
+    def ready(self) -> bool:
+        """Whether it answers PING (after a restart: once it has loaded its append-only file)."""
+        import redis
+
+        with redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1) as client:
+            return bool(client.ping())
+
 
 def start_valkey(
     data_dir: Path, port: int = 0, log_dir: Path | None = None, *, durable: bool = True
@@ -39,8 +46,6 @@ def start_valkey(
     """Valkey on loopback. `durable`: AOF fsynced on every write, so an acknowledged write
     survives a crash. Not durable: in memory only, for state worth less than an fsync per
     write (rate-limit buckets)."""
-    import redis
-
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [
@@ -64,13 +69,10 @@ def start_valkey(
         "--loglevel",
         "warning",
     ]
-    process = spawn(f"valkey-{port}", argv, log_dir or data_dir)
-    client = redis.Redis(host=LOOPBACK, port=port, socket_timeout=1)
+    valkey = Valkey(spawn(f"valkey-{port}", argv, log_dir or data_dir), port, data_dir)
     try:
-        wait_until(lambda: client.ping(), 15, "valkey", process)
+        wait_until(valkey.ready, 15, "valkey", valkey.process)
     except StackError:
-        process.stop(1)
+        valkey.process.stop(1)
         raise
-    finally:
-        client.close()
-    return Valkey(process, port, data_dir)
+    return valkey
