@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -204,3 +205,25 @@ def test_a_service_killed_with_sigkill_comes_back_serving_at_the_same_address(
     with stack.channel() as channel:  # and the edge, health-checking it, sends it calls again
         stub = config_pb2_grpc.ConfigServiceStub(channel)
         wait_until(lambda: stub.ListNamespaces(config_pb2.ListNamespacesRequest(), timeout=5), 30, "edge")
+
+
+def test_each_service_answers_metrics_on_its_own_port(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, made = restarted
+    with stack.channel() as channel:  # one call to each service, which its metrics then count
+        config_pb2_grpc.ConfigServiceStub(channel).ListNamespaces(
+            config_pb2.ListNamespacesRequest(), timeout=10
+        )
+        secrets_pb2_grpc.SecretsServiceStub(channel).GetSecret(
+            secrets_pb2.GetSecretRequest(name=f"secrets/{made.secret}"), timeout=10
+        )
+    metrics = stack.description()["metrics"]
+    assert sorted(metrics) == ["config", "secrets"] and len(set(metrics.values())) == 2
+    scraped = {}
+    for name, addr in metrics.items():
+        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as response:
+            scraped[name] = response.read().decode()
+    assert 'service="devmesh.config.v1.ConfigService"' in scraped["config"]
+    assert 'service="devmesh.secrets.v1.SecretsService"' not in scraped["config"]
+    assert 'service="devmesh.secrets.v1.SecretsService"' in scraped["secrets"]

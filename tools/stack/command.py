@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import time
@@ -25,19 +26,24 @@ STATE_DIR = ROOT / ".devmesh"
 
 
 def _print_howto(stack: Stack, state: Path, elapsed: float) -> None:
+    """How to call the mesh, in commands that work as printed: from any directory, with the
+    tools `make venv` installed (grpcurl is in .venv/bin, not on PATH)."""
     tls = stack.operator_tls
     edge = stack.envoy.edge_addr if stack.envoy else ""
-    certs = f"-cacert {tls.ca} -cert {tls.cert} -key {tls.key}"
-    print(f"devmesh is up in {elapsed:.1f}s; everything is in {state}")
-    key = f'"x-api-key: $(python3 -c \'import json;print(json.load(open("{state}"))["admin_api_key"])\')"'
-    print(f"  gRPC:  grpcurl {certs} {edge} list")
+    grpcurl = shlex.quote(str(Path(sys.executable).parent / "grpcurl"))
+    ca, cert, key = (shlex.quote(str(path)) for path in (tls.ca, tls.cert, tls.key))
+    read_key = shlex.quote(f"import json; print(json.load(open({str(state)!r}))['admin_api_key'])")
+    print(f"devmesh is up in {elapsed:.1f}s: edge {edge}; stack.json and everything else in {state.parent}")
+    print(f"  gRPC:    {grpcurl} -cacert {ca} -cert {cert} -key {key} {edge} list")
     print(
-        f"  REST:  curl --cacert {tls.ca} --cert {tls.cert} --key {tls.key} -H {key} "
-        f"-X POST 'https://{edge}/v1/namespaces?namespace_id=demo' -d '{{}}'"
+        f'  REST:    curl --cacert {ca} --cert {cert} --key {key} -H "x-api-key: $(python3 -c {read_key})" '
+        f"https://{edge}/v1/namespaces"
     )
-    print(f"  Your certificate opens the edge; the key (admin_api_key in {state}) says who you are.")
-    print(f"  admin: {stack.envoy.admin_url if stack.envoy else ''}   logs: {stack.state_dir / 'logs'}")
-    print("Ctrl-C stops everything.", flush=True)
+    print(f"  Your certificate opens the edge; the key (admin_api_key in {state.name}) says who you are.")
+    metrics = ", ".join(f"{name} http://{sp.metrics_addr}/metrics" for name, sp in stack.services.items())
+    print(f"  metrics: {metrics}")
+    print(f"  admin:   {stack.envoy.admin_url if stack.envoy else ''}   logs: {stack.state_dir / 'logs'}")
+    print("A process that exits is restarted; Ctrl-C stops everything.", flush=True)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -49,8 +55,9 @@ def run(argv: list[str] | None = None) -> int:
         "--base-port",
         type=int,
         default=int(os.environ.get("DEVMESH_BASE_PORT", "20000")),
-        help="ports are offsets from it: services +51.., Valkey +79, OpenBao +200, edge +443, "
-        "Envoy admin +901 (DEVMESH_BASE_PORT, default 20000; 0 = free ports)",
+        help="ports are offsets from it: services +51.., their metrics +90.., Valkey +79 (rate "
+        "limits +80), OpenBao +200 (+201), edge +443, Envoy admin +901 (DEVMESH_BASE_PORT, default "
+        "20000; 0 = free ports)",
     )
     parser.add_argument(
         "--state-dir",
@@ -95,6 +102,10 @@ def _run_locked(state_dir: Path, services: list[str], ports: PortPlan) -> int:
             vault_addr=os.environ.get("VAULT_ADDR", ""),
             vault_token=os.environ.get("VAULT_TOKEN", ""),
             ports=ports,
+            # Exported, it would give every service the same port: local_stack refuses that.
+            service_env={"DEVMESH_METRICS_ADDR": os.environ["DEVMESH_METRICS_ADDR"]}
+            if "DEVMESH_METRICS_ADDR" in os.environ
+            else None,
         ) as stack:
             state = write_state(state_dir, stack.describe())
             _print_howto(stack, state, time.monotonic() - started)

@@ -19,7 +19,7 @@ from tools.stack.certs import DEFAULT_TTL, CertDir, CertPaths, Identity, Renewer
 from tools.stack.channels import grpc_channel
 from tools.stack.envoy import Envoy, start_envoy
 from tools.stack.openbao import OpenBao, start_persistent_openbao
-from tools.stack.ports import PortPlan
+from tools.stack.ports import PortPlan, check_listeners
 from tools.stack.processes import LOOPBACK
 from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
 from tools.stack.valkey import Valkey, start_valkey
@@ -70,6 +70,7 @@ class Stack:
             "edge": self.envoy.edge_addr if self.envoy else "",
             "envoy_admin": self.envoy.admin_url if self.envoy else "",
             "services": {name: sp.addr for name, sp in self.services.items()},
+            "metrics": {name: sp.metrics_addr for name, sp in self.services.items() if sp.metrics_addr},
             "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
             "redis_url": self.redis_url,
             "ratelimit_redis_url": self.ratelimit_redis_url,
@@ -109,14 +110,23 @@ def local_stack(
     service_env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
     """The whole mesh on loopback, stopped on exit: Valkey (and one without AOF for rate limits)
-    and OpenBao (unless given), Vault
-    bootstrapped, certificates issued and renewed, one mTLS process per service, the Envoy edge."""
+    and OpenBao keeping their data in `state_dir` (unless given), Vault bootstrapped,
+    certificates issued and renewed, one mTLS process per service with its own metrics port,
+    and the Envoy edge. Every address is checked free before anything starts.
+
+    `service_env` applies to every service; a DEVMESH_METRICS_ADDR in it replaces the planned
+    per-service ones (and is refused when it would give two services one port)."""
     from services import catalog
 
     modules = catalog.resolve(services)
     ports = ports or PortPlan.from_base(0, [m.name for m in modules])
     stack = Stack(state_dir, external_redis_url=redis_url, external_ratelimit_redis_url=ratelimit_redis_url)
     logs = state_dir / "logs"
+    service_envs = {
+        m.name: {"DEVMESH_METRICS_ADDR": f"{LOOPBACK}:{ports.metrics[m.name]}", **(service_env or {})}
+        for m in modules
+    }
+    check_listeners(_listeners(ports, service_envs, redis_url=redis_url, vault_addr=vault_addr))
     try:
         if not redis_url:
             stack.valkey = start_valkey(state_dir / "valkey", ports.valkey, logs)
@@ -150,7 +160,7 @@ def local_stack(
                 tls=stack.certs[module.name].current,
                 client_tls=stack.operator_tls,
                 vault=VaultLogin(stack.vault.addr, role.role_id, role.secret_id_file),
-                extra_env={**shared_env, **(service_env or {})},
+                extra_env={**shared_env, **service_envs[module.name]},
             )
         edge = EdgeSettings(
             LOOPBACK, ports.edge, ports.envoy_admin, stack.certs[EDGE.name].root, health_interval
@@ -166,6 +176,25 @@ def local_stack(
         yield stack
     finally:
         stack.stop()
+
+
+def _listeners(
+    ports: PortPlan, service_envs: Mapping[str, Mapping[str, str]], *, redis_url: str, vault_addr: str
+) -> dict[str, str]:
+    """What the stack will listen on, by what listens there."""
+    listeners: dict[str, int] = {}
+    if not redis_url:
+        listeners |= {"valkey": ports.valkey, "rate-limit valkey": ports.ratelimit_valkey}
+    if not vault_addr:
+        listeners |= {"openbao": ports.openbao, "openbao cluster": ports.openbao_cluster}
+    for name, port in ports.services.items():
+        listeners[name] = port
+    found = {what: f"{LOOPBACK}:{port}" for what, port in listeners.items()}
+    for name, env in service_envs.items():
+        if addr := env.get("DEVMESH_METRICS_ADDR", ""):
+            given = addr != f"{LOOPBACK}:{ports.metrics[name]}"
+            found[f"{name} metrics" + (" (DEVMESH_METRICS_ADDR)" if given else "")] = addr
+    return found | {"edge": f"{LOOPBACK}:{ports.edge}", "envoy admin": f"{LOOPBACK}:{ports.envoy_admin}"}
 
 
 ADMIN_KEY_FILE = "admin-api-key"  # in the state dir, mode 0600: the key stack.json shows

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tools.stack.processes import free_port
+from tools.stack.processes import StackError, free_port
 
 # Offsets from the base port (`make run`'s DEVMESH_BASE_PORT); the README lists them too.
 SERVICE_OFFSET = 51  # + the service's index in the catalog
+METRICS_OFFSET = 90  # + the service's index: its Prometheus /metrics
 VALKEY_OFFSET = 79
 RATELIMIT_VALKEY_OFFSET = 80
 OPENBAO_OFFSET = 200
@@ -29,6 +31,7 @@ class PortPlan:
     edge: int
     envoy_admin: int
     services: Mapping[str, int]
+    metrics: Mapping[str, int]
 
     @classmethod
     def from_base(cls, base: int, services: Sequence[str]) -> PortPlan:
@@ -52,4 +55,29 @@ class PortPlan:
             edge=port(EDGE_OFFSET),
             envoy_admin=port(ENVOY_ADMIN_OFFSET),
             services={name: port(SERVICE_OFFSET + i) for i, name in enumerate(services)},
+            metrics={name: port(METRICS_OFFSET + i) for i, name in enumerate(services)},
         )
+
+
+def check_listeners(listeners: Mapping[str, str]) -> None:
+    """Refuse, before anything starts, a plan in which two parts would listen on one address
+    or one would listen where something already does. `listeners`: what -> host:port."""
+    wanted: dict[tuple[str, int], list[str]] = {}
+    for what, addr in listeners.items():
+        host, _, digits = addr.rpartition(":")
+        wanted.setdefault((host.strip("[]"), int(digits)), []).append(what)
+    for (host, port), parts in wanted.items():
+        if len(parts) > 1:
+            raise StackError(
+                f"{' and '.join(parts)} are given the same address, {host}:{port}; each needs its own"
+            )
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                # As the servers themselves do: a port left in TIME_WAIT by the last run is free.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+        except OSError as exc:
+            raise StackError(
+                f"{parts[0]} cannot listen on {host}:{port}: {exc.strerror}; is another stack or "
+                "program using it? Stop it, or choose another DEVMESH_BASE_PORT"
+            ) from None

@@ -30,6 +30,11 @@ class ServiceProcess:
     env: dict[str, str] = field(repr=False)
     tls: CertPaths | None = None
 
+    @property
+    def metrics_addr(self) -> str:
+        """host:port of its Prometheus /metrics; empty when it serves none."""
+        return self.env.get("DEVMESH_METRICS_ADDR", "")
+
     def serving(self) -> bool:
         return health_serving(self.addr, tls=self.tls)
 
