@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -227,3 +228,62 @@ def test_each_service_answers_metrics_on_its_own_port(
     assert 'service="devmesh.config.v1.ConfigService"' in scraped["config"]
     assert 'service="devmesh.secrets.v1.SecretsService"' not in scraped["config"]
     assert 'service="devmesh.secrets.v1.SecretsService"' in scraped["secrets"]
+
+
+def redacted(text: str) -> str:
+    """`text` with every API key and token blanked, fit for a failing assertion's message."""
+    return re.sub(r"dmk_\S+|eyJ[\w-]+\.[\w-]+\.[\w-]+", "[redacted]", text)
+
+
+def shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`script` in bash, failing at its first failing command, with an environment a fresh
+    machine has: the virtualenv's bin is not on PATH."""
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(sys.prefix))
+    env = {**os.environ, "PATH": path}
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_commands_run_prints_work_as_printed_from_any_directory(
+    restarted: tuple[RunningStack, MadeBeforeRestart], tmp_path: Path
+) -> None:
+    stack, _ = restarted
+    printed = {m[1]: m[2] for m in re.finditer(r"^  (gRPC|REST): +(.+)$", stack.output, re.M)}
+    called = shell(f"{printed['gRPC']}\n{printed['REST']} --fail", tmp_path)
+    exit_code, missing = (
+        called.returncode,
+        [t for t in ("ConfigService", '"namespaces":') if t not in called.stdout],
+    )
+    assert exit_code == 0 and not missing, redacted(called.stderr + called.stdout)
+    assert stack.admin_key not in stack.output  # it prints how to read the key, never the key
+
+
+def test_the_readme_commands_of_running_it_work_as_written(
+    restarted: tuple[RunningStack, MadeBeforeRestart],
+) -> None:
+    stack, _ = restarted
+    readme = (ROOT / "README.md").read_text()
+    commands = readme.split("## Running it", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    # This stack keeps its state elsewhere; the watch stream is cut after a while (curl's 28).
+    commands = commands.replace(".devmesh/", f"{stack.state_dir}/").replace("dm -N ", "dm -N --max-time 3 ")
+    wrapper = 'curl() { command curl -sS --fail "$@" || [ $? -eq 28 ]; }\n'
+    called = shell(wrapper + commands, ROOT)
+    exit_code = called.returncode  # compared alone: pytest would show the output, keys and all
+    assert exit_code == 0, redacted(called.stderr)
+    expected = [
+        "devmesh.config.v1.ConfigService",  # grpcurl list
+        '"name": "namespaces/shop"',  # grpcurl CreateNamespace
+        '"content":{"db":{"port":5432}}',  # PATCH and resolve
+        "ACTION_ENVIRONMENT_CREATED",  # the watch
+        '"role":"viewer"',  # the new key
+        '"auditEvents":[{',
+        "devmesh_rpc_duration_seconds_count",  # config's /metrics
+    ]
+    missing = [text for text in expected if text not in called.stdout]
+    assert not missing, redacted(called.stdout)

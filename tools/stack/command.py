@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -32,7 +33,7 @@ def _print_howto(stack: Stack, state: Path, elapsed: float) -> None:
     edge = stack.envoy.edge_addr if stack.envoy else ""
     grpcurl = shlex.quote(str(Path(sys.executable).parent / "grpcurl"))
     ca, cert, key = (shlex.quote(str(path)) for path in (tls.ca, tls.cert, tls.key))
-    read_key = shlex.quote(f"import json; print(json.load(open({str(state)!r}))['admin_api_key'])")
+    read_key = shlex.quote(f'import json; print(json.load(open({json.dumps(str(state))}))["admin_api_key"])')
     print(f"devmesh is up in {elapsed:.1f}s: edge {edge}; stack.json and everything else in {state.parent}")
     print(f"  gRPC:    {grpcurl} -cacert {ca} -cert {cert} -key {key} {edge} list")
     print(
