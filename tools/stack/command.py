@@ -144,7 +144,9 @@ def _supervised(stack: Stack) -> list[Supervised]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "run":
-        print("usage: python -m tools.stack run [SERVICE...] [--base-port N]", file=sys.stderr)
+        print(
+            "usage: python -m tools.stack run [SERVICE...] [--base-port N] [--state-dir DIR]", file=sys.stderr
+        )
         return 2
     return run(argv[1:])
 
