@@ -19,8 +19,9 @@ from services.runtime import redis_client
 from services.runtime.server import Runtime, Server
 from services.runtime.settings import RuntimeSettings
 from services.runtime.vault import Vault
-from tools import vault_bootstrap
-from tools.stack import OpenBao, Valkey, start_openbao, start_valkey
+from tools.stack import vault_bootstrap
+from tools.stack.openbao import OpenBao, start_openbao
+from tools.stack.valkey import Valkey, start_valkey
 
 # Short intervals keep watch and health tests quick; production defaults are in the settings classes.
 TEST_ENV = {"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3"}

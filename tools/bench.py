@@ -47,19 +47,13 @@ import grpc
 from grpc import aio
 
 from services.runtime import logging as runtime_logging
-from tools.certs import CertPaths
-from tools.stack import (
-    LOOPBACK,
-    VaultLogin,
-    free_port,
-    grpc_channel,
-    local_stack,
-    spawn,
-    start_openbao,
-    start_service,
-    start_valkey,
-    wait_until,
-)
+from tools.stack.certs import CertPaths
+from tools.stack.channels import grpc_channel
+from tools.stack.local import local_stack
+from tools.stack.openbao import start_openbao
+from tools.stack.processes import LOOPBACK, free_port, spawn, wait_until
+from tools.stack.service_process import VaultLogin, start_service
+from tools.stack.valkey import start_valkey
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Barrier
@@ -621,7 +615,7 @@ def identity(duration: float) -> dict[str, Any]:
     call with both off and against the bare echo server, under the same load in one run; then
     one call at a time, whose p50 difference is what authentication plus rate limiting cost."""
     from services.runtime.vault import API_KEY_PEPPER_PATH, KV_MOUNT
-    from tools import vault_bootstrap
+    from tools.stack import vault_bootstrap
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
@@ -730,7 +724,7 @@ def secrets_access(duration: float) -> dict[str, Any]:
     from devmesh.secrets.v1 import secrets_pb2_grpc
     from services.runtime.vault import API_KEY_PEPPER_PATH, KV_MOUNT
     from services.secrets.vault_store import PATH
-    from tools import vault_bootstrap
+    from tools.stack import vault_bootstrap
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)

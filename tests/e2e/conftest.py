@@ -12,8 +12,9 @@ import pytest
 import requests
 
 from devmesh.config.v1 import config_pb2_grpc
-from tools.certs import CertPaths
-from tools.stack import Stack, grpc_channel, local_stack
+from tools.stack.certs import CertPaths
+from tools.stack.channels import grpc_channel
+from tools.stack.local import Stack, local_stack
 
 HEALTH_INTERVAL = 0.5  # seconds between Envoy's health checks; production uses the default
 LIMITS = "admin=5000/10000,*=20/40"

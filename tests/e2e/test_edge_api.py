@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from tests.e2e.conftest import Rest
-from tools.certs import CertPaths
+from tools.stack.certs import CertPaths
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from services.runtime.identity import keys
 from tests.e2e.conftest import Rest, envoy_stats
-from tools.certs import CertPaths, Identity
 from tools.envoy_config import SERVICE_NAMESPACE
-from tools.stack import Stack, grpc_channel
+from tools.stack.certs import CertPaths, Identity
+from tools.stack.channels import grpc_channel
+from tools.stack.local import Stack
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from pathlib import Path
 from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
 from tests.e2e.conftest import Rest
-from tools.certs import CertPaths, Identity
 from tools.envoy_config import SERVICE_NAMESPACE
-from tools.stack import Stack, grpc_channel
+from tools.stack.certs import CertPaths, Identity
+from tools.stack.channels import grpc_channel
+from tools.stack.local import Stack
 
 
 def b64(data: bytes) -> str:

@@ -20,19 +20,13 @@ from cryptography.x509.oid import NameOID
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from tests.e2e.conftest import HEALTH_INTERVAL, Rest, envoy_stats
-from tools.certs import CertDir, CertPaths, Identity, Renewer, issue
 from tools.envoy_config import EdgeSettings, Upstream
-from tools.stack import (
-    LOOPBACK,
-    SERVICE_NAMESPACE,
-    Stack,
-    free_port,
-    grpc_channel,
-    restart_service,
-    start_envoy,
-    start_service,
-    wait_until,
-)
+from tools.stack.certs import CertDir, CertPaths, Identity, Renewer, issue
+from tools.stack.channels import grpc_channel
+from tools.stack.envoy import start_envoy
+from tools.stack.local import SERVICE_NAMESPACE, Stack
+from tools.stack.processes import LOOPBACK, free_port, wait_until
+from tools.stack.service_process import restart_service, start_service
 
 OPERATOR_ID = "spiffe://devmesh.local/ns/ops/sa/operator"
 

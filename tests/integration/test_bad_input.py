@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devmesh.config.v1 import config_pb2
-from tools.stack import ServiceProcess, Valkey, start_service
+from tools.stack.service_process import ServiceProcess, start_service
+from tools.stack.valkey import Valkey
 
 SERVICE = config_pb2.DESCRIPTOR.services_by_name["ConfigService"]
 METHODS = list(SERVICE.methods)

@@ -37,7 +37,7 @@ from services.runtime.identity.tokens import b64url
 from services.runtime.server import Server
 from services.runtime.vault import JWT_KEY, TRANSIT_MOUNT
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
-from tools.stack import Valkey
+from tools.stack.valkey import Valkey
 
 FAST_JWKS = {"auth_jwks_refresh": 1.0}
 
@@ -830,7 +830,7 @@ async def test_when_redis_dies_the_limiter_falls_back_and_recovers(
 ) -> None:
     from prometheus_client import REGISTRY
 
-    from tools.stack import start_valkey
+    from tools.stack.valkey import start_valkey
 
     valkey = start_valkey(tmp_path / "valkey")
     port = int(valkey.url.rpartition(":")[2].split("/")[0])

@@ -11,7 +11,9 @@ from pathlib import Path
 import grpc
 
 from devmesh.config.v1 import config_pb2, config_pb2_grpc
-from tools.stack import Valkey, free_port, start_service, wait_until
+from tools.stack.processes import free_port, wait_until
+from tools.stack.service_process import start_service
+from tools.stack.valkey import Valkey
 
 
 def _scrape(port: int) -> str:

@@ -7,7 +7,7 @@ import uuid
 from services.runtime import redis_client
 from services.runtime.ratelimit import Limit, RateLimiter
 from services.runtime.redis_mux import MultiplexedRedis
-from tools.stack import Valkey
+from tools.stack.valkey import Valkey
 
 
 async def test_the_script_is_sent_whole_when_redis_has_forgotten_it(valkey: Valkey) -> None:

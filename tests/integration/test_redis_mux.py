@@ -14,7 +14,7 @@ from redis import exceptions as redis_errors
 
 from services.runtime import redis_client
 from services.runtime.redis_mux import MultiplexedRedis
-from tools.stack import Valkey, start_valkey
+from tools.stack.valkey import Valkey, start_valkey
 
 Clients = tuple[MultiplexedRedis, redis_client.Redis]
 

@@ -35,8 +35,9 @@ from services.secrets import app as secrets_app
 from services.secrets import domain as secrets_domain
 from services.secrets.vault_store import INTERRUPTED_AFTER_US, MetadataConflict, SecretStore, now_us
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
-from tools import vault_bootstrap
-from tools.stack import OpenBao, Valkey, start_openbao
+from tools.stack import vault_bootstrap
+from tools.stack.openbao import OpenBao, start_openbao
+from tools.stack.valkey import Valkey
 
 FAST = {"DEVMESH_SECRETS_ROTATION_CHECK_INTERVAL": "0.1"}
 READ, MANAGE, ADMIN = pb.Binding.LEVEL_READ, pb.Binding.LEVEL_MANAGE, pb.Binding.LEVEL_ADMIN

@@ -14,7 +14,8 @@ import requests
 from services.runtime.errors import Unavailable
 from services.runtime.settings import RuntimeSettings
 from services.runtime.vault import Vault
-from tools.stack import LOOPBACK, free_port, openbao_binary, spawn, wait_until
+from tools.stack.openbao import openbao_binary
+from tools.stack.processes import LOOPBACK, free_port, spawn, wait_until
 
 
 @pytest.fixture

@@ -4,10 +4,14 @@ It creates what DESIGN.md says Vault supplies: the KV v2 mount, the transit keys
 signing, envelope encryption), the API-key HMAC pepper in KV, PKI root -> intermediate -> a role issuing
 SPIFFE workload certificates, and per service a least-privilege policy (the service's
 `VAULT_POLICY`) with an AppRole. Services log in with their AppRole, never the root token.
+Each run issues every service a fresh secret_id (in a 0600 file) and retires the one before;
+everything else is created once and kept (the pepper above all: every stored key digest
+depends on it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -119,9 +123,16 @@ def _ensure_approle(client: hvac.Client, service: str, policy: str, secrets_dir:
     secret_id = client.auth.approle.generate_secret_id(name)["data"]["secret_id"]
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = secrets_dir / f"{service}.secret_id"
+    previous = path.read_text().strip() if path.exists() else ""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret_id)
+    if previous:
+        # Vault kept the data of an earlier start: retire that start's secret_id rather than
+        # leave one more valid credential behind per start. Already gone (expired, or a Vault
+        # that lost its data) is fine.
+        with contextlib.suppress(hvac_errors.VaultError):
+            client.auth.approle.destroy_secret_id(name, previous)
     return AppRole(role_id, path)
 
 

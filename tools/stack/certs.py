@@ -71,6 +71,10 @@ class CertDir:
     def install(self, cert_chain: str, key: str, ca: str) -> None:
         """Write a new version and swap `current` to it atomically."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.version == 0:  # a restarted stack goes on after its last version, and prunes it
+            self.version = max(
+                (int(d.name[1:]) for d in self.root.glob("v*") if d.name[1:].isdigit()), default=0
+            )
         self.version += 1
         target = self.root / f"v{self.version}"
         shutil.rmtree(target, ignore_errors=True)

@@ -1,0 +1,7 @@
+"""`python -m tools.stack run`: see `tools.stack.command`."""
+
+import sys
+
+from tools.stack.command import main
+
+sys.exit(main())

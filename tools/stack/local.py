@@ -1,0 +1,244 @@
+"""The whole mesh on loopback: Valkey, OpenBao, certificates, one process per service, and
+the Envoy edge, started in order and stopped in reverse."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.runtime.tls import spiffe_id
+from tools import envoy_config
+from tools.envoy_config import EdgeSettings, Upstream
+from tools.stack import vault_bootstrap
+from tools.stack.certs import DEFAULT_TTL, CertDir, CertPaths, Identity, Renewer
+from tools.stack.channels import grpc_channel
+from tools.stack.envoy import Envoy, start_envoy
+from tools.stack.openbao import OpenBao, start_persistent_openbao
+from tools.stack.ports import PortPlan, check_listeners
+from tools.stack.processes import LOOPBACK
+from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
+from tools.stack.valkey import Valkey, start_valkey
+
+SERVICE_NAMESPACE = envoy_config.SERVICE_NAMESPACE
+OPERATOR = Identity("operator", spiffe_id("ops", "operator"), ("operator.devmesh.local",))
+EDGE = Identity.workload(SERVICE_NAMESPACE, "edge")
+
+
+@dataclass
+class Stack:
+    state_dir: Path
+    valkey: Valkey | None = None
+    ratelimit_valkey: Valkey | None = None
+    external_redis_url: str = ""
+    external_ratelimit_redis_url: str = ""
+    vault: OpenBao | None = None
+    renewer: Renewer | None = None
+    certs: dict[str, CertDir] = field(default_factory=dict)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    envoy: Envoy | None = None
+    admin_api_key: str = field(default="", repr=False)  # kept in the state dir; never printed or logged
+
+    @property
+    def redis_url(self) -> str:
+        return self.external_redis_url or (self.valkey.url if self.valkey else "")
+
+    @property
+    def ratelimit_redis_url(self) -> str:
+        if self.ratelimit_valkey is not None:
+            return self.ratelimit_valkey.url
+        return self.external_ratelimit_redis_url or self.redis_url
+
+    @property
+    def operator_tls(self) -> CertPaths:
+        return self.certs[OPERATOR.name].current
+
+    def describe(self) -> dict[str, Any]:
+        tls = self.operator_tls
+        processes = {
+            **({"valkey": self.valkey.process} if self.valkey else {}),
+            **({"valkey-ratelimit": self.ratelimit_valkey.process} if self.ratelimit_valkey else {}),
+            **({"openbao": self.vault.process} if self.vault and self.vault.process else {}),
+            **{name: sp.process for name, sp in self.services.items()},
+            **({"envoy": self.envoy.process} if self.envoy else {}),
+        }
+        return {
+            "edge": self.envoy.edge_addr if self.envoy else "",
+            "envoy_admin": self.envoy.admin_url if self.envoy else "",
+            "services": {name: sp.addr for name, sp in self.services.items()},
+            "metrics": {name: sp.metrics_addr for name, sp in self.services.items() if sp.metrics_addr},
+            "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
+            "redis_url": self.redis_url,
+            "ratelimit_redis_url": self.ratelimit_redis_url,
+            "vault_addr": self.vault.addr if self.vault else "",
+            "admin_api_key": self.admin_api_key,
+            "pids": {name: p.pid for name, p in processes.items()},
+            "logs": str(self.state_dir / "logs"),
+        }
+
+    def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.process.stop()
+        for sp in self.services.values():
+            sp.process.stop()
+        if self.renewer is not None:
+            self.renewer.stop()
+        if self.vault is not None and self.vault.process is not None:
+            self.vault.process.stop()
+        if self.valkey is not None:
+            self.valkey.process.stop()
+        if self.ratelimit_valkey is not None:
+            self.ratelimit_valkey.process.stop()
+
+
+@contextlib.contextmanager
+def local_stack(
+    state_dir: Path,
+    services: list[str],
+    *,
+    redis_url: str = "",
+    ratelimit_redis_url: str = "",
+    vault_addr: str = "",
+    vault_token: str = "",
+    ports: PortPlan | None = None,
+    cert_ttl: int = DEFAULT_TTL,
+    health_interval: float = 1.0,
+    service_env: Mapping[str, str] | None = None,
+) -> Iterator[Stack]:
+    """The whole mesh on loopback, stopped on exit: Valkey (and one without AOF for rate limits)
+    and OpenBao keeping their data in `state_dir` (unless given), Vault bootstrapped,
+    certificates issued and renewed, one mTLS process per service with its own metrics port,
+    and the Envoy edge. Every address is checked free before anything starts.
+
+    `service_env` applies to every service; a DEVMESH_METRICS_ADDR in it replaces the planned
+    per-service ones (and is refused when it would give two services one port)."""
+    from services import catalog
+
+    modules = catalog.resolve(services)
+    ports = ports or PortPlan.from_base(0, [m.name for m in modules])
+    stack = Stack(state_dir, external_redis_url=redis_url, external_ratelimit_redis_url=ratelimit_redis_url)
+    logs = state_dir / "logs"
+    service_envs = {
+        m.name: {"DEVMESH_METRICS_ADDR": f"{LOOPBACK}:{ports.metrics[m.name]}", **(service_env or {})}
+        for m in modules
+    }
+    check_listeners(_listeners(ports, service_envs, redis_url=redis_url, vault_addr=vault_addr))
+    try:
+        if not redis_url:
+            stack.valkey = start_valkey(state_dir / "valkey", ports.valkey, logs)
+            # Rate-limit buckets change on every call and are worth no fsync: their own Valkey.
+            stack.ratelimit_valkey = start_valkey(
+                state_dir / "valkey-ratelimit", ports.ratelimit_valkey, logs, durable=False
+            )
+        if vault_addr:
+            stack.vault = OpenBao(vault_addr, vault_token)
+        else:
+            stack.vault = start_persistent_openbao(
+                state_dir / "openbao", ports.openbao, ports.openbao_cluster, logs
+            )
+        client = stack.vault.client()
+        approles = vault_bootstrap.bootstrap(client, [m.name for m in modules], state_dir / "vault")
+        stack.renewer = Renewer(client, vault_bootstrap.root_ca(client), cert_ttl)
+        for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, m.name) for m in modules)]:
+            stack.certs[identity.name] = stack.renewer.add(identity, state_dir / "certs" / identity.name)
+        stack.renewer.start()
+        service_ports = ports.services
+        shared_env = {"DEVMESH_RATE_LIMIT_REDIS_URL": stack.ratelimit_redis_url}
+        if "secrets" in service_ports:  # config resolves secret references through it
+            shared_env["DEVMESH_CONFIG_SECRETS_ADDR"] = f"{LOOPBACK}:{service_ports['secrets']}"
+        for module in modules:
+            role = approles[module.name]
+            stack.services[module.name] = start_service(
+                [module.name],
+                stack.redis_url,
+                logs,
+                port=service_ports[module.name],
+                tls=stack.certs[module.name].current,
+                client_tls=stack.operator_tls,
+                vault=VaultLogin(stack.vault.addr, role.role_id, role.secret_id_file),
+                extra_env={**shared_env, **service_envs[module.name]},
+            )
+        edge = EdgeSettings(
+            LOOPBACK, ports.edge, ports.envoy_admin, stack.certs[EDGE.name].root, health_interval
+        )
+        upstreams = [
+            Upstream(name, LOOPBACK, int(sp.addr.rpartition(":")[2])) for name, sp in stack.services.items()
+        ]
+        stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
+        if "config" in stack.services:
+            stack.admin_api_key = keep_admin_key(
+                stack.services["config"].addr, stack.operator_tls, state_dir / ADMIN_KEY_FILE
+            )
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _listeners(
+    ports: PortPlan, service_envs: Mapping[str, Mapping[str, str]], *, redis_url: str, vault_addr: str
+) -> dict[str, str]:
+    """What the stack will listen on, by what listens there."""
+    listeners: dict[str, int] = {}
+    if not redis_url:
+        listeners |= {"valkey": ports.valkey, "rate-limit valkey": ports.ratelimit_valkey}
+    if not vault_addr:
+        listeners |= {"openbao": ports.openbao, "openbao cluster": ports.openbao_cluster}
+    for name, port in ports.services.items():
+        listeners[name] = port
+    found = {what: f"{LOOPBACK}:{port}" for what, port in listeners.items()}
+    for name, env in service_envs.items():
+        if addr := env.get("DEVMESH_METRICS_ADDR", ""):
+            given = addr != f"{LOOPBACK}:{ports.metrics[name]}"
+            found[f"{name} metrics" + (" (DEVMESH_METRICS_ADDR)" if given else "")] = addr
+    return found | {"edge": f"{LOOPBACK}:{ports.edge}", "envoy admin": f"{LOOPBACK}:{ports.envoy_admin}"}
+
+
+ADMIN_KEY_FILE = "admin-api-key"  # in the state dir, mode 0600: the key stack.json shows
+
+
+def keep_admin_key(config_addr: str, operator: CertPaths, key_file: Path) -> str:
+    """The admin API key kept in `key_file` while it still authenticates as an admin; else a
+    new one, created by the local operator (whose mesh identity is an admin) and kept there.
+    A restarted stack thus hands out the same key, instead of one more per start."""
+    import grpc
+
+    from devmesh.config.v1 import api_keys_pb2, api_keys_pb2_grpc
+
+    with grpc_channel(config_addr, operator) as channel:
+        stub = api_keys_pb2_grpc.ApiKeyServiceStub(channel)
+        with contextlib.suppress(FileNotFoundError):
+            kept = key_file.read_text().strip()
+            try:
+                stub.ListApiKeys(
+                    api_keys_pb2.ListApiKeysRequest(page_size=1), metadata=(("x-api-key", kept),), timeout=10
+                )
+                return kept
+            except grpc.RpcError as error:
+                refused = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                if error.code() not in refused:
+                    raise
+        created = stub.CreateApiKey(
+            api_keys_pb2.CreateApiKeyRequest(
+                api_key=api_keys_pb2.ApiKey(
+                    role="admin", display_name="make run: first admin key", owner="local-operator"
+                )
+            ),
+            timeout=10,
+        )
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(created.key)
+    return str(created.key)
+
+
+def write_state(state_dir: Path, description: dict[str, Any]) -> Path:
+    path = state_dir / "stack.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(description, f, indent=2)
+    os.chmod(path, 0o600)
+    return path

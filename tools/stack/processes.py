@@ -1,0 +1,173 @@
+"""Child processes started on loopback, each with its own log, stopped by PID.
+
+Every process started here is stopped here: SIGTERM, then SIGKILL after a grace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+LOOPBACK = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start; the message says which and where its log is."""
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], object], timeout: float, what: str, process: ManagedProcess | None = None
+) -> None:
+    """Poll `check()` until it returns true; fail early if `process` dies."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if process is not None and process.popen.poll() is not None:
+            raise StackError(
+                f"{what}: process exited with {process.popen.returncode}; log: {process.log_path}"
+            )
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    raise StackError(
+        f"{what}: not ready after {timeout:.0f}s" + (f"; log: {process.log_path}" if process else "")
+    )
+
+
+@dataclass
+class ManagedProcess:
+    """A child process, its log, and how it was started (so that it can be started again)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    redact: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """None while it runs; then its exit code (negative: the signal that ended it)."""
+        return self.popen.poll()
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL. Returns the exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once: a crash, for tests that prove nothing acknowledged is lost."""
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        self._log.close()
+
+    def respawn(self) -> None:
+        """Start the same command again, with the same environment and log, in place of this
+        exited process: whoever holds this object then sees the new PID."""
+        if self.popen.poll() is None:
+            raise StackError(f"{self.name} is still running (PID {self.pid})")
+        self._log.close()
+        self.popen, self._log = _start(self.name, self.argv, self.log_path, self.env, self.redact)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the process that started it dies.
+
+    A test run killed mid-way (a timeout, Ctrl-C twice) never reaches its teardown; without
+    this its Valkey and service processes would outlive it.
+    """
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _copy_redacted(source: IO[bytes], sink: IO[bytes], secrets: Sequence[bytes]) -> None:
+    """Copy a child's output to its log with every secret and credential banner line blanked."""
+    for line in iter(source.readline, b""):
+        for secret in secrets:
+            line = line.replace(secret, b"[redacted]")
+        line = _CREDENTIAL_LINE.sub(rb"\1 [redacted]", line)
+        with contextlib.suppress(ValueError):  # the log closed: the process is being stopped
+            sink.write(line)
+            sink.flush()
+
+
+_CREDENTIAL_LINE = re.compile(rb"((?:Root Token|Unseal Key|token|secret_id)\s*[:=])\s*\S+", re.IGNORECASE)
+
+
+def spawn(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    redact: Sequence[str] = (),
+) -> ManagedProcess:
+    """Start `argv` with its output in `log_dir/<name>.log`; `redact` strings never reach the log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    environment, hidden = dict(env or os.environ), tuple(s for s in redact if s)
+    popen, log = _start(name, argv, log_path, environment, hidden)
+    return ManagedProcess(name, popen, log_path, log, list(argv), environment, hidden)
+
+
+def _start(
+    name: str, argv: list[str], log_path: Path, env: dict[str, str], redact: tuple[str, ...]
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.fdopen(fd, "ab")  # closed by ManagedProcess.stop
+    popen = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE if redact else log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children directly
+        preexec_fn=_die_with_parent,
+    )
+    if redact:
+        assert popen.stdout is not None
+        threading.Thread(
+            target=_copy_redacted,
+            args=(popen.stdout, log, [s.encode() for s in redact]),
+            name=f"log-{name}",
+            daemon=True,
+        ).start()
+    return popen, log
