@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from tests.e2e.conftest import Rest
-from tools.certs import CertPaths
+from tools.stack.certs import CertPaths
 
 
 def test_a_watch_of_a_missing_namespace_is_404_not_a_200_with_an_error_body(rest: Rest) -> None:

@@ -12,7 +12,7 @@ from services.runtime.server import Server
 from services.secrets import app as secrets_app
 from tests.conftest import BootstrappedVault, ServerFactory
 from tests.helpers import key_metadata, mint_key
-from tools.stack import Valkey
+from tools.stack.valkey import Valkey
 
 
 @dataclass

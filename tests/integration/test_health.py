@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import ServerFactory
 from tests.helpers import refused
-from tools.stack import Valkey
+from tools.stack.valkey import Valkey
 
 CONFIG = "devmesh.config.v1.ConfigService"
 SERVING = health_pb2.HealthCheckResponse.SERVING

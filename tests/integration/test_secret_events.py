@@ -15,7 +15,7 @@ from services.secrets import app as secrets_app
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
 from tests.helpers import key_metadata, mint_key, refused
 from tests.integration.conftest import Servers
-from tools.stack import Valkey
+from tools.stack.valkey import Valkey
 
 
 @pytest.mark.parametrize("prefix", ["x" * (1 << 20), "a\x00b", "../../x", "-leading-dash", "ns/secret"])
