@@ -15,13 +15,15 @@ from devmesh.config.v1 import (
     tokens_pb2_grpc,
 )
 from services.config.api_keys import DAY_US, ApiKeys
+from services.config.api_keys_servicer import ApiKeyServicer
+from services.config.audit_servicer import AuditServicer
 from services.config.domain import ConfigDomain
-from services.config.identity_servicer import ApiKeyServicer, AuditServicer, TokenServicer
 from services.config.secret_refs import SecretResolver
 from services.config.servicer import ConfigServicer
 from services.config.settings import ConfigSettings
 from services.config.store import ConfigStore
 from services.config.tokens import TokenIssuer
+from services.config.tokens_servicer import TokenServicer
 from services.config.watch import WatchHub
 from services.runtime import settings as runtime_settings
 from services.runtime.server import Runtime, ServiceBinding

@@ -1,24 +1,13 @@
-"""ApiKeyService, TokenService and AuditService over gRPC: protos in, domain calls, protos out."""
+"""ApiKeyService over gRPC: protos in, API-key domain calls, protos out."""
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
 from grpc import aio
 
-from devmesh.config.v1 import (
-    api_keys_pb2,
-    api_keys_pb2_grpc,
-    audit_pb2,
-    audit_pb2_grpc,
-    tokens_pb2,
-    tokens_pb2_grpc,
-)
-from services.config import audit_events
+from devmesh.config.v1 import api_keys_pb2, api_keys_pb2_grpc
 from services.config.api_keys import API_KEY, ApiKeys, NewKey, etag_of, key_id_of
-from services.config.tokens import TokenIssuer
 from services.runtime import protos
 from services.runtime.identity import keys, keystore
-from services.runtime.redis_client import Redis
 from services.runtime.request_context import current_caller
 
 
@@ -97,67 +86,3 @@ class ApiKeyServicer(api_keys_pb2_grpc.ApiKeyServiceServicer):
             grace = request.grace_period.seconds * 1_000_000 + request.grace_period.nanos // 1000
         record, key = await self._keys.rotate(key_id_of(request.name), request.etag, grace)
         return api_keys_pb2.RotateApiKeyResponse(api_key=api_key_proto(record), key=key)
-
-
-class TokenServicer(tokens_pb2_grpc.TokenServiceServicer):
-    def __init__(self, issuer: TokenIssuer) -> None:
-        self._issuer = issuer
-
-    async def ExchangeToken(
-        self, request: tokens_pb2.ExchangeTokenRequest, context: aio.ServicerContext
-    ) -> tokens_pb2.ExchangeTokenResponse:
-        ttl = request.ttl.seconds if request.HasField("ttl") else None
-        issued = await self._issuer.exchange(current_caller(), ttl, tuple(request.permissions))
-        return tokens_pb2.ExchangeTokenResponse(
-            access_token=issued.token,
-            token_type="Bearer",
-            expires_in=issued.lifetime_s,
-            expire_time=timestamp_pb2.Timestamp(seconds=issued.expires_at),
-        )
-
-    async def GetJwks(
-        self, request: tokens_pb2.GetJwksRequest, context: aio.ServicerContext
-    ) -> tokens_pb2.Jwks:
-        return tokens_pb2.Jwks(keys=[tokens_pb2.Jwk(**jwk) for jwk in await self._issuer.jwks()])
-
-
-class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def ListAuditEvents(
-        self, request: audit_pb2.ListAuditEventsRequest, context: aio.ServicerContext
-    ) -> audit_pb2.ListAuditEventsResponse:
-        filters = audit_events.Filters(
-            actor=request.actor,
-            resource_prefix=request.resource_prefix,
-            action=request.action,
-            result=request.result,
-            start_us=protos.microseconds(request.start_time, "start_time")
-            if request.HasField("start_time")
-            else 0,
-            end_us=protos.microseconds(request.end_time, "end_time") if request.HasField("end_time") else 0,
-        )
-        events, token = await audit_events.list_events(
-            self._redis, filters, request.page_size, request.page_token
-        )
-        return audit_pb2.ListAuditEventsResponse(
-            audit_events=[
-                audit_pb2.AuditEvent(
-                    id=event.id,
-                    time=protos.optional_timestamp(int(event.fields.get("time_us", "0") or 0)),
-                    actor=event.fields.get("actor", ""),
-                    action=event.fields.get("action", ""),
-                    resource=event.fields.get("resource", ""),
-                    result=event.fields.get("result", ""),
-                    reason=event.fields.get("reason", ""),
-                    request_id=event.fields.get("request_id", ""),
-                    peer=event.fields.get("peer", ""),
-                    method=event.fields.get("method", ""),
-                    service=event.fields.get("service", ""),
-                    details=event.details,
-                )
-                for event in events
-            ],
-            next_page_token=token,
-        )
