@@ -13,6 +13,9 @@
 - edge: cold start of the whole local stack (Valkey, OpenBao and its bootstrap, certificates,
   the config service, Envoy healthy), then ResolveConfig straight to the service over mTLS,
   through the edge over gRPC, and through the edge over REST (HTTP/1.1 keep-alive clients).
+- writes: UpdateEnvironment from 16 concurrent writers, each to its own environment of
+  one namespace, against a single writer, with the ABORTED (CONTENTION) errors they met.
+  Goal: no CONTENTION, and 16 writers' writes/s not below one writer's.
 
 Every comparison takes turns: each target is measured ROUNDS times, one after the other, and
 reports its median round (`rps_rounds` lists them all). Other tenants of a shared machine
@@ -505,6 +508,7 @@ def run(duration: float) -> dict[str, Any]:
             "rounds": ROUNDS,
         },
         **config_reads(duration),
+        "writes": config_writes(duration),
         "identity": identity(duration),
         "secrets": secrets_access(duration),
         "edge": edge(duration),
@@ -783,6 +787,153 @@ def secrets_access(duration: float) -> dict[str, Any]:
     }
 
 
+# -- concurrent config writes --------------------------------------------------------------
+
+
+WRITERS = 16
+
+
+def _writer_process(
+    addr: str,
+    namespace: str,
+    _payload: bytes,
+    duration: float,
+    _tls: Tls,
+    out: Any,
+    in_flight: int,
+    _metadata: Metadata,
+    start: Barrier,
+) -> None:
+    """`in_flight` writers, each updating its own environment of `namespace` back to back."""
+    out.put(asyncio.run(_write_load(addr, namespace, duration, in_flight, start)))
+
+
+async def _write_load(
+    addr: str, namespace: str, duration: float, writers: int, start: Barrier
+) -> tuple[list[float], dict[str, int]]:
+    from google.rpc import error_details_pb2, status_pb2
+
+    from devmesh.config.v1 import config_pb2 as pb
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}  # "CODE/REASON" -> calls that failed so, warm-up included
+    document: dict[str, Any] = {
+        f"key{i}": {"value": i, "enabled": True, "name": f"item-{i}"} for i in range(16)
+    }
+    async with aio.insecure_channel(addr) as channel:
+        call = channel.unary_unary("/devmesh.config.v1.ConfigService/UpdateEnvironment")
+        try:
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+        except BaseException:
+            start.abort()
+            raise
+        start.wait(CONNECT_TIMEOUT_S)
+        measure_from = time.perf_counter() + WARMUP_S
+        stop_at = measure_from + duration
+
+        def reason(error: aio.AioRpcError) -> str:
+            for key, value in error.trailing_metadata() or ():
+                if key == "grpc-status-details-bin":
+                    for packed in status_pb2.Status.FromString(value).details:
+                        info = error_details_pb2.ErrorInfo()
+                        if packed.Unpack(info):
+                            return f"{error.code().name}/{info.reason}"
+            return str(error.code().name)
+
+        async def writer(index: int) -> None:
+            environment = pb.Environment(name=f"namespaces/{namespace}/environments/w{os.getpid()}-{index}")
+            environment.content.update(document)
+            request = pb.UpdateEnvironmentRequest(
+                environment=environment, allow_missing=True
+            ).SerializeToString()
+            while (now := time.perf_counter()) < stop_at:
+                try:
+                    await call(request, timeout=10)
+                except aio.AioRpcError as error:
+                    errors[reason(error)] = errors.get(reason(error), 0) + 1
+                    continue
+                if now >= measure_from:
+                    latencies.append(time.perf_counter() - now)
+
+        await asyncio.gather(*(writer(i) for i in range(writers)))
+    return latencies, errors
+
+
+def _measure_writes(
+    addr: str, namespace: str, writers: int, duration: float, errors: dict[str, int]
+) -> dict[str, Any]:
+    """Writes/s and latency of `writers` concurrent writers (one client process); the errors
+    they met are added to `errors`."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start = ctx.Barrier(1)
+    client = ctx.Process(
+        target=_writer_process, args=(addr, namespace, b"", duration, None, out, writers, (), start)
+    )
+    client.start()
+    latencies, met = out.get(timeout=duration + 60)
+    client.join()
+    for kind, count in met.items():
+        errors[kind] = errors.get(kind, 0) + count
+    latencies.sort()
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {
+        "rps": round(len(latencies) / duration),
+        "p50_ms": round(quantiles[49] * 1000, 3),
+        "p99_ms": round(quantiles[98] * 1000, 3),
+        "calls": len(latencies),
+    }
+
+
+def config_writes(duration: float) -> dict[str, Any]:
+    """UpdateEnvironment from 16 concurrent writers, each to its own environment of one
+    namespace, against one writer, taking turns in one run; and the errors either met."""
+    from devmesh.config.v1 import config_pb2 as pb
+    from devmesh.config.v1 import config_pb2_grpc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        valkey = start_valkey(state / "valkey")
+        config = None
+        try:
+            config = start_service(["config"], valkey.url, state, extra_env={"DEVMESH_LOG_LEVEL": "info"})
+            with grpc_channel(config.addr, None) as channel:
+                config_pb2_grpc.ConfigServiceStub(channel).CreateNamespace(
+                    pb.CreateNamespaceRequest(namespace_id="writes", namespace=pb.Namespace())
+                )
+            errors: dict[str, dict[str, int]] = {"one": {}, "many": {}}
+            once = functools.partial(_measure_writes, config.addr, "writes", duration=duration / ROUNDS)
+            results = interleaved(
+                {
+                    "one": functools.partial(once, writers=1, errors=errors["one"]),
+                    "many": functools.partial(once, writers=WRITERS, errors=errors["many"]),
+                }
+            )
+        finally:
+            if config is not None:
+                config.process.stop()
+            valkey.process.stop()
+
+    def failures(met: dict[str, int]) -> dict[str, Any]:
+        return {
+            "contention_errors": sum(n for kind, n in met.items() if kind.endswith("/CONTENTION")),
+            "aborted_errors": sum(n for kind, n in met.items() if kind.startswith("ABORTED")),
+            "errors": met,
+        }
+
+    one, many = results["one"], results["many"]
+    return {
+        "one_writer": {**one, **failures(errors["one"])},
+        f"{WRITERS}_writers_{WRITERS}_environments": {
+            **many,
+            "ratio_to_one_writer": ratio(many, one),
+            **failures(errors["many"]),
+        },
+        "goal_contention_errors": 0,
+        "goal_ratio_to_one_writer": 1.0,
+    }
+
+
 def _echo_ready(addr: str) -> bool:
     with grpc.insecure_channel(addr) as channel:
         channel.unary_unary(ECHO_METHOD)(b"", timeout=1)
@@ -795,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="all",
-        choices=["all", "config", "edge", "identity", "secrets", "echo-server"],
+        choices=["all", "config", "writes", "edge", "identity", "secrets", "echo-server"],
     )
     parser.add_argument("port", nargs="?", type=int, default=0)
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds measured per target")
@@ -804,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "echo-server":
         asyncio.run(_echo_server(args.port))
         return 0
-    sections = {"edge": edge, "identity": identity, "secrets": secrets_access}
+    sections = {"edge": edge, "identity": identity, "secrets": secrets_access, "writes": config_writes}
     if args.command == "config":
         result = config_reads(args.duration)
     elif args.command in sections:

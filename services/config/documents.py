@@ -54,6 +54,19 @@ def depth(value: Any) -> int:
     return deepest
 
 
+def size(value: Any) -> int:
+    """Number of JSON values in `value`, itself included: `{"a": [1, 2]}` has 4."""
+    count, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
 def check_limits(document: Document, field: str, *, max_bytes: int, max_depth: int) -> str:
     """Refuse documents that are too large, too deep or not valid JSON; return the encoded form."""
     nesting = depth(document)

@@ -94,13 +94,18 @@ class ConfigDomain:
 
     @staticmethod
     def _schema_violations(
+        ns: str,
         namespace_schema: dict[str, Any] | None,
         base: documents.Document,
         layers: Mapping[str, documents.Document],
+        *,
+        proposed: bool,
     ) -> list[FieldViolation]:
         """Validate the resolved document of each environment in `layers` (id -> its own document).
 
         `base` is the `default` layer they overlay; `layers` may name `default` itself.
+        `proposed`: the schema is the request's (so a schema that cannot check them is the
+        caller's INVALID_ARGUMENT), not the namespace's (FAILED_PRECONDITION).
         """
         if namespace_schema is None:
             return []
@@ -110,7 +115,20 @@ class ConfigDomain:
             if env != BASE_ENVIRONMENT:
                 stack.append((env, layers[env]))
             resolved, _ = documents.resolve(stack)
-            found.extend(schema.violations(namespace_schema, resolved, env))
+            try:
+                found.extend(schema.violations(namespace_schema, resolved, env))
+            except schema.SchemaUnusable as exc:
+                if proposed:
+                    raise InvalidArgument(
+                        f"namespace.schema: {exc}",
+                        [FieldViolation("namespace.schema", str(exc), exc.reason)],
+                        reason=exc.reason,
+                    ) from None
+                raise FailedPrecondition(
+                    f"the namespace's schema cannot check this change: {exc}",
+                    [PreconditionViolation(exc.reason, namespace_name(ns), str(exc))],
+                    reason=exc.reason,
+                ) from None
         return found
 
     @staticmethod
@@ -138,7 +156,8 @@ class ConfigDomain:
             current_base = await snap.environment(BASE_ENVIRONMENT)
             layers, base = {env: content}, current_base.content if current_base else {}
         self._raise_schema_violations(
-            self._schema_violations(namespace.schema, base, layers), f"this change to {env!r}"
+            self._schema_violations(snap.ns, namespace.schema, base, layers, proposed=False),
+            f"this change to {env!r}",
         )
 
     # -- namespaces ---------------------------------------------------------------------
@@ -170,7 +189,9 @@ class ConfigDomain:
         check_labels(fields.labels, f"{prefix}.labels")
         if fields.schema is not None:
             self.check_document(fields.schema, f"{prefix}.schema")
-            schema.check_schema(fields.schema, f"{prefix}.schema")
+            schema.check_schema(
+                fields.schema, f"{prefix}.schema", max_document_depth=self.settings.config_max_document_depth
+            )
 
     async def get_namespace(self, ns: str) -> models.Namespace:
         namespace = await self.store.namespace(ns)
@@ -206,7 +227,7 @@ class ConfigDomain:
                 layers = {e: r.content for e, r in (await snap.environments()).items()}
                 base = layers.get(BASE_ENVIRONMENT, {})
                 self._raise_schema_violations(
-                    self._schema_violations(updated.schema, base, layers), "the new schema"
+                    self._schema_violations(ns, updated.schema, base, layers, proposed=True), "the new schema"
                 )
             return Change(models.NAMESPACE_UPDATED, namespace=updated, reason=reason)
 

@@ -30,10 +30,6 @@ def _value(value: Any) -> struct_pb2.Value:
     return json_format.ParseDict(value, struct_pb2.Value())
 
 
-def _document(message: struct_pb2.Struct) -> documents.Document:
-    return json_format.MessageToDict(message)
-
-
 def namespace_proto(record: models.Namespace) -> config_pb2.Namespace:
     message = config_pb2.Namespace(
         name=names.namespace_name(record.id),
@@ -100,7 +96,7 @@ def _namespace_fields(message: config_pb2.Namespace) -> models.Namespace:
         display_name=message.display_name,
         description=message.description,
         labels=dict(message.labels),
-        schema=_document(message.schema) if message.HasField("schema") else None,
+        schema=protos.document(message.schema, "namespace.schema") if message.HasField("schema") else None,
     )
 
 
@@ -205,7 +201,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         record = await self.domain.update_environment(
             ns,
             env,
-            _document(request.environment.content),
+            protos.document(request.environment.content, "environment.content"),
             etag=request.environment.etag,
             allow_missing=request.allow_missing,
             reason=request.reason,

@@ -13,11 +13,12 @@ Keys (the `{ns}` hash tag keeps one namespace's keys in one cluster slot):
     devmesh:config:{ns}:log              stream, entry id `<revision>-0`: the watch log
     devmesh:config:wake                  pub/sub channel: "namespace <ns> has new revisions"
 
-Every mutation is one optimistic transaction: WATCH the namespace's counter, read, let the
-domain validate and decide (`plan`), then MULTI/EXEC the writes with revision = counter+1.
-A concurrent commit changes the counter, EXEC fails, and the whole read-validate-write
-runs again on fresh state, so invariants that span keys (a base-layer change must keep
-every overlay valid) hold without locks.
+Every mutation reads, lets the domain validate and decide (`plan`), then applies the writes in
+one script (`guarded_write`) that first checks that everything the plan read is unchanged
+(the `Snapshot` records each read), then takes the next revision. When a check fails the
+whole read-validate-write runs again on fresh state, so invariants that span keys (a
+base-layer change must keep every overlay valid) hold without locks, while writers to
+different environments of a namespace, which read nothing of each other's, never collide.
 """
 
 from __future__ import annotations
@@ -27,14 +28,12 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
-
-from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from services.config import models
 from services.config.documents import Document
+from services.config.guarded_write import REVISION, Filled, GuardedWrite
 from services.config.names import BASE_ENVIRONMENT
 from services.config.revision_view import RevisionView
 from services.runtime import request_context
@@ -125,9 +124,11 @@ def decode_revision(ns: str, text: bytes | str) -> models.Revision:
 
 
 def encode_revision(record: models.Revision) -> str:
+    """The stored JSON of a revision record, with REVISION where its number goes (the script
+    that takes the number fills it in)."""
     fields = asdict(record)
-    del fields["namespace"]
-    return json.dumps(fields, separators=(",", ":"), sort_keys=True)
+    del fields["namespace"], fields["revision"]
+    return '{"revision":' + REVISION + "," + json.dumps(fields, separators=(",", ":"), sort_keys=True)[1:]
 
 
 @dataclass
@@ -145,26 +146,41 @@ class Change:
 
 
 class Snapshot:
-    """Reads inside a transaction: every key read here is part of the optimistic check."""
+    """What a plan reads. Each read becomes a guard: the plan's writes apply only while
+    everything it read is as it was."""
 
-    def __init__(self, pipe: Pipeline, ns: str, revision: int) -> None:
-        self._pipe = pipe
+    def __init__(self, redis: Redis, ns: str) -> None:
+        self._redis = redis
         self.ns = ns
-        self.revision = revision
+        self.guards = GuardedWrite(counter_key(ns))
 
     async def namespace(self) -> models.Namespace | None:
-        return decode_namespace(self.ns, await self._pipe.hgetall(meta_key(self.ns)), self.revision)
+        fields = await self._redis.hgetall(meta_key(self.ns))
+        self.guards.expect_field(meta_key(self.ns), "meta_revision", _s(fields.get(b"meta_revision")))
+        return decode_namespace(self.ns, fields, 0)  # the latest revision is the commit's
 
     async def environment(self, env: str) -> models.Environment | None:
-        return decode_environment(self.ns, env, await self._pipe.hgetall(env_key(self.ns, env)))
+        fields = await self._redis.hgetall(env_key(self.ns, env))
+        return self._environment(env, fields)
+
+    def _environment(self, env: str, fields: dict[bytes, bytes]) -> models.Environment | None:
+        self.guards.expect_field(env_key(self.ns, env), "revision", _s(fields.get(b"revision")))
+        return decode_environment(self.ns, env, fields)
 
     async def environment_ids(self) -> list[str]:
-        return [_s(e) for e in await self._pipe.zrange(envs_key(self.ns), 0, -1)]
+        ids = [_s(e) for e in await self._redis.zrange(envs_key(self.ns), 0, -1)]
+        self.guards.expect_members(envs_key(self.ns), ids)
+        return ids
 
     async def environments(self) -> dict[str, models.Environment]:
+        ids = await self.environment_ids()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for env in ids:
+                pipe.hgetall(env_key(self.ns, env))
+            results = await pipe.execute()
         found = {}
-        for env in await self.environment_ids():
-            record = await self.environment(env)
+        for env, fields in zip(ids, results, strict=True):
+            record = self._environment(env, fields)
             if record is not None:
                 found[env] = record
         return found
@@ -190,40 +206,47 @@ class ConfigStore:
     # -- transactions -------------------------------------------------------------------
 
     async def commit(self, ns: str, author: str, plan: Callable[[Snapshot], Awaitable[Change]]) -> Committed:
-        """Run `plan` on a consistent snapshot and apply the change it returns atomically.
+        """Run `plan` on what it reads and apply the change it returns atomically, as long as
+        nothing it read has changed meanwhile.
 
         `plan` may raise a ServiceError to refuse the change; it may run more than once.
         """
         for attempt in range(MAX_COMMIT_ATTEMPTS):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(counter_key(ns))
-                    current = int(await pipe.get(counter_key(ns)) or 0)
-                    change = await plan(Snapshot(pipe, ns, current))
-                    pipe.multi()
-                    committed = self._queue_writes(pipe, ns, current + 1, author, change)
-                    try:
-                        await pipe.execute()
-                    finally:  # applied, refused or unknown: what this replica knew is stale
-                        self.view.changed(ns)
-                except WatchError:
-                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-                    continue
-            await self._durable.confirm()
-            request_context.note_audit(
-                resource=f"namespaces/{ns}"
-                + (f"/environments/{change.environment}" if change.environment else ""),
-                revision=committed.revision.revision,
-                change=change.action,
-            )
-            return committed
-        raise Aborted(f"namespace {ns!r} is changing too fast to commit; retry", reason="CONTENTION")
+            snapshot = Snapshot(self.redis, ns)
+            change = await plan(snapshot)
+            planned = self._records(ns, author, change)
+            self._queue_writes(snapshot.guards, ns, change, planned)
+            try:
+                revision = await snapshot.guards.apply(self.redis)
+            finally:  # applied, refused or unknown: what this replica knew is stale
+                self.view.changed(ns)
+            if revision:
+                break
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        else:
+            raise Aborted(f"namespace {ns!r} is changing too fast to commit; retry", reason="CONTENTION")
+        await self._durable.confirm()
+        request_context.note_audit(
+            resource=f"namespaces/{ns}"
+            + (f"/environments/{change.environment}" if change.environment else ""),
+            revision=revision,
+            change=change.action,
+        )
+        return Committed(
+            replace(planned.revision, revision=revision),
+            replace(planned.namespace, revision=revision, meta_revision=revision)
+            if planned.namespace
+            else None,
+            replace(planned.environment, revision=revision) if planned.environment else None,
+        )
 
-    def _queue_writes(self, pipe: Pipeline, ns: str, revision: int, author: str, change: Change) -> Committed:
+    @staticmethod
+    def _records(ns: str, author: str, change: Change) -> Committed:
+        """The records `change` writes, all but their revision number (0 here)."""
         now = now_us()
         record = models.Revision(
             namespace=ns,
-            revision=revision,
+            revision=0,
             action=change.action,
             environment=change.environment,
             content=change.content if change.action in models.ENVIRONMENT_WRITES else None,
@@ -232,36 +255,47 @@ class ConfigStore:
             create_time_us=now,
             source_revision=change.source_revision,
         )
-        namespace, environment = change.namespace, None
-        pipe.set(counter_key(ns), revision)
-        if change.action == models.NAMESPACE_DELETED:
-            self._queue_namespace_delete(pipe, ns, change)
-        else:
-            if namespace is not None:
-                namespace.revision = namespace.meta_revision = revision
-                namespace.update_time_us = now
-                namespace.create_time_us = namespace.create_time_us or now
-                pipe.hset(meta_key(ns), mapping=self._namespace_fields(namespace))
-                pipe.zadd(NAMESPACES, {ns: 0})
-            if change.action in models.ENVIRONMENT_WRITES:
-                assert change.content is not None
-                environment = self._queue_environment_write(pipe, ns, revision, now, change)
-            elif change.action == models.ENVIRONMENT_DELETED:
-                pipe.delete(env_key(ns, change.environment))
-                pipe.zrem(envs_key(ns), change.environment)
-            pipe.hset(revisions_key(ns), str(revision), encode_revision(record))
-            pipe.zadd(revision_index_key(ns), {str(revision): revision})
-            if change.environment:
-                pipe.zadd(revision_index_key(ns, change.environment), {str(revision): revision})
-        pipe.xadd(
-            log_key(ns),
-            {"action": change.action, "environment": change.environment},
-            id=f"{revision}-0",
-            maxlen=self._log_retention,
-            approximate=True,
-        )
-        pipe.publish(WAKE_CHANNEL, ns)
+        namespace = environment = None
+        if change.namespace is not None and change.action != models.NAMESPACE_DELETED:
+            created = change.namespace.create_time_us or now
+            namespace = replace(change.namespace, create_time_us=created, update_time_us=now)
+        if change.action in models.ENVIRONMENT_WRITES:
+            assert change.content is not None
+            created = change.previous.create_time_us if change.previous is not None else now
+            environment = models.Environment(ns, change.environment, change.content, 0, created, now)
         return Committed(record, namespace, environment)
+
+    def _queue_writes(self, writes: GuardedWrite, ns: str, change: Change, planned: Committed) -> None:
+        revision = Filled(REVISION)
+        if change.action == models.NAMESPACE_DELETED:
+            self._queue_namespace_delete(writes, ns, change)
+        else:
+            if planned.namespace is not None:
+                fields = self._namespace_fields(planned.namespace)
+                writes.command("HSET", meta_key(ns), "meta_revision", revision, *_flat(fields))
+                writes.command("ZADD", NAMESPACES, 0, ns)
+            if planned.environment is not None:
+                self._queue_environment_write(writes, planned.environment)
+            elif change.action == models.ENVIRONMENT_DELETED:
+                writes.command("DEL", env_key(ns, change.environment))
+                writes.command("ZREM", envs_key(ns), change.environment)
+            writes.command("HSET", revisions_key(ns), revision, Filled(encode_revision(planned.revision)))
+            writes.command("ZADD", revision_index_key(ns), revision, revision)
+            if change.environment:
+                writes.command("ZADD", revision_index_key(ns, change.environment), revision, revision)
+        writes.command(
+            "XADD",
+            log_key(ns),
+            "MAXLEN",
+            "~",
+            self._log_retention,
+            Filled(f"{REVISION}-0"),
+            "action",
+            change.action,
+            "environment",
+            change.environment,
+        )
+        writes.command("PUBLISH", None, WAKE_CHANNEL, ns)
 
     @staticmethod
     def _namespace_fields(namespace: models.Namespace) -> dict[str, str | int]:
@@ -270,35 +304,35 @@ class ConfigStore:
             "description": namespace.description,
             "labels": json.dumps(namespace.labels, sort_keys=True),
             "schema": json.dumps(namespace.schema, sort_keys=True) if namespace.schema is not None else "",
-            "meta_revision": namespace.meta_revision,
             "create_time_us": namespace.create_time_us,
             "update_time_us": namespace.update_time_us,
         }
 
     @staticmethod
-    def _queue_environment_write(
-        pipe: Pipeline, ns: str, revision: int, now: int, change: Change
-    ) -> models.Environment:
-        assert change.content is not None
-        created = change.previous.create_time_us if change.previous is not None else now
-        pipe.hset(
-            env_key(ns, change.environment),
-            mapping={
-                "content": json.dumps(change.content, separators=(",", ":"), sort_keys=True),
-                "revision": revision,
-                "create_time_us": created,
-                "update_time_us": now,
-            },
+    def _queue_environment_write(writes: GuardedWrite, environment: models.Environment) -> None:
+        ns, env = environment.namespace, environment.id
+        writes.command(
+            "HSET",
+            env_key(ns, env),
+            "content",
+            json.dumps(environment.content, separators=(",", ":"), sort_keys=True),
+            "revision",
+            Filled(REVISION),
+            "create_time_us",
+            environment.create_time_us,
+            "update_time_us",
+            environment.update_time_us,
         )
-        pipe.zadd(envs_key(ns), {change.environment: 0})
-        return models.Environment(ns, change.environment, change.content, revision, created, now)
+        writes.command("ZADD", envs_key(ns), 0, env)
 
     @staticmethod
-    def _queue_namespace_delete(pipe: Pipeline, ns: str, change: Change) -> None:
+    def _queue_namespace_delete(writes: GuardedWrite, ns: str, change: Change) -> None:
         for env in change.deleted_environments:
-            pipe.delete(env_key(ns, env), revision_index_key(ns, env))
-        pipe.delete(meta_key(ns), envs_key(ns), revisions_key(ns), revision_index_key(ns))
-        pipe.zrem(NAMESPACES, ns)
+            writes.command("DEL", env_key(ns, env))
+            writes.command("DEL", revision_index_key(ns, env))
+        for key in (meta_key(ns), envs_key(ns), revisions_key(ns), revision_index_key(ns)):
+            writes.command("DEL", key)
+        writes.command("ZREM", NAMESPACES, ns)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -422,6 +456,10 @@ class ConfigStore:
             (_revision_of(entry_id), _s(f.get(b"action")), _s(f.get(b"environment")))
             for entry_id, f in entries
         ]
+
+
+def _flat(fields: dict[str, str | int]) -> list[str | int]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def _revision_of(entry_id: Any) -> int:
