@@ -153,7 +153,8 @@ class Server:
         runtime.authenticator = _authenticator(runtime)
         self.bindings = [factory(runtime) for factory in factories]
         access = None
-        audit = Audit(AuditLog(runtime.redis, retention=settings.audit_retention))
+        edges = runtime.authenticator.settings.edge_identities if runtime.authenticator else frozenset()
+        audit = Audit(AuditLog(runtime.redis, retention=settings.audit_retention), edges)
         if runtime.authenticator is not None:
             limiter = None
             if settings.rate_limit_enabled:

@@ -201,7 +201,18 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
 class _Call:
     """The outer steps' state for one call: opened on arrival, closed by `finish`."""
 
-    __slots__ = ("audit", "context", "headers", "info", "metadata", "notes", "peer", "span", "start")
+    __slots__ = (
+        "audit",
+        "audit_peer",
+        "context",
+        "headers",
+        "info",
+        "metadata",
+        "notes",
+        "peer",
+        "span",
+        "start",
+    )
 
     def __init__(self, info: MethodInfo, context: aio.ServicerContext, audit: Audit | None) -> None:
         self.info, self.context, self.audit = info, context, audit
@@ -214,15 +225,17 @@ class _Call:
         self.span = tracing.start(info, metadata)
         request_context.request_id.set(call_log.request_id(metadata))
         self.notes: dict[str, str] = {}
+        self.audit_peer = ""  # the caller behind the edge, when it came through one
         if audit is not None:
             request_context.audit_notes.set(self.notes)
+            self.audit_peer = audit.peer_of(context, metadata, self.peer)
 
     async def finish(self, raw: bytes, cancelled: bool, *, audited: bool) -> None:
         """Audit (when `audited`), count, log and end the span with the call's final code."""
         info = self.info
         code = "CANCELLED" if cancelled else status_name(self.context)
         if self.audit is not None and audited:
-            await self.audit.record(info, raw, self.metadata, self.peer, self.notes, code)
+            await self.audit.record(info, raw, self.metadata, self.audit_peer, self.notes, code)
         metrics.observe(info, code, time.perf_counter() - self.start)
         call_log.completed(info, self.peer, self.start, code, tracing.trace_id(self.span))
         tracing.finish(self.span, code)
