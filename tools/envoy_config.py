@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pool
 from services import catalog
 from services.runtime.settings import RuntimeSettings, env_name
 from services.runtime.tls import TRUST_DOMAIN, spiffe_id
-from tools import envoy_replies
+from tools import envoy_replies, envoy_rest_guard
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 DESCRIPTOR = ENVOY_DIR / "descriptor.binpb"
@@ -150,6 +150,7 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], out_dir: Path) -> 
         flood_rps=settings.flood_rps,
         flood_burst=settings.flood_burst,
         codec_header_kb=settings.codec_header_kb,
+        rest_guard=out_dir / "rest_guard.lua",
     )
     service_template = (ENVOY_DIR / "service.yaml").read_text()
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -204,6 +205,15 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], out_dir: Path) -> 
             },
             "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
         }
+    )
+    (out_dir / "rest_guard.lua").write_text(
+        envoy_rest_guard.render(
+            DESCRIPTOR,
+            transcoder["services"],
+            settings.max_body_bytes,
+            settings.max_path_bytes,
+            settings.max_header_bytes,
+        )
     )
     path = out_dir / "envoy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

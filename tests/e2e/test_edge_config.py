@@ -1,5 +1,5 @@
 """What tools/envoy_config.py derives for the edge: the per-try timeout from the services'
-dependency timeouts."""
+dependency timeouts, and the REST guard's view of the HTTP bindings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools import envoy_config
+from tools import envoy_config, envoy_rest_guard
 from tools.envoy_config import EdgeSettings, EnvoyConfigError, Upstream
 
 
@@ -45,3 +45,32 @@ def test_the_rendered_routes_carry_the_derived_per_try_timeout(
         if "route" in r and r["route"].get("timeout") != "0s"
     }
     assert tries == {"8.0s"}
+
+
+@pytest.mark.parametrize(
+    ("template", "parsed"),
+    [
+        ("/v1/namespaces", (("v1", "namespaces"), None)),
+        (
+            "/v1/{name=namespaces/*/environments/*}:resolve",
+            (("v1", "namespaces", "*", "environments", "*"), "resolve"),
+        ),
+        ("/v1/tokens:exchange", (("v1", "tokens"), "exchange")),
+        ("/v1/{name}/x/{rest=**}", (("v1", "*", "x", "**"), None)),
+    ],
+)
+def test_http_templates_are_read_as_the_transcoder_reads_them(
+    template: str, parsed: tuple[object, ...]
+) -> None:
+    assert envoy_rest_guard.parse_template(template) == parsed
+
+
+def test_message_tables_take_json_and_proto_names_and_leave_free_form_types_open() -> None:
+    pool = envoy_rest_guard.load_pool(envoy_config.DESCRIPTOR)
+    tables = envoy_rest_guard.message_tables(
+        pool, ["devmesh.config.v1.Environment", "devmesh.config.v1.Namespace"]
+    )
+    namespace = tables["devmesh.config.v1.Namespace"]
+    assert namespace["displayName"] == namespace["display_name"] == 0
+    assert namespace["labels"] == {"map": 0}
+    assert tables["devmesh.config.v1.Environment"]["content"] == 0  # a Struct takes anything
