@@ -198,12 +198,10 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], out_dir: Path) -> 
             )
     routes.append(
         {
+            # A local reply like any other: the mappers make it a JSON Status for REST callers
+            # and UNIMPLEMENTED with this message for gRPC callers.
             "match": {"prefix": "/"},
-            "direct_response": {
-                "status": 404,
-                "body": {"inline_string": '{"code":5,"message":"no such route"}'},
-            },
-            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+            "direct_response": {"status": 404, "body": {"inline_string": "no such service or method"}},
         }
     )
     (out_dir / "rest_guard.lua").write_text(

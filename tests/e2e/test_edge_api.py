@@ -150,6 +150,7 @@ def test_unknown_grpc_service_is_unimplemented(edge_channel: grpc.Channel) -> No
     with pytest.raises(grpc.RpcError) as caught:
         call(b"", timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert caught.value.details() == "no such service or method"  # plain text, not a JSON body
 
 
 def test_grpcurl_lists_services_through_the_edge(edge: str, operator: CertPaths) -> None:
