@@ -1,47 +1,36 @@
-"""The devmesh services a process can host, by name. Loaded lazily: hosting `config` does not
-import the others."""
+"""Every devmesh service, one line each: its name and the module whose `SPEC` declares it.
+
+A spec is imported when first asked for.
+"""
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from types import ModuleType
 
-from services.runtime.server import ServiceFactory
+from services.runtime.spec import ServiceSpec
 
-# name -> module exposing `build(runtime) -> ServiceBinding`, `SETTINGS` (a settings class),
-# `PROTO_SERVICES` (the gRPC services it serves) and `VAULT_POLICY` (HCL: what it may do in Vault)
 SERVICES: dict[str, str] = {
     "config": "services.config.app",
     "secrets": "services.secrets.app",
 }
 
 
-@dataclass(frozen=True)
-class ServiceModule:
-    name: str
-    build: ServiceFactory
-    settings: type
-    proto_services: tuple[str, ...]
-    vault_policy: str
+def spec(name: str) -> ServiceSpec:
+    """The spec of the service `name` (KeyError for an unknown one)."""
+    found = importlib.import_module(SERVICES[name]).SPEC
+    assert isinstance(found, ServiceSpec) and found.name == name, f"{SERVICES[name]}.SPEC is not {name}'s"
+    return found
 
 
-def _module(name: str) -> ModuleType:
-    return importlib.import_module(SERVICES[name])
+def every() -> list[ServiceSpec]:
+    """Every service of the mesh."""
+    return [spec(name) for name in SERVICES]
 
 
-def resolve(requested: list[str]) -> list[ServiceModule]:
-    """Service modules for `requested` names (`all` means every service); ValueError names unknown ones."""
+def resolve(requested: list[str]) -> list[ServiceSpec]:
+    """Specs for `requested` names (`all`, or none, means every service); ValueError names unknown ones."""
     names = list(SERVICES) if "all" in requested or not requested else requested
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise ValueError(f"unknown service(s): {', '.join(unknown)}; available: {', '.join(SERVICES)} or all")
-    modules = []
-    for name in dict.fromkeys(names):
-        module = _module(name)
-        modules.append(
-            ServiceModule(
-                name, module.build, module.SETTINGS, tuple(module.PROTO_SERVICES), module.VAULT_POLICY
-            )
-        )
-    return modules
+    return [spec(name) for name in dict.fromkeys(names)]

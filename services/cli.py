@@ -16,7 +16,7 @@ from services.runtime.server import serve
 
 def _settings_help() -> str:
     classes: list[type] = [settings.RuntimeSettings]
-    classes += [m.settings for m in catalog.resolve(["all"])]
+    classes += [spec.settings for spec in catalog.every()]
     lines = ["settings (environment variables):"]
     for cls in classes:
         for env, default, description in settings.describe(cls):
@@ -40,29 +40,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        modules = catalog.resolve(args.services)
+        hosted = catalog.resolve(args.services)
     except ValueError as exc:
         print(f"devmesh: {exc}", file=sys.stderr)
         return 2
-    # Load every settings class before binding anything, and report all bad values at once.
-    loaded: dict[type, object] = {}
+    # Load every settings class once, before binding anything, and report all bad values at once.
     problems = []
-    for cls in [settings.RuntimeSettings, *(m.settings for m in modules)]:
+    try:
+        runtime_settings = settings.load(settings.RuntimeSettings)
+    except settings.SettingsError as exc:
+        problems.append(str(exc))
+    loaded: dict[str, object] = {}
+    for spec in hosted:
         try:
-            loaded[cls] = settings.load(cls)
+            loaded[spec.name] = settings.load(spec.settings)
         except settings.SettingsError as exc:
             problems.append(str(exc))
     if problems:
         print("devmesh: " + "\n".join(problems), file=sys.stderr)
         return 2
-    runtime_settings = loaded[settings.RuntimeSettings]
-    assert isinstance(runtime_settings, settings.RuntimeSettings)
     runtime_logging.configure(runtime_settings.log_level)
     try:
-        # Reflection describes every devmesh service, so that `grpcurl list` through the edge
-        # (which asks whichever upstream) sees the whole API.
-        everything = [s for m in catalog.resolve(["all"]) for s in m.proto_services]
-        asyncio.run(serve(runtime_settings, [m.build for m in modules], dict(os.environ), everything))
+        # The whole mesh: its roles' grants, and reflection of every API, so that `grpcurl list`
+        # through the edge (which asks whichever upstream) sees all of it.
+        mesh = catalog.every()
+        asyncio.run(serve(runtime_settings, hosted, dict(os.environ), mesh=mesh, settings_by_name=loaded))
     except settings.SettingsError as exc:
         print(f"devmesh: {exc}", file=sys.stderr)
         return 2

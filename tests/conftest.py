@@ -14,14 +14,23 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 from devmesh.config.v1 import config_pb2_grpc
+from services import catalog
 from services.config import app as config_app
 from services.runtime import redis_client
 from services.runtime.server import Runtime, Server
 from services.runtime.settings import RuntimeSettings
+from services.runtime.spec import install_roles
 from services.runtime.vault import Vault
 from tools.stack import vault_bootstrap
 from tools.stack.openbao import OpenBao, start_openbao
 from tools.stack.valkey import Valkey, start_valkey
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mesh_roles() -> None:
+    """The roles hold what the catalog's specs grant, as in every server of the mesh."""
+    install_roles(catalog.every())
+
 
 # Short intervals keep watch and health tests quick; production defaults are in the settings classes.
 TEST_ENV = {"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3"}
@@ -72,16 +81,17 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
     started: list[Server] = []
 
     async def start(
-        redis_url: str, env: dict[str, str] | None = None, factories: Any = None, **settings: object
+        redis_url: str, env: dict[str, str] | None = None, specs: Any = None, **settings: object
     ) -> tuple[Server, str]:
-        """A config server on loopback plaintext; auth off unless `settings` turn it on (with Vault)."""
+        """A server of `specs` (config by default) on loopback plaintext; auth off unless
+        `settings` turn it on (with Vault)."""
         defaults: dict[str, object] = {"grpc_addr": "127.0.0.1:0", "health_interval": 0.2, "insecure": True,
                                        "auth": "off"}  # fmt: skip
         runtime_settings = RuntimeSettings(redis_url=redis_url, **{**defaults, **settings})  # type: ignore[arg-type]
         client = redis_client.connect(redis_url, runtime_settings.redis_timeout)
         vault_client = Vault(runtime_settings) if runtime_settings.vault_addr else None
         runtime = Runtime(runtime_settings, client, {**TEST_ENV, **(env or {})}, vault_client)
-        server = Server(runtime, factories or [config_app.build])
+        server = Server(runtime, specs or [config_app.SPEC], mesh=catalog.every())
         port = await server.start()
         started.append(server)
         return server, f"127.0.0.1:{port}"

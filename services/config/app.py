@@ -1,6 +1,8 @@
-"""Builds the config service for the runtime to host."""
+"""The config service as the runtime hosts it: its spec, and how to build it."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from grpc import aio
 
@@ -25,26 +27,28 @@ from services.config.store import ConfigStore
 from services.config.tokens import TokenIssuer
 from services.config.tokens_servicer import TokenServicer
 from services.config.watch import WatchHub
-from services.runtime import settings as runtime_settings
+from services.runtime.identity import roles
 from services.runtime.server import Runtime, ServiceBinding
-from services.runtime.tls import CertificateFiles
+from services.runtime.spec import ServiceSpec
 from services.runtime.vault import JWT_KEY, TRANSIT_MOUNT
-
-SETTINGS = ConfigSettings
-SERVICE_NAME = config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
-API_KEY_SERVICE = api_keys_pb2.DESCRIPTOR.services_by_name["ApiKeyService"].full_name
-TOKEN_SERVICE = tokens_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
-AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
-PROTO_SERVICES = [SERVICE_NAME, API_KEY_SERVICE, TOKEN_SERVICE, AUDIT_SERVICE]
 
 # Least privilege, beyond what every service may (vault.RUNTIME_POLICY): sign tokens.
 VAULT_POLICY = f"""
 path "{TRANSIT_MOUNT}/sign/{JWT_KEY}" {{ capabilities = ["update"] }}
 """
 
+_READS = (
+    "config.namespaces.get",
+    "config.namespaces.list",
+    "config.environments.get",
+    "config.environments.list",
+    "config.environments.resolve",
+    "config.environments.watch",
+    "config.revisions.*",
+)
 
-def build(runtime: Runtime) -> ServiceBinding:
-    settings = runtime_settings.load(ConfigSettings, runtime.environ)
+
+def build(runtime: Runtime, settings: ConfigSettings) -> ServiceBinding:
     store = ConfigStore(
         runtime.redis, runtime.redis_mux, runtime.durable, log_retention=settings.config_log_retention
     )
@@ -59,17 +63,8 @@ def build(runtime: Runtime) -> ServiceBinding:
         progress_interval=settings.config_watch_progress_interval,
         resolve=resolved_document,
     )
-    resolver = None
-    if settings.config_secrets_addr:
-        rt = runtime.settings
-        tls = CertificateFiles(rt.tls_cert_file, rt.tls_key_file, rt.tls_ca_file) if rt.tls_enabled else None
-        resolver = SecretResolver(settings.config_secrets_addr, tls)
-    servicer = ConfigServicer(domain, hub, resolver)
-
-    async def stop() -> None:
-        await hub.stop()
-        if resolver is not None:
-            await resolver.close()
+    secrets = runtime.peer_channel("secrets")
+    servicer = ConfigServicer(domain, hub, SecretResolver(secrets) if secrets is not None else None)
 
     authenticator = runtime.authenticator
 
@@ -90,10 +85,41 @@ def build(runtime: Runtime) -> ServiceBinding:
             tokens_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(issuer), server)
 
     return ServiceBinding(
-        name="config",
-        proto_services=PROTO_SERVICES,
-        register=register,
-        dependencies=[runtime.redis_dependency],
-        start=hub.start,
-        stop=stop,
+        register=register, dependencies=[runtime.redis_dependency], start=hub.start, stop=hub.stop
     )
+
+
+def _name(file: Any, service: str) -> str:
+    return str(file.DESCRIPTOR.services_by_name[service].full_name)
+
+
+SPEC = ServiceSpec(
+    name="config",
+    summary="versioned, layered configuration with schemas, watch streams and rollback; API keys, "
+    "tokens and the audit trail",
+    settings=ConfigSettings,
+    build=build,
+    servicers={
+        _name(config_pb2, "ConfigService"): ConfigServicer,
+        _name(api_keys_pb2, "ApiKeyService"): ApiKeyServicer,
+        _name(tokens_pb2, "TokenService"): TokenServicer,
+        _name(audit_pb2, "AuditService"): AuditServicer,
+    },
+    grants={
+        roles.OPERATOR: (
+            "config.namespaces.*",
+            "config.environments.*",
+            "config.revisions.*",
+            "config.audit.list",
+            "config.tokens.exchange",
+        ),
+        roles.VIEWER: (*_READS, "config.tokens.exchange"),
+        roles.SERVICE: (*_READS, "config.tokens.exchange"),
+    },
+    # Who holds credentials is decided by admin alone.
+    admin_only=("config.apikeys.*",),
+    read_verbs=frozenset({"get", "list", "resolve", "watch", "diff"}),
+    vault_policy=VAULT_POLICY,
+    # ResolveConfig(resolve_secrets) reads secret references through the secrets service.
+    peers=("secrets",),
+)

@@ -17,10 +17,9 @@ from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
-from grpc import aio
 
 from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
-from services.runtime.tls import CertificateFiles
+from services.runtime.peers import PeerChannel
 
 REF_KEY = "$secret"
 TIMEOUT_S = 5.0
@@ -77,28 +76,8 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
 
 
 class SecretResolver:
-    def __init__(self, addr: str, tls: CertificateFiles | None) -> None:
-        self._addr = addr
-        self._tls = tls
-        self._channel: aio.Channel | None = None
-
-    def _stub(self) -> secrets_pb2_grpc.SecretsServiceStub:
-        # A renewed certificate (the files changed) gets a new channel: new connections present it.
-        if self._channel is None or (self._tls is not None and self._tls.refresh()):
-            old, self._channel = self._channel, self._open()
-            if old is not None:
-                asyncio.get_running_loop().call_later(30, lambda: asyncio.ensure_future(old.close()))
-        return secrets_pb2_grpc.SecretsServiceStub(self._channel)
-
-    def _open(self) -> aio.Channel:
-        if self._tls is None:
-            return aio.insecure_channel(self._addr)
-        pem = self._tls.pem
-        return aio.secure_channel(self._addr, grpc.ssl_channel_credentials(pem.ca, pem.key, pem.cert_chain))
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+    def __init__(self, secrets: PeerChannel) -> None:
+        self._secrets = secrets
 
     async def resolve(
         self, document: Any, credentials: Sequence[tuple[str, str]]
@@ -108,7 +87,7 @@ class SecretResolver:
             return document, []
         if not credentials:  # a mesh identity cannot be presented on someone else's behalf
             return self._redact_all(document, references, "CREDENTIALS_NOT_FORWARDABLE")
-        stub = self._stub()
+        stub = secrets_pb2_grpc.SecretsServiceStub(self._secrets.channel())
         results = await asyncio.gather(*(self._read(stub, ref, credentials) for _, ref in references))
         resolutions = []
         for (path, ref), (value, version, reason) in zip(references, results, strict=True):

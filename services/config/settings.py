@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.runtime.settings import (
-    parse_optional_host_port,
     parse_positive_float,
     parse_positive_int,
     setting,
@@ -43,11 +42,4 @@ class ConfigSettings:
         "Days an expired or revoked API key's record stays readable (GetApiKey, ListApiKeys with "
         "show_inactive) before Redis deletes it; its audit events stay as long as the audit stream.",
         parse=parse_positive_float,
-    )
-    config_secrets_addr: str = setting(
-        "",
-        "host:port of the secrets service, for ResolveConfig's resolve_secrets (called with this "
-        "service's certificate, presenting the caller's credential). Empty: resolve_secrets fails "
-        "with FAILED_PRECONDITION.",
-        parse=parse_optional_host_port,
     )

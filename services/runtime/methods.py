@@ -1,17 +1,15 @@
-"""What the contracts say about each RPC, read once from the generated descriptors."""
+"""What the contracts say about each RPC, read once from the generated descriptors, and what the
+services' specs say of it (whether it changes anything)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
 
 from devmesh.options.v1 import options_pb2
-
-# Permission verbs that change nothing. Every other call is a mutation and is audited.
-READ_VERBS = frozenset({"get", "list", "resolve", "watch", "diff"})
 
 
 @dataclass(frozen=True)
@@ -27,15 +25,12 @@ class MethodInfo:
     server_streaming: bool
     client_streaming: bool
     public: bool = False  # callable without credentials (health, reflection, JWKS)
+    mutation: bool = False  # changes something: audited whatever its outcome
     input_type: str = field(default="", compare=False)
 
     @property
     def error_domain(self) -> str:
         return f"{self.short_service}.devmesh"
-
-    @property
-    def mutation(self) -> bool:
-        return bool(self.permission) and self.permission.rsplit(".", 1)[-1] not in READ_VERBS
 
     @property
     def action(self) -> str:
@@ -55,32 +50,48 @@ class MethodInfo:
             return None
 
 
-@cache
-def method_info(full_method: str) -> MethodInfo:
-    """Look up `/package.Service/Method` in the default descriptor pool.
+class MethodTable:
+    """MethodInfo of every method a server may be called on, made on first use.
 
-    Methods outside devmesh (health, reflection) are public: no permission, no rate limit.
+    `read_verbs`: proto service -> the permission verbs of its calls that change nothing (its
+    spec's); every other call with a permission is a mutation.
     """
-    service, _, method = full_method.lstrip("/").rpartition("/")
-    parts = service.split(".")
-    short = parts[1] if len(parts) > 2 and parts[0] == "devmesh" else parts[0]
-    try:
-        descriptor = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
-    except KeyError:
-        return MethodInfo(full_method, service, method, short, "", 1, False, False, public=True)
-    policy = descriptor.GetOptions().Extensions[options_pb2.policy]
-    return MethodInfo(
-        full_method=full_method,
-        service=service,
-        method=method,
-        short_service=short,
-        permission=policy.permission,
-        rate_limit_cost=policy.rate_limit_cost or 1,
-        server_streaming=descriptor.server_streaming,
-        client_streaming=descriptor.client_streaming,
-        public=policy.public or parts[0] != "devmesh",  # health, reflection: open
-        input_type=descriptor.input_type.full_name,
-    )
+
+    def __init__(self, read_verbs: Mapping[str, frozenset[str]]) -> None:
+        self._read_verbs = dict(read_verbs)
+        self._known: dict[str, MethodInfo] = {}
+
+    def info(self, full_method: str) -> MethodInfo:
+        """`/package.Service/Method` as the default descriptor pool describes it. Methods outside
+        devmesh (health, reflection) are public: no permission, no rate limit."""
+        found = self._known.get(full_method)
+        if found is None:
+            found = self._known[full_method] = self._describe(full_method)
+        return found
+
+    def _describe(self, full_method: str) -> MethodInfo:
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        parts = service.split(".")
+        short = parts[1] if len(parts) > 2 and parts[0] == "devmesh" else parts[0]
+        try:
+            descriptor = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
+        except KeyError:
+            return MethodInfo(full_method, service, method, short, "", 1, False, False, public=True)
+        policy = descriptor.GetOptions().Extensions[options_pb2.policy]
+        verb = policy.permission.rsplit(".", 1)[-1]
+        return MethodInfo(
+            full_method=full_method,
+            service=service,
+            method=method,
+            short_service=short,
+            permission=policy.permission,
+            rate_limit_cost=policy.rate_limit_cost or 1,
+            server_streaming=descriptor.server_streaming,
+            client_streaming=descriptor.client_streaming,
+            public=policy.public or parts[0] != "devmesh",  # health, reflection: open
+            mutation=bool(policy.permission) and verb not in self._read_verbs.get(service, frozenset()),
+            input_type=descriptor.input_type.full_name,
+        )
 
 
 def resource_of(request: Any) -> str:

@@ -1,7 +1,7 @@
 """Host any set of devmesh services in one grpc.aio server.
 
-A service contributes a `ServiceBinding` (how to register its servicers, which proto
-services it serves, what it depends on, what to start and stop). `Server` puts every method
+A service is its `ServiceSpec` (`spec.py`); building it gives a `ServiceBinding` (how to
+register its servicers, what it depends on, what to start and stop). `Server` puts every method
 behind the call pipeline, adds grpc.health.v1 per service, reflection, metrics, and a graceful
 drain: NOT_SERVING first, then stop accepting, then `shutdown_grace` seconds for in-flight
 calls.
@@ -21,16 +21,19 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import pagination, ratelimit, redis_client, telemetry, vault
+from services.runtime import pagination, redis_client, telemetry, vault
 from services.runtime.audit import AuditLog
 from services.runtime.health import Dependency, HealthMonitor, HealthServicer
-from services.runtime.identity import roles
 from services.runtime.identity.authenticator import Authenticator, AuthSettings
 from services.runtime.interceptors import Access, Audit, CallPipeline
 from services.runtime.logging import get_logger
+from services.runtime.methods import MethodTable
+from services.runtime.peers import PeerChannel
 from services.runtime.ratelimit import RateLimiter
 from services.runtime.redis_mux import MultiplexedRedis
 from services.runtime.settings import RuntimeSettings, SettingsError
+from services.runtime.settings import load as load_settings
+from services.runtime.spec import ServiceSpec, install_roles
 from services.runtime.tls import CertificateFiles
 from services.runtime.vault import Vault
 
@@ -54,6 +57,7 @@ class Runtime:
     durable: redis_client.DurableWriter = field(init=False)
     redis_dependency: Dependency = field(init=False)
     redis_mux: MultiplexedRedis = field(init=False)
+    _peers: dict[str, PeerChannel] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.durable = redis_client.DurableWriter(
@@ -62,8 +66,27 @@ class Runtime:
         self.redis_dependency = Dependency("redis", lambda: redis_client.ping(self.redis))
         self.redis_mux = MultiplexedRedis(self.redis, self.settings.redis_batch_window)
 
+    def peer_channel(self, service: str) -> PeerChannel | None:
+        """The channel to another service (one its spec names as a peer), with this process's
+        certificate; None when DEVMESH_PEERS gives no address for it."""
+        found = self._peers.get(service)
+        if found is None:
+            addr = dict(self.settings.peers).get(service)
+            if addr is None:
+                return None
+            settings = self.settings
+            tls = (
+                CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file)
+                if settings.tls_enabled
+                else None
+            )
+            found = self._peers[service] = PeerChannel(service, addr, tls)
+        return found
+
     async def aclose(self) -> None:
         """Close the shared clients (the server has stopped using them)."""
+        for peer in self._peers.values():
+            await peer.close()
         await self.redis_mux.aclose()
         await self.redis.aclose()
         if self.vault is not None:
@@ -72,17 +95,12 @@ class Runtime:
 
 @dataclass
 class ServiceBinding:
-    """One devmesh service as the server hosts it."""
+    """One devmesh service as the server hosts it, built from its spec."""
 
-    name: str
-    proto_services: Sequence[str]
     register: Callable[[aio.Server], None]
     dependencies: Sequence[Dependency] = ()
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
-
-
-ServiceFactory = Callable[[Runtime], ServiceBinding]
 
 
 def _authenticator(runtime: Runtime) -> Authenticator | None:
@@ -94,10 +112,8 @@ def _authenticator(runtime: Runtime) -> Authenticator | None:
     return Authenticator(
         AuthSettings(
             audience=settings.auth_audience,
-            edge_identities=frozenset(
-                filter(None, (s.strip() for s in settings.auth_edge_identities.split(",")))
-            ),
-            mesh_roles=roles.parse_mesh_roles(settings.auth_mesh_roles),
+            edge_identities=settings.auth_edge_identities,
+            mesh_roles=settings.auth_mesh_roles,
             cache_ttl=settings.auth_cache_ttl,
             jwks_refresh=settings.auth_jwks_refresh,
         ),
@@ -139,19 +155,35 @@ class _Registrar:
 
 class Server:
     def __init__(
-        self, runtime: Runtime, factories: Sequence[ServiceFactory], reflect: Sequence[str] = ()
+        self,
+        runtime: Runtime,
+        hosted: Sequence[ServiceSpec],
+        *,
+        mesh: Sequence[ServiceSpec] = (),
+        settings_by_name: Mapping[str, object] | None = None,
     ) -> None:
-        """`reflect`: more proto services to describe through server reflection than this process
-        hosts (the whole mesh's API), so that reflection through the edge is complete whichever
-        upstream answers it."""
+        """Serve the `hosted` services.
+
+        `mesh`: every service of the mesh (the catalog; by default the hosted ones). The roles
+        hold what their specs grant, and server reflection describes all their APIs, so that
+        reflection through the edge is complete whichever upstream answers it. `settings`: each
+        hosted service's settings, by name, as the process loaded them (`settings_by_name`); the
+        ones missing are loaded from the runtime's environment."""
         self.runtime = runtime
-        self.reflect = list(reflect)
+        self.specs = list(hosted)
+        mesh = list(mesh) or self.specs
+        install_roles(mesh)
+        self.reflect = [name for spec in mesh for name in spec.proto_services]
         settings = runtime.settings
         translators = [redis_client.translate_error, vault.translate_error]
         self._ratelimit_redis: MultiplexedRedis | None = None  # its own instance, when configured
         # Services reach the authenticator (the config service needs its pepper) through the runtime.
         runtime.authenticator = _authenticator(runtime)
-        self.bindings = [factory(runtime) for factory in factories]
+        loaded = dict(settings_by_name or {})
+        self.bindings = [
+            spec.build(runtime, loaded.get(spec.name) or load_settings(spec.settings, runtime.environ))
+            for spec in self.specs
+        ]
         access = None
         edges = runtime.authenticator.settings.edge_identities if runtime.authenticator else frozenset()
         audit = Audit(AuditLog(runtime.redis, retention=settings.audit_retention), edges)
@@ -166,9 +198,9 @@ class Server:
                 limiter = RateLimiter(
                     self._ratelimit_redis or runtime.redis_mux, fallback=settings.rate_limit_fallback
                 )
-            limits = ratelimit.parse_limits(settings.rate_limits)
-            access = Access(runtime.authenticator, limiter, limits, translators)
+            access = Access(runtime.authenticator, limiter, dict(settings.rate_limits), translators)
         self.pipeline = CallPipeline(
+            methods=MethodTable({name: spec.read_verbs for spec in mesh for name in spec.proto_services}),
             max_unary=settings.max_concurrent_rpcs,
             max_streams=settings.max_concurrent_streams,
             translators=translators,
@@ -192,7 +224,11 @@ class Server:
         self.health = HealthServicer()
         self.monitor = HealthMonitor(
             self.health,
-            {name: b.dependencies for b in self.bindings for name in b.proto_services},
+            {
+                name: binding.dependencies
+                for spec, binding in zip(self.specs, self.bindings, strict=True)
+                for name in spec.proto_services
+            },
             settings.health_interval,
             probe_timeout=settings.redis_timeout,
         )
@@ -201,7 +237,7 @@ class Server:
 
     @property
     def proto_services(self) -> list[str]:
-        return [name for b in self.bindings for name in b.proto_services]
+        return [name for spec in self.specs for name in spec.proto_services]
 
     async def start(self) -> int:
         """Bind, start every service and the health monitor; returns the bound port."""
@@ -246,7 +282,7 @@ class Server:
         log.info(
             "server.started",
             port=self.port,
-            services=[b.name for b in self.bindings],
+            services=[spec.name for spec in self.specs],
             mtls=settings.tls_enabled,
         )
         return self.port
@@ -272,14 +308,21 @@ class Server:
 
 async def serve(
     settings: RuntimeSettings,
-    factories: Sequence[ServiceFactory],
+    hosted: Sequence[ServiceSpec],
     environ: Mapping[str, str],
-    reflect: Sequence[str] = (),
+    *,
+    mesh: Sequence[ServiceSpec] = (),
+    settings_by_name: Mapping[str, object] | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain. Used by `devmesh serve`."""
     telemetry.configure_tracing("devmesh", settings.otlp_endpoint)
     if settings.metrics_addr:
-        port = telemetry.serve_metrics(settings.metrics_addr)
+        try:
+            port = telemetry.serve_metrics(settings.metrics_addr)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot serve metrics on DEVMESH_METRICS_ADDR={settings.metrics_addr}: {exc.strerror}"
+            ) from None
         log.info("metrics.serving", port=port)
     runtime = Runtime(
         settings,
@@ -287,7 +330,7 @@ async def serve(
         environ,
         Vault(settings) if settings.vault_addr else None,
     )
-    server = Server(runtime, factories, reflect)
+    server = Server(runtime, hosted, mesh=mesh, settings_by_name=settings_by_name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -302,4 +345,4 @@ async def serve(
         telemetry.shutdown_tracing()
 
 
-__all__ = ["Dependency", "Runtime", "Server", "ServiceBinding", "ServiceFactory", "serve"]
+__all__ = ["Dependency", "Runtime", "Server", "ServiceBinding", "serve"]

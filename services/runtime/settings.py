@@ -30,9 +30,12 @@ class SettingsError(Exception):
     """One or more settings are invalid; the message names each of them."""
 
 
-def setting(default: T, description: str, *, parse: Callable[[str], T] | None = None) -> T:
-    """Declare a settings field: its default, what it means, and how to parse it from a string."""
-    metadata = {"description": description, "parse": parse}
+def setting(
+    default: T, description: str, *, parse: Callable[[str], T] | None = None, shown: str | None = None
+) -> T:
+    """Declare a settings field: its default, what it means, and how to parse it from a string.
+    A setting parsed into a structure (a mapping, pairs) shows its default as written (`shown`)."""
+    metadata = {"description": description, "parse": parse, "shown": shown}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -130,14 +133,27 @@ def parse_choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def parse_mesh_roles(raw: str) -> str:
-    roles.parse_mesh_roles(raw)
-    return raw
+def parse_rate_limits(raw: str) -> tuple[tuple[str, ratelimit.Limit], ...]:
+    """`role=rate/burst,...` -> (role, limit) pairs (a settings value cannot be a mutable dict)."""
+    return tuple(ratelimit.parse_limits(raw).items())
 
 
-def parse_rate_limits(raw: str) -> str:
-    ratelimit.parse_limits(raw)
-    return raw
+def parse_names(raw: str) -> frozenset[str]:
+    """Comma-separated names; blanks ignored."""
+    return frozenset(filter(None, (name.strip() for name in raw.split(","))))
+
+
+def parse_peers(raw: str) -> tuple[tuple[str, str], ...]:
+    """`name=host:port,name=host:port` -> pairs; each address checked like any host:port."""
+    pairs = []
+    for entry in filter(None, (e.strip() for e in raw.split(","))):
+        name, sep, addr = entry.partition("=")
+        if not sep or not name:
+            raise ValueError(f"expected <service>=<host:port>, got {entry!r}")
+        pairs.append((name.strip(), parse_host_port(addr.strip())))
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise ValueError("a service is named twice")
+    return tuple(pairs)
 
 
 _DEFAULT_PARSERS: dict[type, Callable[[str], Any]] = {
@@ -152,7 +168,9 @@ def describe(cls: type) -> list[tuple[str, str, str]]:
     """(environment name, default, description) for each field of a settings class."""
     rows = []
     for field in dataclasses.fields(cls):
-        rows.append((env_name(field.name), repr(field.default), field.metadata.get("description", "")))
+        shown = field.metadata.get("shown")
+        default = repr(shown) if shown is not None else repr(field.default)
+        rows.append((env_name(field.name), default, field.metadata.get("description", "")))
     return rows
 
 
@@ -179,6 +197,11 @@ def load(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
     if check is not None and (cross := check()):
         raise SettingsError("invalid settings:\n  " + "\n  ".join(cross))
     return loaded
+
+
+EDGE_IDENTITY = "spiffe://devmesh.local/ns/devmesh/sa/edge"
+MESH_ROLES = "spiffe://devmesh.local/ns/ops/sa/*=admin,spiffe://devmesh.local/ns/devmesh/sa/*=service"
+RATE_LIMITS = "admin=500/1000,operator=200/400,service=1000/2000,viewer=50/100,*=20/40"
 
 
 @dataclass(frozen=True)
@@ -222,6 +245,14 @@ class RuntimeSettings:
         "", "OTLP/gRPC endpoint to export traces to (e.g. http://127.0.0.1:4317); empty: no export."
     )
     log_level: str = setting("info", "debug, info, warning or error.", parse=parse_log_level)
+    peers: tuple[tuple[str, str], ...] = setting(
+        (),
+        "Addresses of the other services this process calls, `<service>=<host:port>` separated by "
+        "commas (the services its specs name as peers; `make run` and the manifests set it). "
+        "They are called over mTLS with this process's certificate.",
+        parse=parse_peers,
+        shown="",
+    )
     max_concurrent_rpcs: int = setting(
         512, "Unary RPCs served at once; more fail fast with RESOURCE_EXHAUSTED.", parse=parse_positive_int
     )
@@ -277,16 +308,19 @@ class RuntimeSettings:
         parse=parse_choice("required", "off"),
     )
     auth_audience: str = setting("devmesh", "The `aud` tokens are issued for and must carry.")
-    auth_edge_identities: str = setting(
-        "spiffe://devmesh.local/ns/devmesh/sa/edge",
+    auth_edge_identities: frozenset[str] = setting(
+        frozenset({EDGE_IDENTITY}),
         "Comma-separated SPIFFE ids of the edge proxies: never principals themselves; callers through "
         "the edge authenticate with the API key or token the edge forwards.",
+        parse=parse_names,
+        shown=EDGE_IDENTITY,
     )
-    auth_mesh_roles: str = setting(
-        "spiffe://devmesh.local/ns/ops/sa/*=admin,spiffe://devmesh.local/ns/devmesh/sa/*=service",
+    auth_mesh_roles: tuple[tuple[str, str], ...] = setting(
+        roles.parse_mesh_roles(MESH_ROLES),
         "Roles of mesh identities: comma-separated `<SPIFFE id glob>=<role>`, first match wins; an "
         "identity that matches none is authenticated but holds no permission.",
-        parse=parse_mesh_roles,
+        parse=roles.parse_mesh_roles,
+        shown=MESH_ROLES,
     )
     auth_cache_ttl: float = setting(
         5.0,
@@ -299,11 +333,12 @@ class RuntimeSettings:
         "Seconds between JWKS refreshes; a retired signing key stops verifying within this time.",
         parse=parse_positive_float,
     )
-    rate_limits: str = setting(
-        "admin=500/1000,operator=200/400,service=1000/2000,viewer=50/100,*=20/40",
+    rate_limits: tuple[tuple[str, ratelimit.Limit], ...] = setting(
+        parse_rate_limits(RATE_LIMITS),
         "Per-principal limits by role, `<role>=<requests per second>/<burst>`; `*` for other roles. "
         "An API key may override its own; an RPC's contract may declare a higher cost.",
         parse=parse_rate_limits,
+        shown=RATE_LIMITS,
     )
     rate_limit_enabled: bool = setting(True, "Enforce per-principal rate limits.", parse=parse_bool)
     rate_limit_redis_url: str = setting(

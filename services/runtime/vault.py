@@ -126,16 +126,17 @@ class Vault:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-# Where devmesh's keys live in Vault. Bootstrap (tools/vault_bootstrap.py) creates them; the
-# services' policies (`VAULT_POLICY` in each service's app module) name them.
+# Where devmesh's keys live in Vault. The bootstrap (tools/stack/vault_bootstrap.py) creates
+# them, and each service's own keys and policy from its spec.
 KV_MOUNT = "devmesh-kv"
 TRANSIT_MOUNT = "devmesh-transit"
 PKI_ROOT_MOUNT = "devmesh-pki"
 PKI_MOUNT = "devmesh-pki-int"
 PKI_ROLE = "mesh-workload"
 JWT_KEY = "devmesh-jwt"
-DATA_KEY = "devmesh-data"
 API_KEY_PEPPER_PATH = "identity/api-key-pepper"  # KV v2: {"pepper": hex}; the HMAC key of API keys
+# The runtime's own transit keys (name -> creation parameters): tokens are ES256 JWTs.
+RUNTIME_TRANSIT_KEYS: dict[str, dict[str, object]] = {JWT_KEY: {"key_type": "ecdsa-p256"}}
 
 # What every service may do, whichever it is: verify API keys (read the pepper) and tokens
 # (read the JWT key's public keys). The bootstrap adds it to each service's own policy.

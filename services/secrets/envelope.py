@@ -11,7 +11,10 @@ from typing import Any
 from hvac import exceptions as hvac_errors
 
 from services.runtime.errors import InvalidArgument
-from services.runtime.vault import DATA_KEY, TRANSIT_MOUNT, Vault
+from services.runtime.vault import TRANSIT_MOUNT, Vault
+
+# The transit key that encrypts every tenant's data, derived per tenant (the spec has it made).
+DATA_KEY = "devmesh-data"
 
 
 def _b64(data: bytes) -> str:

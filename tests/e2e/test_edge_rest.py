@@ -12,6 +12,7 @@ import pytest
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
+from services import catalog
 from tests.e2e import h2_frames
 from tests.e2e.conftest import Rest
 from tools import envoy_config, envoy_rest_guard
@@ -86,7 +87,7 @@ def _sample_path(binding: envoy_rest_guard.BodyBinding) -> str:
 
 BINDINGS = envoy_rest_guard.body_bindings(
     envoy_rest_guard.load_pool(envoy_config.DESCRIPTOR),
-    [s for m in envoy_config.catalog.resolve(["all"]) for s in m.proto_services],
+    [s for spec in catalog.every() for s in spec.proto_services],
 )
 
 

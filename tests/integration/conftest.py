@@ -31,7 +31,7 @@ async def servers(
 ) -> AsyncIterator[Servers]:
     config, config_addr = await start_config_server(valkey.url, **openbao.settings())
     _, secrets_addr = await start_config_server(
-        valkey.url, factories=[secrets_app.build], **openbao.settings("secrets")
+        valkey.url, specs=[secrets_app.SPEC], **openbao.settings("secrets")
     )
     admin = key_metadata(await mint_key(config, "admin"))
     # Ours may send more than the server accepts; what comes back is the client's default limit.

@@ -45,7 +45,7 @@ async def test_an_idle_watch_gets_progress_events_to_resume_from(
     server, addr = await start_config_server(
         valkey.url,
         env={"DEVMESH_SECRETS_WATCH_PROGRESS_INTERVAL": "0.2"},
-        factories=[secrets_app.build],
+        specs=[secrets_app.SPEC],
         **openbao.settings("secrets"),
     )
     admin = key_metadata(await mint_key(server, "admin"))

@@ -30,9 +30,10 @@ from services.runtime.errors import NotFound
 from services.runtime.identity import keys
 from services.runtime.identity.principal import Principal
 from services.runtime.server import Server
-from services.runtime.vault import DATA_KEY, TRANSIT_MOUNT
+from services.runtime.vault import TRANSIT_MOUNT
 from services.secrets import app as secrets_app
 from services.secrets import domain as secrets_domain
+from services.secrets.envelope import DATA_KEY
 from services.secrets.vault_store import INTERRUPTED_AFTER_US, MetadataConflict, SecretStore, now_us
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
 from tools.stack import vault_bootstrap
@@ -67,7 +68,7 @@ async def _start(
     start_config_server: ServerFactory, valkey: Valkey, openbao: BootstrappedVault, **settings: Any
 ) -> tuple[Server, str]:
     return await start_config_server(
-        valkey.url, env=FAST, factories=[secrets_app.build], **{**openbao.settings("secrets"), **settings}
+        valkey.url, env=FAST, specs=[secrets_app.SPEC], **{**openbao.settings("secrets"), **settings}
     )
 
 
@@ -667,7 +668,7 @@ async def _on_own_vault(
         approles = vault_bootstrap.bootstrap(bao.client(), ["secrets"], tmp_path / "approles")
         vault = BootstrappedVault(bao, approles)
         server, addr = await start_config_server(
-            valkey.url, env=FAST, factories=[secrets_app.build], **settings, **vault.settings("secrets")
+            valkey.url, env=FAST, specs=[secrets_app.SPEC], **settings, **vault.settings("secrets")
         )
         async with aio.insecure_channel(addr) as channel:
             s = Secrets(server, addr, channel)
@@ -693,7 +694,7 @@ async def test_vault_unreachable_is_unavailable_then_recovers(
     ):
         assert bao.process is not None
         health = health_pb2_grpc.HealthStub(s.channel)
-        service = secrets_app.PROTO_SERVICES[0]
+        service = secrets_app.SPEC.proto_services[0]
         os.kill(bao.process.pid, signal.SIGSTOP)  # Vault hangs: every call times out
         try:
             error = await refused(access, s, admin, version(sid, "latest"))
@@ -741,7 +742,7 @@ async def test_a_sealed_vault_is_unavailable_and_not_serving(
             assert error_info(error).reason == "VAULT_UNAVAILABLE" and "sealed" in (error.details() or "")
             assert detail(error, error_details_pb2.RetryInfo)
         health = health_pb2_grpc.HealthStub(s.channel)
-        request = health_pb2.HealthCheckRequest(service=secrets_app.PROTO_SERVICES[0])
+        request = health_pb2.HealthCheckRequest(service=secrets_app.SPEC.proto_services[0])
         deadline = time.monotonic() + 15
         while (await health.Check(request)).status != health_pb2.HealthCheckResponse.NOT_SERVING:
             assert time.monotonic() < deadline
@@ -757,7 +758,7 @@ async def test_config_resolves_secret_references_as_the_caller(
     from devmesh.config.v1 import config_pb2_grpc
 
     _, config_addr = await start_config_server(
-        valkey.url, env={"DEVMESH_CONFIG_SECRETS_ADDR": secrets.addr}, **openbao.settings("config")
+        valkey.url, peers=(("secrets", secrets.addr),), **openbao.settings("config")
     )
     admin = await secrets.key("admin")
     allowed, stranger = await secrets.key("service"), await secrets.key("service")

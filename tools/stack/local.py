@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devmesh.config.v1 import api_keys_pb2
 from services.runtime.tls import spiffe_id
 from tools import envoy_config
 from tools.envoy_config import EdgeSettings, Upstream
@@ -118,13 +119,13 @@ def local_stack(
     per-service ones (and is refused when it would give two services one port)."""
     from services import catalog
 
-    modules = catalog.resolve(services)
-    ports = ports or PortPlan.from_base(0, [m.name for m in modules])
+    specs = catalog.resolve(services)
+    ports = ports or PortPlan.from_base(0, [s.name for s in specs])
     stack = Stack(state_dir, external_redis_url=redis_url, external_ratelimit_redis_url=ratelimit_redis_url)
     logs = state_dir / "logs"
     service_envs = {
-        m.name: {"DEVMESH_METRICS_ADDR": f"{LOOPBACK}:{ports.metrics[m.name]}", **(service_env or {})}
-        for m in modules
+        s.name: {"DEVMESH_METRICS_ADDR": f"{LOOPBACK}:{ports.metrics[s.name]}", **(service_env or {})}
+        for s in specs
     }
     check_listeners(_listeners(ports, service_envs, redis_url=redis_url, vault_addr=vault_addr))
     try:
@@ -141,26 +142,25 @@ def local_stack(
                 state_dir / "openbao", ports.openbao, ports.openbao_cluster, logs
             )
         client = stack.vault.client()
-        approles = vault_bootstrap.bootstrap(client, [m.name for m in modules], state_dir / "vault")
+        approles = vault_bootstrap.bootstrap(client, [s.name for s in specs], state_dir / "vault")
         stack.renewer = Renewer(client, vault_bootstrap.root_ca(client), cert_ttl)
-        for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, m.name) for m in modules)]:
+        for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, s.name) for s in specs)]:
             stack.certs[identity.name] = stack.renewer.add(identity, state_dir / "certs" / identity.name)
         stack.renewer.start()
         service_ports = ports.services
         shared_env = {"DEVMESH_RATE_LIMIT_REDIS_URL": stack.ratelimit_redis_url}
-        if "secrets" in service_ports:  # config resolves secret references through it
-            shared_env["DEVMESH_CONFIG_SECRETS_ADDR"] = f"{LOOPBACK}:{service_ports['secrets']}"
-        for module in modules:
-            role = approles[module.name]
-            stack.services[module.name] = start_service(
-                [module.name],
+        for spec in specs:
+            role = approles[spec.name]
+            peers = ",".join(f"{p}={LOOPBACK}:{service_ports[p]}" for p in spec.peers if p in service_ports)
+            stack.services[spec.name] = start_service(
+                [spec.name],
                 stack.redis_url,
                 logs,
-                port=service_ports[module.name],
-                tls=stack.certs[module.name].current,
+                port=service_ports[spec.name],
+                tls=stack.certs[spec.name].current,
                 client_tls=stack.operator_tls,
                 vault=VaultLogin(stack.vault.addr, role.role_id, role.secret_id_file),
-                extra_env={**shared_env, **service_envs[module.name]},
+                extra_env={**shared_env, "DEVMESH_PEERS": peers, **service_envs[spec.name]},
             )
         edge = EdgeSettings(
             LOOPBACK, ports.edge, ports.envoy_admin, stack.certs[EDGE.name].root, health_interval
@@ -169,9 +169,10 @@ def local_stack(
             Upstream(name, LOOPBACK, int(sp.addr.rpartition(":")[2])) for name, sp in stack.services.items()
         ]
         stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
-        if "config" in stack.services:
+        keys_host = next((s.name for s in specs if API_KEY_SERVICE in s.proto_services), None)
+        if keys_host is not None:
             stack.admin_api_key = keep_admin_key(
-                stack.services["config"].addr, stack.operator_tls, state_dir / ADMIN_KEY_FILE
+                stack.services[keys_host].addr, stack.operator_tls, state_dir / ADMIN_KEY_FILE
             )
         yield stack
     finally:
@@ -197,6 +198,8 @@ def _listeners(
     return found | {"edge": f"{LOOPBACK}:{ports.edge}", "envoy admin": f"{LOOPBACK}:{ports.envoy_admin}"}
 
 
+# The service that issues API keys (whichever spec serves ApiKeyService) makes the first one.
+API_KEY_SERVICE = api_keys_pb2.DESCRIPTOR.services_by_name["ApiKeyService"].full_name
 ADMIN_KEY_FILE = "admin-api-key"  # in the state dir, mode 0600: the key stack.json shows
 
 

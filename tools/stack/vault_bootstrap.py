@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,6 @@ ROOT_CA_TTL = "87600h"  # 10 years
 INTERMEDIATE_TTL = "43800h"  # 5 years: every leaf must end before its issuer does
 WORKLOAD_MAX_TTL = "720h"
 
-TRANSIT_KEYS: dict[str, dict[str, object]] = {
-    vault.JWT_KEY: {"key_type": "ecdsa-p256"},
-    vault.DATA_KEY: {"key_type": "aes256-gcm96", "derived": True},
-}
-
 
 @dataclass(frozen=True)
 class AppRole:
@@ -45,9 +41,9 @@ def _ensure_mount(client: hvac.Client, path: str, kind: str, **options: object) 
         client.sys.enable_secrets_engine(kind, path=path, **options)
 
 
-def _ensure_transit_keys(client: hvac.Client) -> None:
+def _ensure_transit_keys(client: hvac.Client, keys: Mapping[str, Mapping[str, object]]) -> None:
     transit = client.secrets.transit
-    for name, params in TRANSIT_KEYS.items():
+    for name, params in keys.items():
         try:
             transit.read_key(name, mount_point=vault.TRANSIT_MOUNT)
         except hvac_errors.InvalidPath:
@@ -140,15 +136,14 @@ def bootstrap(client: hvac.Client, services: list[str], secrets_dir: Path) -> di
     """Make Vault ready for `services`; returns each service's AppRole (secret_id in a 0600 file)."""
     _ensure_mount(client, vault.KV_MOUNT, "kv", options={"version": "2"})
     _ensure_mount(client, vault.TRANSIT_MOUNT, "transit")
-    _ensure_transit_keys(client)
+    specs = catalog.resolve(services)
+    keys = {**vault.RUNTIME_TRANSIT_KEYS, **{k: v for spec in specs for k, v in spec.transit_keys.items()}}
+    _ensure_transit_keys(client, keys)
     _ensure_pepper(client)
     _ensure_pki(client)
     if "approle/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle")
-    return {
-        module.name: _ensure_approle(client, module.name, module.vault_policy, secrets_dir)
-        for module in catalog.resolve(services)
-    }
+    return {spec.name: _ensure_approle(client, spec.name, spec.vault_policy, secrets_dir) for spec in specs}
 
 
 def root_ca(client: hvac.Client) -> str:

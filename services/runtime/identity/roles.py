@@ -1,4 +1,5 @@
-"""Roles and the permissions they grant: the one place that says who may do what.
+"""Roles and the permissions they grant: the one place that decides who may do what, from the
+grants each service's spec declares.
 
 A permission is `<service>.<resource>.<verb>` as the contracts declare it. A pattern matches
 permissions segment by segment; `*` matches one segment, and a trailing `*` matches every
@@ -8,69 +9,44 @@ remaining segment (`config.*` covers `config.environments.update`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 
 ADMIN = "admin"
 OPERATOR = "operator"
 VIEWER = "viewer"
 SERVICE = "service"
+ROLE_NAMES = (ADMIN, OPERATOR, VIEWER, SERVICE)
+# admin: everything, keys, access policies and the audit trail included. operator: runs the
+# platform, every change within what access policies allow. viewer: reads, no secret value.
+# service: another devmesh service (a mesh identity `ns/devmesh/sa/<service>`).
+# role -> permission patterns; admin holds "*". Installed from the services' specs (`install`)
+# when a server starts: which permissions each role holds is each service's to say.
+ROLES: dict[str, tuple[str, ...]] = {ADMIN: ("*",), OPERATOR: (), VIEWER: (), SERVICE: ()}
+# Patterns deliberately held by admin alone (who holds credentials, who may read which secret).
+ADMIN_ONLY: tuple[str, ...] = ()
 
-_READS = (
-    "config.namespaces.get",
-    "config.namespaces.list",
-    "config.environments.get",
-    "config.environments.list",
-    "config.environments.resolve",
-    "config.environments.watch",
-    "config.revisions.*",
-)
 
-ROLES: dict[str, tuple[str, ...]] = {
-    # Everything, key management, secret access policies and the audit trail included.
-    ADMIN: ("*",),
-    # Runs the platform: every configuration change, secrets (as far as the secrets' access
-    # policies let it) and the audit trail; no keys, no access policies.
-    OPERATOR: (
-        "config.namespaces.*",
-        "config.environments.*",
-        "config.revisions.*",
-        "config.audit.list",
-        "config.tokens.exchange",
-        "secrets.secrets.*",
-        "secrets.versions.*",
-        "secrets.events.watch",
-        "secrets.crypto.*",
-        "secrets.policies.get",
-        "secrets.policies.list",
-    ),
-    # Reads configuration and secrets' metadata; changes nothing, reads no secret value.
-    VIEWER: (
-        *_READS,
-        "config.tokens.exchange",
-        "secrets.secrets.get",
-        "secrets.secrets.list",
-        "secrets.versions.list",
-        "secrets.events.watch",
-    ),
-    # Another devmesh service (a mesh identity `ns/devmesh/sa/<service>`): reads configuration,
-    # exchanges its identity for tokens, reads secret values its access policies allow, and
-    # encrypts and decrypts.
-    SERVICE: (
-        *_READS,
-        "config.tokens.exchange",
-        "secrets.secrets.get",
-        "secrets.secrets.list",
-        "secrets.versions.list",
-        "secrets.versions.access",
-        "secrets.events.watch",
-        "secrets.crypto.encrypt",
-        "secrets.crypto.decrypt",
-    ),
-}
+def install(grants: Iterable[Mapping[str, Sequence[str]]], admin_only: Iterable[str] = ()) -> None:
+    """Make the role table the union of `grants` (each a service's role -> patterns)."""
+    global ADMIN_ONLY
+    table: dict[str, list[str]] = {role: [] for role in ROLE_NAMES}
+    for service_grants in grants:
+        for role, patterns in service_grants.items():
+            if role not in table or role == ADMIN:
+                raise ValueError(
+                    f"a service grants permissions to {role!r}; roles: {', '.join(ROLE_NAMES[1:])}"
+                )
+            bad = [p for p in patterns if not valid_pattern(p)]
+            if bad:
+                raise ValueError(f"invalid permission pattern(s) for {role}: {', '.join(bad)}")
+            table[role].extend(p for p in patterns if p not in table[role])
+    ROLES.clear()
+    ROLES.update({role: tuple(patterns) for role, patterns in table.items()})
+    ROLES[ADMIN] = ("*",)
+    ADMIN_ONLY = tuple(dict.fromkeys(admin_only))
+    role_allows.cache_clear()
 
-# Permissions deliberately held by admin alone: who holds credentials and who may read which
-# secret are decided here, not delegated.
-ADMIN_ONLY = ("config.apikeys.*", "secrets.policies.set", "secrets.policies.delete")
 
 _PATTERN_RE = re.compile(r"(\*|[a-z][a-z0-9_]*)(\.(\*|[a-z][a-z0-9_]*))*")
 

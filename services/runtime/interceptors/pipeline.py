@@ -39,7 +39,7 @@ from services.runtime.interceptors.base import metadata_value, status_name
 from services.runtime.interceptors.concurrency import ConcurrencyLimit
 from services.runtime.interceptors.errors import CallEnded, ErrorMapper, ErrorTranslator, decode, end_call
 from services.runtime.interceptors.headers import ResponseHeaders
-from services.runtime.methods import MethodInfo, method_info
+from services.runtime.methods import MethodInfo, MethodTable
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext], AsyncIterator[Any] | Awaitable[None]]
@@ -50,12 +50,14 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
     def __init__(
         self,
         *,
+        methods: MethodTable,
         max_unary: int,
         max_streams: int,
         translators: Sequence[ErrorTranslator] = (),
         audit: Audit | None = None,
         access: Access | None = None,
     ) -> None:
+        self._methods = methods
         self._limit = ConcurrencyLimit(max_unary, max_streams)
         metrics.count_in_flight(self._limit)
         self._errors = ErrorMapper(translators)
@@ -79,7 +81,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         if handler is None:
             return None
         if not handler.request_streaming:
-            handler = self._wrap(method_info(details.method), handler)
+            handler = self._wrap(self._methods.info(details.method), handler)
         self._handlers[details.method] = handler
         return handler
 
