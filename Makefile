@@ -13,7 +13,7 @@ help:
 	@echo "make run    start the whole mesh locally (Valkey, OpenBao, every service, the Envoy edge)"
 	@echo "make test   lint, type-check, buf lint, gen/ freshness, then every test"
 	@echo "make bench  benchmarks, JSON on stdout"
-	@echo "make gen    regenerate gen/ and envoy/descriptor.binpb from proto/"
+	@echo "make gen    regenerate gen/ and envoy/descriptor.binpb from proto/, k8s/ from the specs"
 
 venv: $(STAMP)
 
@@ -25,9 +25,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 gen: $(STAMP)
 	$(PY) -m tools.codegen gen
+	$(PY) -m tools.k8s_manifests write
 
 check-gen: $(STAMP)
 	$(PY) -m tools.codegen check
+	$(PY) -m tools.k8s_manifests check
 
 buf-lint: $(STAMP)
 	$(PY) -m tools.codegen lint

@@ -10,7 +10,6 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from devmesh.options.v1 import options_pb2
-from services.runtime.identity import roles
 from tools import codegen
 
 
@@ -49,26 +48,6 @@ def test_every_rpc_has_an_http_binding_and_a_permission(
     short_service = file.package.split(".")[1]
     assert policy.permission.startswith(f"{short_service}."), (
         f"permission {policy.permission!r} is missing or foreign"
-    )
-
-
-@pytest.mark.parametrize(
-    ("file", "service", "method"), METHODS, ids=[f"{s.name}.{m.name}" for _, s, m in METHODS]
-)
-def test_every_permission_is_granted_by_some_role_and_all_by_admin(
-    file: descriptor_pb2.FileDescriptorProto,
-    service: descriptor_pb2.ServiceDescriptorProto,
-    method: descriptor_pb2.MethodDescriptorProto,
-) -> None:
-    options = descriptor_pb2.MethodOptions.FromString(method.options.SerializeToString())
-    permission = options.Extensions[options_pb2.policy].permission
-    if not permission:
-        return
-    assert roles.role_allows(roles.ADMIN, permission)
-    others = [role for role in roles.ROLES if role != roles.ADMIN and roles.role_allows(role, permission)]
-    admin_only = any(roles.matches(pattern, permission) for pattern in roles.ADMIN_ONLY)
-    assert bool(others) != admin_only, (
-        f"{permission}: held by {others or 'admin alone'}; see roles.ADMIN_ONLY"
     )
 
 
