@@ -43,6 +43,7 @@ breaking: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check services tools tests
 	$(BIN)/ruff format --check services tools tests
+	$(PY) -m tools.import_contracts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

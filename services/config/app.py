@@ -20,7 +20,7 @@ from services.config.api_keys import DAY_US, ApiKeys
 from services.config.api_keys_servicer import ApiKeyServicer
 from services.config.audit_servicer import AuditServicer
 from services.config.domain import ConfigDomain
-from services.config.secret_refs import SecretResolver
+from services.config.secrets_client import SecretResolver
 from services.config.servicer import ConfigServicer
 from services.config.settings import ConfigSettings
 from services.config.store import ConfigStore

@@ -1,25 +1,13 @@
-"""Secret references in configuration: `{"$secret": "<secret id>[#<field>]"}`.
+"""Secret references in configuration, `{"$secret": "<secret id>[#<field>]"}`: finding them
+in a document and putting values (or the reason there is none) in their place.
 
-ResolveConfig with `resolve_secrets` replaces each reference with the secret's latest value,
-read from the secrets service over gRPC *as the caller* (its API key or token is presented
-again), so a caller sees only the secrets its access policies allow. A reference that cannot
-be read stays, with the reason: `{"$secret": "...", "redacted": "SECRET_ACCESS_DENIED"}`.
-Resolved values are never cached here: they depend on who asks.
+Reading the values is `secrets_client`'s: this module knows nothing of how.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import grpc
-from google.rpc import error_details_pb2, status_pb2
-
-from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
-from services.runtime.peers import PeerChannel
 
 REF_KEY = "$secret"
 TIMEOUT_S = 5.0
@@ -48,89 +36,19 @@ def find(document: Any, path: str = "") -> list[tuple[str, str]]:
     return []
 
 
-def _replace(document: Any, path: str, value: Any) -> Any:
+def replace(document: Any, path: str, value: Any) -> Any:
+    """A copy of `document` with `value` at the JSON pointer `path`."""
     if not path:
         return value
     head, _, rest = path[1:].partition("/")
     key = head.replace("~1", "/").replace("~0", "~")
     if isinstance(document, list):
         copy = list(document)
-        copy[int(key)] = _replace(copy[int(key)], "/" + rest if rest else "", value)
+        copy[int(key)] = replace(copy[int(key)], "/" + rest if rest else "", value)
         return copy
-    return {**document, key: _replace(document[key], "/" + rest if rest else "", value)}
+    return {**document, key: replace(document[key], "/" + rest if rest else "", value)}
 
 
-def _reason(error: grpc.aio.AioRpcError) -> str:
-    for key, raw in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(raw, bytes):
-            for packed in status_pb2.Status.FromString(raw).details:
-                info = error_details_pb2.ErrorInfo()
-                if packed.Unpack(info):
-                    return str(info.reason)
-    code = error.code()
-    return (
-        "SECRETS_UNAVAILABLE"
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        else code.name
-    )
-
-
-class SecretResolver:
-    def __init__(self, secrets: PeerChannel) -> None:
-        self._secrets = secrets
-
-    async def resolve(
-        self, document: Any, credentials: Sequence[tuple[str, str]]
-    ) -> tuple[Any, list[Resolution]]:
-        references = find(document)
-        if not references:
-            return document, []
-        if not credentials:  # a mesh identity cannot be presented on someone else's behalf
-            return self._redact_all(document, references, "CREDENTIALS_NOT_FORWARDABLE")
-        stub = secrets_pb2_grpc.SecretsServiceStub(self._secrets.channel())
-        results = await asyncio.gather(*(self._read(stub, ref, credentials) for _, ref in references))
-        resolutions = []
-        for (path, ref), (value, version, reason) in zip(references, results, strict=True):
-            if reason:
-                document = _replace(document, path, {REF_KEY: ref, "redacted": reason})
-            else:
-                document = _replace(document, path, value)
-            resolutions.append(Resolution(path, ref, version, reason))
-        return document, resolutions
-
-    def _redact_all(
-        self, document: Any, references: list[tuple[str, str]], reason: str
-    ) -> tuple[Any, list[Resolution]]:
-        for path, ref in references:
-            document = _replace(document, path, {REF_KEY: ref, "redacted": reason})
-        return document, [Resolution(path, ref, "", reason) for path, ref in references]
-
-    async def _read(
-        self,
-        stub: secrets_pb2_grpc.SecretsServiceStub,
-        reference: str,
-        credentials: Sequence[tuple[str, str]],
-    ) -> tuple[Any, str, str]:
-        """(value, version name, "") or (None, "", reason)."""
-        secret, _, field = reference.partition("#")
-        try:
-            response = await stub.AccessSecretVersion(
-                secrets_pb2.AccessSecretVersionRequest(name=f"secrets/{secret}/versions/latest"),
-                metadata=tuple(credentials),
-                timeout=TIMEOUT_S,
-            )
-        except grpc.aio.AioRpcError as error:
-            return None, "", _reason(error)
-        data = response.payload.data
-        if not field:
-            try:
-                return data.decode(), response.name, ""
-            except UnicodeDecodeError:
-                return None, "", "NOT_TEXT"
-        try:
-            value = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return None, "", "NOT_JSON"
-        if not isinstance(value, dict) or field not in value:
-            return None, "", "FIELD_NOT_FOUND"
-        return value[field], response.name, ""
+def redacted(document: Any, path: str, reference: str, reason: str) -> Any:
+    """`document` with the reference at `path` kept, saying why it has no value."""
+    return replace(document, path, {REF_KEY: reference, "redacted": reason})

@@ -12,7 +12,7 @@ from devmesh.config.v1 import config_pb2, config_pb2_grpc
 from services.config import documents, models, names
 from services.config.domain import NAMESPACE_FIELDS, READ_CACHE_SIZE, ConfigDomain
 from services.config.read_cache import RevisionCache
-from services.config.secret_refs import SecretResolver
+from services.config.secrets_client import SecretResolver
 from services.config.watch import Progress, SecretRotated, WatchHub
 from services.runtime import protos, request_context
 from services.runtime.errors import FailedPrecondition, InvalidArgument
