@@ -1,7 +1,7 @@
 """structlog configured for one JSON object per line on stderr.
 
 Every line carries the request id of the call it belongs to (from the context var), so
-domain code logs `log.info("config.environment.updated", namespace=..., revision=...)` and
+domain code logs `log.info("shop.order.updated", order=..., revision=...)` and
 the line can be joined with the `rpc.completed` line of the same call.
 
 The `rpc.completed` line of every call (`line`) is buffered, like the access logs of nginx

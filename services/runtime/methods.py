@@ -16,10 +16,10 @@ from devmesh.options.v1 import options_pb2
 class MethodInfo:
     """One RPC: its names, the permission and rate-limit cost its contract declares."""
 
-    full_method: str  # "/devmesh.config.v1.ConfigService/GetNamespace"
-    service: str  # "devmesh.config.v1.ConfigService"
+    full_method: str  # "/devmesh.shop.v1.ShopService/GetOrder"
+    service: str  # "devmesh.shop.v1.ShopService"
     method: str  # "GetNamespace"
-    short_service: str  # "config": the devmesh service that owns the RPC
+    short_service: str  # "shop": the devmesh service that owns the RPC
     permission: str
     rate_limit_cost: int
     server_streaming: bool

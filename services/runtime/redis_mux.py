@@ -3,7 +3,7 @@
 redis-py's asyncio client lends each concurrent command a connection of its own from a pool:
 a checkout, a write, a wake-up of that connection's reader, a check-in, all of it in Python, for
 every command. Under load a service issues many small independent commands at once (the
-revision GET of every STRONG ResolveConfig, for one): with the pool, that GET cost the config
+revision check of every strongly consistent read, for one): with the pool, that GET cost a
 service about 140 us of CPU per call, nearly what grpc.aio spends on the whole call. Here the
 commands share one connection instead: the commands issued in one turn of
 the event loop leave in a single write, Redis answers them in order, and each reply read goes
@@ -17,8 +17,8 @@ Redis answers each GET before the next arrives. So writes go through an adaptive
 seconds (DEVMESH_REDIS_BATCH_WINDOW: 2 ms). Otherwise it waits until as many commands are
 queued as the largest of the last few writes carried, or until the window ends. A busy
 service then makes one write (and Redis one read) out of several commands, and the replies
-wake their callers together. Measured on ResolveConfig STRONG with 96 calls in flight (the
-load of `make bench`): 15 to 30 % more calls a second than with a fixed half-millisecond
+wake their callers together. Measured on strongly consistent reads with 96 calls in flight
+(the load of `make bench`): 15 to 30 % more calls a second than with a fixed half-millisecond
 window, and about a fifth less CPU per call on the main thread. One call at a time, and a
 steady 1,000 calls a second, keep their latency.
 

@@ -18,7 +18,7 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("devmesh_reques
 # methods, DEVMESH_AUTH=off).
 caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("devmesh_caller", default=None)
 # The credential the caller presented (`authorization` or `x-api-key`), for a service that
-# calls another on the caller's behalf (config reading secrets). Never logged.
+# calls another on the caller's behalf (reading what the caller may read). Never logged.
 forwardable: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
     "devmesh_forwardable_credentials", default=()
 )

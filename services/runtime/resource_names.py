@@ -6,8 +6,8 @@ parser whose errors name the request field and say what was expected.
     ns, env = ENVIRONMENT.parse(request.name)          # INVALID_ARGUMENT naming `name`
     ENVIRONMENT.format(ns, env)                        # "namespaces/shop/environments/prod"
 
-Ids follow AIP-122's rule unless a pattern says otherwise for a variable (secrets allow
-upper case and dots, revisions are numbers). A variable may accept `-`, AIP-159's "every
+Ids follow AIP-122's rule unless a pattern says otherwise for a variable (one that takes
+names from elsewhere, with upper case and dots; revision numbers). A variable may accept `-`, AIP-159's "every
 one of them", where a method reads across a collection.
 """
 

@@ -138,8 +138,8 @@ class _Registrar:
 
     The generated code also registers every method with grpc core. grpc.aio (1.85) then keeps
     one pending accept per registered method and runs an `asyncio.wait` over all of them for
-    every incoming call: with the thirty-odd methods of the config process that cost more
-    than a tenth of the CPU of a ResolveConfig (grpc/grpc PR #43461 fixes it upstream). The
+    every incoming call: with the thirty-odd methods of one of our processes that cost more
+    than a tenth of the CPU of a cheap read (grpc/grpc PR #43461 fixes it upstream). The
     pipeline finds the same method with one dict lookup.
     """
 
@@ -177,7 +177,7 @@ class Server:
         settings = runtime.settings
         translators = [redis_client.translate_error, vault.translate_error]
         self._ratelimit_redis: MultiplexedRedis | None = None  # its own instance, when configured
-        # Services reach the authenticator (the config service needs its pepper) through the runtime.
+        # Services reach the authenticator (the one that makes API keys needs its pepper) here.
         runtime.authenticator = _authenticator(runtime)
         loaded = dict(settings_by_name or {})
         self.bindings = [

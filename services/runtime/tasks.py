@@ -20,7 +20,7 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     `asyncio.wait_for` whose inner call completes in the same loop turn returns its result
     instead (fixed in 3.12), and so does library code that catches CancelledError. A
     background loop that lost it would run forever, and so would the drain awaiting it: a test
-    teardown hung so on the secrets rotation scheduler, its task cancelled but asleep again.
+    teardown hung so on a service's scheduler, its task cancelled but asleep again.
     """
     pending = {task for task in tasks if task is not None}
     while pending := {task for task in pending if not task.done()}:

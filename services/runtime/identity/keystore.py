@@ -1,5 +1,5 @@
-"""API key records in Redis, shared by the config service (which writes them) and every
-service's authenticator (which reads them).
+"""API key records in Redis, shared by the service that manages keys (which writes them) and
+every service's authenticator (which reads them).
 
 Keys:
 

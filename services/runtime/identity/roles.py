@@ -3,7 +3,7 @@ grants each service's spec declares.
 
 A permission is `<service>.<resource>.<verb>` as the contracts declare it. A pattern matches
 permissions segment by segment; `*` matches one segment, and a trailing `*` matches every
-remaining segment (`config.*` covers `config.environments.update`).
+remaining segment (`shop.*` covers `shop.orders.update`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ES256 JWTs: the signing input the config service has Vault sign, and local verification.
+"""ES256 JWTs: the signing input the issuing service has Vault sign, and local verification.
 
 Verification is strict and refuses before it computes: the token must be three base64url
 parts of bounded size, the header's `alg` exactly `ES256` (so `none`, HS256 and every

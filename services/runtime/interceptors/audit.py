@@ -1,7 +1,7 @@
 """One audit event per mutation (whatever its outcome) and per refused credential or
 permission (reads included). Runs outside the access check so that it sees refusals.
 
-Reads that succeed are not audited: ResolveConfig at thousands of calls a second would drown
+Reads that succeed are not audited: a hot read at thousands of calls a second would drown
 the trail. Public methods are never audited.
 """
 
