@@ -16,7 +16,9 @@ Steps refuse calls with `end_call`, so every refusal carries the same google.rpc
 shape, and its status leaves only after the call's last steps (audit, metrics, log) ran.
 Audit runs outside access so that it records refusals; access is absent when the process
 runs with DEVMESH_AUTH=off. Public methods (health, reflection, the JWKS) skip both.
-Client-streaming RPCs pass through untouched: devmesh has none.
+Client-streaming calls go through the same steps: their messages are decoded as the
+servicer reads them (the audit event names the resource the servicer notes), and they count
+as streams. Public client streams (reflection) pass through untouched.
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         handler = next(filter(None, (s.service(details) for s in self._services)), None)
         if handler is None:
             return None
-        if not handler.request_streaming:
-            handler = self._wrap(self._methods.info(details.method), handler)
+        info = self._methods.info(details.method)
+        if not (handler.request_streaming and info.public):  # public streams: reflection
+            handler = self._wrap(info, handler)
         self._handlers[details.method] = handler
         return handler
 
@@ -95,16 +98,21 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         access = self._access if self._access is not None and self._access.applies(info) else None
         audit = self._audit if self._audit is not None and self._audit.applies(info) else None
         decoder = handler.request_deserializer
-        if handler.unary_unary is not None:
-            behavior = handler.unary_unary
+        serializer = handler.response_serializer
+        if handler.unary_unary is not None or handler.stream_unary is not None:
+            behavior = handler.unary_unary or handler.stream_unary
 
-            async def unary(raw: bytes, context: aio.ServicerContext) -> Any:
+            async def unary(raw: bytes | AsyncIterator[bytes], context: aio.ServicerContext) -> Any:
                 return await self._unary(info, access, audit, behavior, decoder, raw, context)
 
-            return grpc.unary_unary_rpc_method_handler(unary, response_serializer=handler.response_serializer)
-        streaming = handler.unary_stream
+            if handler.unary_unary is not None:
+                return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serializer)
+            return grpc.stream_unary_rpc_method_handler(unary, response_serializer=serializer)
+        streaming = handler.unary_stream or handler.stream_stream
 
-        async def stream(raw: bytes, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(
+            raw: bytes | AsyncIterator[bytes], context: aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             # Closed with this generator, so that a cancelled stream is counted out and logged
             # when grpc closes it, not whenever the garbage collector gets to it.
             responses = self._stream(info, access, audit, streaming, decoder, raw, context)
@@ -112,7 +120,9 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
                 async for response in responses:
                     yield response
 
-        return grpc.unary_stream_rpc_method_handler(stream, response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(stream, response_serializer=serializer)
+        return grpc.stream_stream_rpc_method_handler(stream, response_serializer=serializer)
 
     async def _unary(
         self,
@@ -121,7 +131,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         audit: Audit | None,
         behavior: UnaryBehavior,
         decoder: Decoder,
-        raw: bytes,
+        raw: bytes | AsyncIterator[bytes],
         context: aio.ServicerContext,
     ) -> Any:
         call = _Call(info, context, audit)
@@ -129,23 +139,29 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         try:
             if access is not None:
                 call.headers.add(await access.admit(info, context, call.metadata))
-            self._limit.enter_unary(info, context)
+            # An upload lives as long as the client sends: it counts among the streams.
+            enter, leave = (
+                (self._limit.enter_stream, self._limit.exit_stream)
+                if info.client_streaming
+                else (self._limit.enter_unary, self._limit.exit_unary)
+            )
+            enter(info, context)
             try:
-                response = await behavior(decode(raw, decoder), context)
+                response = await behavior(_request(raw, decoder), context)
                 await call.headers.before_message(response)
             except (asyncio.CancelledError, aio.AbortError, CallEnded):
                 raise
             except Exception as exc:
                 end_call(context, self._errors.map(exc, info), info, call.headers.for_error())
             finally:
-                self._limit.exit_unary()
+                leave()
         except CallEnded as refusal:
             ended = refusal
         except asyncio.CancelledError:
             cancelled = True  # the caller went away; a change may or may not have happened
             raise
         finally:
-            await call.finish(raw, cancelled, audited=True)
+            await call.finish(raw if isinstance(raw, bytes) else b"", cancelled, audited=True)
         if ended is not None:
             await ended.send(context)
         if self._limit.unary_in_flight:
@@ -165,7 +181,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
         audit: Audit | None,
         behavior: StreamBehavior,
         decoder: Decoder,
-        raw: bytes,
+        raw: bytes | AsyncIterator[bytes],
         context: aio.ServicerContext,
     ) -> AsyncGenerator[Any, None]:
         call = _Call(info, context, audit)
@@ -175,7 +191,7 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
                 call.headers.add(await access.admit(info, context, call.metadata))
             self._limit.enter_stream(info, context)
             try:
-                responses = behavior(decode(raw, decoder), context)
+                responses = behavior(_request(raw, decoder), context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
                         await call.headers.before_message(response)
@@ -195,9 +211,22 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
             cancelled = True
             raise
         finally:
-            await call.finish(raw, cancelled, audited=not cancelled)
+            await call.finish(raw if isinstance(raw, bytes) else b"", cancelled, audited=not cancelled)
         if ended is not None:
             await ended.send(context)
+
+
+def _request(raw: bytes | AsyncIterator[bytes], decoder: Decoder) -> Any:
+    """The request message, or for a client stream the messages as they arrive, decoded: a
+    message that does not parse is INVALID_ARGUMENT when the servicer reads it."""
+    if isinstance(raw, bytes):
+        return decode(raw, decoder)
+    return _decoded(raw, decoder)
+
+
+async def _decoded(messages: AsyncIterator[bytes], decoder: Decoder) -> AsyncIterator[Any]:
+    async for raw in messages:
+        yield decode(raw, decoder)
 
 
 class _Call:
