@@ -75,6 +75,39 @@ async def test_idle_streams_get_progress(config: Stub, ns: str) -> None:
     assert event.progress.revision == 1
 
 
+async def test_an_idle_stream_keeps_getting_progress_that_covers_revisions_it_did_not_need(
+    config: Stub, ns: str
+) -> None:
+    await create(config, ns)
+    call = config.WatchConfig(pb.WatchConfigRequest(name=env_name(ns, "prod"), since_revision=1))
+    assert (await asyncio.wait_for(call.read(), 5)).progress.revision == 1
+    await put(config, ns, "staging", {"a": 1})  # revision 2: not prod's
+    beats = [await asyncio.wait_for(call.read(), 5) for _ in range(2)]
+    call.cancel()
+    assert [b.WhichOneof("event") for b in beats] == ["progress", "progress"]
+    assert beats[-1].progress.revision == 2
+
+
+async def test_a_draining_server_ends_watch_streams_with_the_revision_to_resume_from(
+    valkey: Any, start_config_server: ServerFactory, ns: str
+) -> None:
+    server, addr = await start_config_server(valkey.url)
+    async with aio.insecure_channel(addr) as ch:
+        stub = Stub(ch)
+        await create(stub, ns)
+        await put(stub, ns, "default", {"a": 1})  # revision 2
+        call = stub.WatchConfig(pb.WatchConfigRequest(name=env_name(ns, "default"), since_revision=1))
+        assert (await asyncio.wait_for(call.read(), 5)).change.revision == 2
+        stopping = asyncio.create_task(server.stop(grace=8))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            for _ in range(10):  # a progress message may come first
+                assert (await asyncio.wait_for(call.read(), 5)).HasField("progress")
+        await stopping
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    info = error_info(caught.value)
+    assert (info.reason, info.metadata["since_revision"]) == ("SHUTTING_DOWN", "2")
+
+
 async def test_a_compacted_revision_is_out_of_range_with_the_oldest_retained(
     config: Stub, ns: str, valkey: Any
 ) -> None:
