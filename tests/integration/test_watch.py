@@ -12,6 +12,8 @@ from grpc import aio
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
+from services.config import store
+from services.config.servicer import change_response
 from tests.conftest import ServerFactory, error_info
 from tests.integration.test_config_api import create, env_name, put
 
@@ -27,6 +29,14 @@ async def collect(stub: Stub, name: str, since: int, until: int) -> list[int]:
             if event.change.revision >= until:
                 return seen
     return seen
+
+
+async def first_change(call: Any) -> bytes:
+    """The first change message of a stream read as bytes, as it came off the wire."""
+    while True:
+        raw = await asyncio.wait_for(call.read(), 5)
+        if pb.WatchConfigResponse.FromString(raw).HasField("change"):
+            return bytes(raw)
 
 
 async def test_two_replicas_and_concurrent_writers_deliver_every_revision_once_in_order(
@@ -106,6 +116,32 @@ async def test_a_draining_server_ends_watch_streams_with_the_revision_to_resume_
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     info = error_info(caught.value)
     assert (info.reason, info.metadata["since_revision"]) == ("SHUTTING_DOWN", "2")
+
+
+async def test_a_live_change_goes_out_to_every_watcher_as_the_bytes_its_message_serializes_to(
+    config: Stub, channel: aio.Channel, valkey: Any, ns: str
+) -> None:
+    await create(config, ns)
+    watch_bytes = channel.unary_stream(
+        "/devmesh.config.v1.ConfigService/WatchConfig",
+        request_serializer=pb.WatchConfigRequest.SerializeToString,
+    )  # no response deserializer: the messages exactly as they came off the wire
+    request = pb.WatchConfigRequest(name=env_name(ns, "-"), since_revision=1)
+    calls = [watch_bytes(request) for _ in range(3)]
+    for call in calls:  # every stream is live: registered, nothing to replay
+        assert pb.WatchConfigResponse.FromString(await asyncio.wait_for(call.read(), 5)).HasField("progress")
+    await put(config, ns, "default", {"db": {"host": "h", "port": 5432}, "flags": [True, None, 1.5]})
+    received = [await first_change(call) for call in calls]
+    for call in calls:
+        call.cancel()
+    client = aioredis.Redis.from_url(valkey.url)
+    try:
+        record = store.decode_revision(ns, await client.hget(store.revisions_key(ns), "2"))
+    finally:
+        await client.aclose()
+    assert received == [change_response(record).SerializeToString()] * 3
+    revision = await config.GetRevision(pb.GetRevisionRequest(name=f"namespaces/{ns}/revisions/2"))
+    assert pb.WatchConfigResponse.FromString(received[0]).change == revision
 
 
 async def test_a_compacted_revision_is_out_of_range_with_the_oldest_retained(

@@ -109,7 +109,9 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
                 async for response in responses:
                     yield response
 
-        return grpc.unary_stream_rpc_method_handler(stream, response_serializer=handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(
+            stream, response_serializer=_sending_bytes_as_they_are(handler.response_serializer)
+        )
 
     async def _unary(
         self,
@@ -188,6 +190,18 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
             await call.finish(raw, cancelled, audited=not cancelled)
         if ended is not None:
             await ended.send(context)
+
+
+def _sending_bytes_as_they_are(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """A stream's serializer that sends a message already serialized (bytes) unchanged: a
+    stream that fans one event out to many callers serializes it once for all of them."""
+    if serialize is None:
+        return None
+
+    def serialize_unless_bytes(message: Any) -> bytes:
+        return message if type(message) is bytes else serialize(message)
+
+    return serialize_unless_bytes
 
 
 class _Call:
