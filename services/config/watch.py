@@ -38,6 +38,10 @@ from services.runtime.tasks import cancel_and_wait
 log = get_logger(__name__)
 
 REPLAY_PAGE = 200
+# Redis reads that opening streams (their checks and replays) make at once. A crowd of
+# watchers reconnecting together (after a drain, say) would otherwise take every connection
+# of the pool, and the reads beyond its size fail with UNAVAILABLE, theirs and other calls'.
+OPENING_READS = 32
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ class WatchHub:
         self._queue_size = queue_size
         self._progress_interval = progress_interval
         self._feeds: dict[str, Feed] = {}
+        self._opening_reads = asyncio.Semaphore(OPENING_READS)
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -298,7 +303,8 @@ class WatchHub:
         """Revisions after `since` that concern `environment`, then live ones, with progress beats."""
         if self._closing:
             raise Unavailable("the server is shutting down; reconnect", reason="SHUTTING_DOWN")
-        namespace = await self.store.namespace(ns)
+        async with self._opening_reads:
+            namespace = await self.store.namespace(ns)
         if namespace is None:
             raise NotFound(
                 f"namespace {ns!r} does not exist",
@@ -358,7 +364,8 @@ class WatchHub:
             await self._release(feed, watcher)
 
     async def _replay(self, ns: str, watcher: Watcher, since: int) -> AsyncIterator[models.Revision]:
-        oldest = await self.store.log_oldest(ns)
+        async with self._opening_reads:
+            oldest = await self.store.log_oldest(ns)
         if oldest and since + 1 < oldest:
             raise OutOfRange(
                 f"revision {since} is older than the retained watch log, which starts at {oldest}; "
@@ -368,10 +375,11 @@ class WatchHub:
             )
         cursor = since
         while True:
-            entries = await self.store.log_after(ns, cursor, REPLAY_PAGE)
+            async with self._opening_reads:  # not held while the page is sent
+                entries = await self.store.log_after(ns, cursor, REPLAY_PAGE)
+                records = await self.store.revisions(ns, [rev for rev, _, _ in entries]) if entries else {}
             if not entries:
                 return
-            records = await self.store.revisions(ns, [rev for rev, _, _ in entries])
             for rev, action, environment in entries:
                 cursor = rev
                 if watcher.wants(action, environment):

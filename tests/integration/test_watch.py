@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import grpc
@@ -226,3 +228,31 @@ async def test_streams_over_the_limit_are_refused_and_a_cancelled_one_frees_its_
                     assert error_info(refused).reason == "SERVER_OVERLOADED"
                     await asyncio.sleep(0.05)
         second.cancel()
+
+
+async def test_a_crowd_of_streams_opening_while_redis_is_slow_is_registered_without_failures(
+    valkey: Any, start_config_server: ServerFactory, ns: str
+) -> None:
+    _, addr = await start_config_server(valkey.url)
+    async with aio.insecure_channel(addr) as ch:
+        stub = Stub(ch)
+        await create(stub, ns)
+        request = pb.WatchConfigRequest(name=env_name(ns, "default"), since_revision=1)
+        # Paused for less than the Redis timeout: every opening stream's reads pile up. (The
+        # session's Valkey: starting one of its own while grpc threads run can crash the fork.)
+        os.kill(valkey.process.pid, signal.SIGSTOP)
+        try:
+            calls = [stub.WatchConfig(request) for _ in range(150)]  # more than a Redis pool holds
+            await asyncio.sleep(0.5)
+        finally:
+            os.kill(valkey.process.pid, signal.SIGCONT)
+        try:
+            first = await asyncio.wait_for(
+                asyncio.gather(*(c.read() for c in calls), return_exceptions=True), 20
+            )
+        finally:
+            for call in calls:
+                call.cancel()
+    failed = [f.details() for f in first if isinstance(f, grpc.aio.AioRpcError)]
+    assert failed == []
+    assert all(f.HasField("progress") for f in first)
