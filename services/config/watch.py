@@ -321,6 +321,8 @@ class WatchHub:
         loop = asyncio.get_running_loop()
         watcher = Watcher(environment, self._queue_size, loop.time())
         feed.watchers.add(watcher)
+        if self._closing:  # the drain began while this stream was opening
+            watcher.close()
         try:
             sent = since
             async for record in self._replay(ns, watcher, since):
