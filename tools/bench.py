@@ -7,6 +7,7 @@
   several client processes.
 - watch_fanout: one write delivered to 1,000 open WatchConfig streams, against the same
   fan-out from a bare grpc.aio server; latency from the write's sending to each receipt.
+  Part of the config section; alone on a fresh stack: `python -m tools.bench watch`.
 - identity: ResolveConfig with API-key authentication and the Redis rate limiter on, against
   auth off and the bare echo server; and what authentication plus rate limiting add per call.
 - secrets: AccessSecretVersion through the whole chain against a direct hvac KV v2 read.
