@@ -81,6 +81,22 @@ def _cached(consistency: int) -> bool:
     return consistency == config_pb2.READ_CONSISTENCY_CACHED
 
 
+def change_response(record: models.Revision) -> config_pb2.WatchConfigResponse:
+    return config_pb2.WatchConfigResponse(change=revision_proto(record))
+
+
+def _progress_response(revision: int) -> bytes:
+    return config_pb2.WatchConfigResponse(
+        progress=config_pb2.WatchProgress(revision=revision)
+    ).SerializeToString()
+
+
+# Revisions whose WatchConfig message is kept serialized. A burst of writes reaches the
+# watchers of a namespace in near lockstep, so a few dozen cover it; a miss costs only
+# what every stream paid before (building and serializing the message itself).
+SERIALIZED_CHANGES = 64
+
+
 def resolved_proto(resolved: models.Resolved) -> config_pb2.ResolvedConfig:
     return config_pb2.ResolvedConfig(
         name=names.environment_name(resolved.namespace, resolved.environment),
@@ -120,6 +136,10 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         self._resolved_protos: RevisionCache[tuple[str, str], config_pb2.ResolvedConfig] = RevisionCache(
             READ_CACHE_SIZE
         )
+        # One write reaches every watcher of its namespace: its message is built and serialized
+        # once, and every stream hands grpc the same bytes (the call pipeline sends bytes as
+        # they are).
+        self._serialized_changes: RevisionCache[tuple[str, int], bytes] = RevisionCache(SERIALIZED_CHANGES)
 
     async def CreateNamespace(
         self, request: config_pb2.CreateNamespaceRequest, context: aio.ServicerContext
@@ -295,17 +315,16 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         )
         return environment_proto(record)
 
-    async def WatchConfig(
+    async def WatchConfig(  # type: ignore[override]  # some messages go out serialized (bytes)
         self, request: config_pb2.WatchConfigRequest, context: aio.ServicerContext
-    ) -> AsyncIterator[config_pb2.WatchConfigResponse]:
+    ) -> AsyncIterator[config_pb2.WatchConfigResponse | bytes]:
         ns, env = names.parse_environment(request.name, allow_all=True)
         if request.since_revision < 0:
             raise InvalidArgument.for_field("since_revision", "must not be negative")
+        changes = self._serialized_changes
         async for event in self.hub.watch(ns, env, request.since_revision):
             if isinstance(event, Progress):
-                yield config_pb2.WatchConfigResponse(
-                    progress=config_pb2.WatchProgress(revision=event.revision)
-                )
+                yield _progress_response(event.revision)
             elif isinstance(event, SecretRotated):
                 rotated = config_pb2.SecretRotated(
                     secret=f"secrets/{event.secret}",
@@ -315,4 +334,9 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                 )
                 yield config_pb2.WatchConfigResponse(secret_rotated=rotated)
             else:
-                yield config_pb2.WatchConfigResponse(change=revision_proto(event))
+                key = (ns, event.revision)  # revision numbers are never reused (store.py)
+                serialized = changes.get(key, event.revision)
+                if serialized is None:
+                    serialized = change_response(event).SerializeToString()
+                    changes.put(key, event.revision, serialized)
+                yield serialized

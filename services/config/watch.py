@@ -2,13 +2,17 @@
 
 The Redis Stream `devmesh:config:{ns}:log` is the source of truth; pub/sub only wakes the
 processes that watch a namespace. Each process keeps one `Feed` per watched namespace: a
-task that reads new log entries (on a wake-up, or every `poll_interval` in case a wake-up
+task that reads new log entries (on a wake-up, or every progress interval in case a wake-up
 was lost while the pub/sub connection was down) and offers them to every local watcher.
 
 A watcher registers with the feed *before* it replays the log, so every revision reaches
-it by the replay, the feed, or both; it drops what it has already sent. Its queue is
-bounded: a watcher that falls that far behind is cut off with RESOURCE_EXHAUSTED instead
-of growing the server's memory.
+it by the replay, the feed, or both; it drops what it has already sent. What it has not
+sent yet is bounded: a watcher that falls that far behind is cut off with
+RESOURCE_EXHAUSTED instead of growing the server's memory.
+
+One write wakes every open stream, so the cost of a wake-up is paid a thousand times over:
+a watcher waits on nothing but one future (no queue, no timer of its own), and one beat
+task per feed, not a timer per watcher, tells the quiet ones to send a progress message.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +38,10 @@ from services.runtime.tasks import cancel_and_wait
 log = get_logger(__name__)
 
 REPLAY_PAGE = 200
+# Redis reads that opening streams (their checks and replays) make at once. A crowd of
+# watchers reconnecting together (after a drain, say) would otherwise take every connection
+# of the pool, and the reads beyond its size fail with UNAVAILABLE, theirs and other calls'.
+OPENING_READS = 32
 
 
 @dataclass(frozen=True)
@@ -52,18 +61,18 @@ class Progress:
     revision: int
 
 
-class _Closed:
-    """Queue sentinel: the server is draining."""
-
-
-_CLOSED = _Closed()
-
-
 class Watcher:
-    def __init__(self, environment: str, queue_size: int) -> None:
+    """One open stream's mailbox: what its feed offered it and it has not sent yet."""
+
+    def __init__(self, environment: str, limit: int, now: float) -> None:
         self.environment = environment
-        self.queue: asyncio.Queue[models.Revision | SecretRotated | _Closed] = asyncio.Queue(queue_size)
-        self.overflowed = False
+        self.limit = limit
+        self.pending: deque[models.Revision | SecretRotated] = deque()
+        self.overflowed = False  # more than `limit` pending: the stream is cut off
+        self.closed = False  # the server is draining
+        self.beat_due = False  # quiet for a progress interval: send a progress message
+        self.sent_at = now  # loop time of the stream's last message, or of its start
+        self._waiter: asyncio.Future[None] | None = None
 
     def wants(self, action: str, environment: str) -> bool:
         return (
@@ -75,48 +84,80 @@ class Watcher:
     def offer(self, item: models.Revision | SecretRotated) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self.pending) >= self.limit:
             self.overflowed = True
+        else:
+            self.pending.append(item)
+        self._wake()
+
+    def beat(self) -> None:
+        """Ask for a progress message, unless there is something to send anyway."""
+        if not self.pending and not self.beat_due:
+            self.beat_due = True
+            self._wake()
 
     def close(self) -> None:
-        # Make room if needed: a closing watcher must see the sentinel.
-        while self.queue.full():
-            self.queue.get_nowait()
-        self.queue.put_nowait(_CLOSED)
+        self.closed = True
+        self._wake()
+
+    async def wait(self) -> None:
+        """Until the next offer, beat or close."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class Feed:
     """One namespace's log, read once per process and fanned out to local watchers."""
 
-    def __init__(self, store: ConfigStore, ns: str, poll_interval: float) -> None:
+    def __init__(self, store: ConfigStore, ns: str, progress_interval: float) -> None:
         self.store = store
         self.ns = ns
         self.cursor = 0  # last revision read from the log
         self.watchers: set[Watcher] = set()
         self.wake = asyncio.Event()
-        self._poll_interval = poll_interval
-        self._task: asyncio.Task[None] | None = None
+        # The log is also read every progress interval, for a wake-up lost meanwhile.
+        self._progress_interval = progress_interval
+        self._tasks: tuple[asyncio.Task[None], ...] = ()
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
         self.cursor = await self.store.log_head(self.ns)
-        self._task = asyncio.create_task(self._run(), name=f"watch-feed-{self.ns}")
+        self._tasks = (
+            asyncio.create_task(self._run(), name=f"watch-feed-{self.ns}"),
+            asyncio.create_task(self._beat(), name=f"watch-beat-{self.ns}"),
+        )
         self.ready.set()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await cancel_and_wait(*self._tasks)
 
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self._poll_interval)
+                await asyncio.wait_for(self.wake.wait(), self._progress_interval)
             self.wake.clear()
             try:
                 await self.read_new()
             except RedisError as exc:
                 log.warning("config.watch.feed_read_failed", namespace=self.ns, error=type(exc).__name__)
+
+    async def _beat(self) -> None:
+        """Ask every watcher that was quiet for a progress interval for a progress message.
+        Checking four times an interval, a quiet stream hears within 1.25 intervals."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._progress_interval / 4)
+            quiet_since = loop.time() - self._progress_interval
+            for watcher in self.watchers:
+                if watcher.sent_at <= quiet_since:
+                    watcher.beat()
 
     async def read_new(self) -> None:
         while True:
@@ -148,6 +189,7 @@ class WatchHub:
         self._queue_size = queue_size
         self._progress_interval = progress_interval
         self._feeds: dict[str, Feed] = {}
+        self._opening_reads = asyncio.Semaphore(OPENING_READS)
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -261,7 +303,8 @@ class WatchHub:
         """Revisions after `since` that concern `environment`, then live ones, with progress beats."""
         if self._closing:
             raise Unavailable("the server is shutting down; reconnect", reason="SHUTTING_DOWN")
-        namespace = await self.store.namespace(ns)
+        async with self._opening_reads:
+            namespace = await self.store.namespace(ns)
         if namespace is None:
             raise NotFound(
                 f"namespace {ns!r} does not exist",
@@ -275,12 +318,16 @@ class WatchHub:
                 metadata={"latest_revision": str(namespace.revision)},
             )
         feed = await self._feed(ns)
-        watcher = Watcher(environment, self._queue_size)
+        loop = asyncio.get_running_loop()
+        watcher = Watcher(environment, self._queue_size, loop.time())
         feed.watchers.add(watcher)
+        if self._closing:  # the drain began while this stream was opening
+            watcher.close()
         try:
             sent = since
             async for record in self._replay(ns, watcher, since):
                 sent = record.revision
+                watcher.sent_at = loop.time()
                 yield record
             while True:
                 if watcher.overflowed:
@@ -291,29 +338,36 @@ class WatchHub:
                         reason="WATCHER_TOO_SLOW",
                         metadata={"since_revision": str(sent)},
                     )
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), self._progress_interval)
-                except TimeoutError:
-                    yield Progress(max(sent, feed.cursor))
-                    continue
-                if isinstance(item, SecretRotated):
-                    yield item
-                    continue
-                if isinstance(item, _Closed):
+                if watcher.closed:
                     raise Unavailable(
                         f"the server is shutting down; resume with since_revision={sent}",
                         retry_after=0.1,
                         reason="SHUTTING_DOWN",
                         metadata={"since_revision": str(sent)},
                     )
-                if item.revision > sent:
-                    sent = item.revision
-                    yield item
+                if watcher.pending:
+                    item = watcher.pending.popleft()
+                    watcher.beat_due = False  # not quiet after all
+                    if isinstance(item, SecretRotated):
+                        watcher.sent_at = loop.time()
+                        yield item
+                    elif item.revision > sent:
+                        sent = item.revision
+                        watcher.sent_at = loop.time()
+                        yield item
+                elif watcher.beat_due:
+                    # Nothing pending: every revision the feed has read was sent or not wanted.
+                    watcher.beat_due = False
+                    watcher.sent_at = loop.time()
+                    yield Progress(max(sent, feed.cursor))
+                else:
+                    await watcher.wait()
         finally:
             await self._release(feed, watcher)
 
     async def _replay(self, ns: str, watcher: Watcher, since: int) -> AsyncIterator[models.Revision]:
-        oldest = await self.store.log_oldest(ns)
+        async with self._opening_reads:
+            oldest = await self.store.log_oldest(ns)
         if oldest and since + 1 < oldest:
             raise OutOfRange(
                 f"revision {since} is older than the retained watch log, which starts at {oldest}; "
@@ -323,10 +377,11 @@ class WatchHub:
             )
         cursor = since
         while True:
-            entries = await self.store.log_after(ns, cursor, REPLAY_PAGE)
+            async with self._opening_reads:  # not held while the page is sent
+                entries = await self.store.log_after(ns, cursor, REPLAY_PAGE)
+                records = await self.store.revisions(ns, [rev for rev, _, _ in entries]) if entries else {}
             if not entries:
                 return
-            records = await self.store.revisions(ns, [rev for rev, _, _ in entries])
             for rev, action, environment in entries:
                 cursor = rev
                 if watcher.wants(action, environment):

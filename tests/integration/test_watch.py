@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import grpc
@@ -12,6 +14,8 @@ from grpc import aio
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
+from services.config import store
+from services.config.servicer import change_response
 from tests.conftest import ServerFactory, error_info
 from tests.integration.test_config_api import create, env_name, put
 
@@ -27,6 +31,14 @@ async def collect(stub: Stub, name: str, since: int, until: int) -> list[int]:
             if event.change.revision >= until:
                 return seen
     return seen
+
+
+async def first_change(call: Any) -> bytes:
+    """The first change message of a stream read as bytes, as it came off the wire."""
+    while True:
+        raw = await asyncio.wait_for(call.read(), 5)
+        if pb.WatchConfigResponse.FromString(raw).HasField("change"):
+            return bytes(raw)
 
 
 async def test_two_replicas_and_concurrent_writers_deliver_every_revision_once_in_order(
@@ -73,6 +85,65 @@ async def test_idle_streams_get_progress(config: Stub, ns: str) -> None:
     call.cancel()
     assert event.HasField("progress")
     assert event.progress.revision == 1
+
+
+async def test_an_idle_stream_keeps_getting_progress_that_covers_revisions_it_did_not_need(
+    config: Stub, ns: str
+) -> None:
+    await create(config, ns)
+    call = config.WatchConfig(pb.WatchConfigRequest(name=env_name(ns, "prod"), since_revision=1))
+    assert (await asyncio.wait_for(call.read(), 5)).progress.revision == 1
+    await put(config, ns, "staging", {"a": 1})  # revision 2: not prod's
+    beats = [await asyncio.wait_for(call.read(), 5) for _ in range(2)]
+    call.cancel()
+    assert [b.WhichOneof("event") for b in beats] == ["progress", "progress"]
+    assert beats[-1].progress.revision == 2
+
+
+async def test_a_draining_server_ends_watch_streams_with_the_revision_to_resume_from(
+    valkey: Any, start_config_server: ServerFactory, ns: str
+) -> None:
+    server, addr = await start_config_server(valkey.url)
+    async with aio.insecure_channel(addr) as ch:
+        stub = Stub(ch)
+        await create(stub, ns)
+        await put(stub, ns, "default", {"a": 1})  # revision 2
+        call = stub.WatchConfig(pb.WatchConfigRequest(name=env_name(ns, "default"), since_revision=1))
+        assert (await asyncio.wait_for(call.read(), 5)).change.revision == 2
+        stopping = asyncio.create_task(server.stop(grace=8))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            for _ in range(10):  # a progress message may come first
+                assert (await asyncio.wait_for(call.read(), 5)).HasField("progress")
+        await stopping
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    info = error_info(caught.value)
+    assert (info.reason, info.metadata["since_revision"]) == ("SHUTTING_DOWN", "2")
+
+
+async def test_a_live_change_goes_out_to_every_watcher_as_the_bytes_its_message_serializes_to(
+    config: Stub, channel: aio.Channel, valkey: Any, ns: str
+) -> None:
+    await create(config, ns)
+    watch_bytes = channel.unary_stream(
+        "/devmesh.config.v1.ConfigService/WatchConfig",
+        request_serializer=pb.WatchConfigRequest.SerializeToString,
+    )  # no response deserializer: the messages exactly as they came off the wire
+    request = pb.WatchConfigRequest(name=env_name(ns, "-"), since_revision=1)
+    calls = [watch_bytes(request) for _ in range(3)]
+    for call in calls:  # every stream is live: registered, nothing to replay
+        assert pb.WatchConfigResponse.FromString(await asyncio.wait_for(call.read(), 5)).HasField("progress")
+    await put(config, ns, "default", {"db": {"host": "h", "port": 5432}, "flags": [True, None, 1.5]})
+    received = [await first_change(call) for call in calls]
+    for call in calls:
+        call.cancel()
+    client = aioredis.Redis.from_url(valkey.url)
+    try:
+        record = store.decode_revision(ns, await client.hget(store.revisions_key(ns), "2"))
+    finally:
+        await client.aclose()
+    assert received == [change_response(record).SerializeToString()] * 3
+    revision = await config.GetRevision(pb.GetRevisionRequest(name=f"namespaces/{ns}/revisions/2"))
+    assert pb.WatchConfigResponse.FromString(received[0]).change == revision
 
 
 async def test_a_compacted_revision_is_out_of_range_with_the_oldest_retained(
@@ -157,3 +228,31 @@ async def test_streams_over_the_limit_are_refused_and_a_cancelled_one_frees_its_
                     assert error_info(refused).reason == "SERVER_OVERLOADED"
                     await asyncio.sleep(0.05)
         second.cancel()
+
+
+async def test_a_crowd_of_streams_opening_while_redis_is_slow_is_registered_without_failures(
+    valkey: Any, start_config_server: ServerFactory, ns: str
+) -> None:
+    _, addr = await start_config_server(valkey.url)
+    async with aio.insecure_channel(addr) as ch:
+        stub = Stub(ch)
+        await create(stub, ns)
+        request = pb.WatchConfigRequest(name=env_name(ns, "default"), since_revision=1)
+        # Paused for less than the Redis timeout: every opening stream's reads pile up. (The
+        # session's Valkey: starting one of its own while grpc threads run can crash the fork.)
+        os.kill(valkey.process.pid, signal.SIGSTOP)
+        try:
+            calls = [stub.WatchConfig(request) for _ in range(150)]  # more than a Redis pool holds
+            await asyncio.sleep(0.5)
+        finally:
+            os.kill(valkey.process.pid, signal.SIGCONT)
+        try:
+            first = await asyncio.wait_for(
+                asyncio.gather(*(c.read() for c in calls), return_exceptions=True), 20
+            )
+        finally:
+            for call in calls:
+                call.cancel()
+    failed = [f.details() for f in first if isinstance(f, grpc.aio.AioRpcError)]
+    assert failed == []
+    assert all(f.HasField("progress") for f in first)

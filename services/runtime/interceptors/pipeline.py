@@ -120,9 +120,10 @@ class CallPipeline(grpc.GenericRpcHandler):  # type: ignore[misc]
                 async for response in responses:
                     yield response
 
+        stream_serializer = _sending_bytes_as_they_are(serializer)
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(stream, response_serializer=serializer)
-        return grpc.stream_stream_rpc_method_handler(stream, response_serializer=serializer)
+            return grpc.unary_stream_rpc_method_handler(stream, response_serializer=stream_serializer)
+        return grpc.stream_stream_rpc_method_handler(stream, response_serializer=stream_serializer)
 
     async def _unary(
         self,
@@ -227,6 +228,18 @@ def _request(raw: bytes | AsyncIterator[bytes], decoder: Decoder) -> Any:
 async def _decoded(messages: AsyncIterator[bytes], decoder: Decoder) -> AsyncIterator[Any]:
     async for raw in messages:
         yield decode(raw, decoder)
+
+
+def _sending_bytes_as_they_are(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """A stream's serializer that sends a message already serialized (bytes) unchanged: a
+    stream that fans one event out to many callers serializes it once for all of them."""
+    if serialize is None:
+        return None
+
+    def serialize_unless_bytes(message: Any) -> bytes:
+        return message if type(message) is bytes else serialize(message)
+
+    return serialize_unless_bytes
 
 
 class _Call:
