@@ -19,23 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
+from devmesh.secrets.v1 import secrets_pb2
 from services.config import models, secret_refs
 from services.config.names import ALL_ENVIRONMENTS, BASE_ENVIRONMENT, namespace_name
 from services.config.store import WAKE_CHANNEL, ConfigStore
-from services.runtime import channels
+from services.runtime import protos
 from services.runtime.errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
 from services.runtime.logging import get_logger
 from services.runtime.tasks import cancel_and_wait
 
 log = get_logger(__name__)
+
+# The secrets service announces its events here, as SecretEvent messages (its contract says).
+SECRET_EVENTS = protos.channel_of(secrets_pb2.SecretEvent)
 
 REPLAY_PAGE = 200
 # Redis reads that opening streams (their checks and replays) make at once. A crowd of
@@ -211,7 +215,7 @@ class WatchHub:
         while True:
             pubsub = self.store.redis.pubsub()
             try:
-                await pubsub.subscribe(WAKE_CHANNEL, channels.SECRET_EVENTS)
+                await pubsub.subscribe(WAKE_CHANNEL, SECRET_EVENTS)
                 backoff = 0.1
                 # Wake-ups sent while we were disconnected are lost: catch up now.
                 for feed in self._feeds.values():
@@ -223,7 +227,7 @@ class WatchHub:
                     if message.get("type") != "message":
                         continue
                     data = message["data"]
-                    if message.get("channel") == channels.SECRET_EVENTS.encode():
+                    if message.get("channel") == SECRET_EVENTS.encode():
                         self._secret_event(data)
                         continue
                     ns = data.decode() if isinstance(data, bytes) else str(data)
@@ -243,12 +247,12 @@ class WatchHub:
 
     def _secret_event(self, data: bytes) -> None:
         try:
-            event = json.loads(data)
-            kind, secret, version = event["type"], str(event["secret"]), int(event["version"])
-        except (ValueError, KeyError, TypeError):
+            event = secrets_pb2.SecretEvent.FromString(data)
+        except DecodeError:
             return
-        if kind != "ROTATED" or self._resolve is None or not self._feeds:
+        if event.type != secrets_pb2.SecretEvent.TYPE_ROTATED or self._resolve is None or not self._feeds:
             return
+        secret, version = event.secret.removeprefix("secrets/"), int(event.version)
         task = asyncio.create_task(self._tell_watchers(secret, version), name=f"watch-secret-{secret}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -8,7 +8,9 @@ import re
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
+from devmesh.options.v1 import options_pb2
 from services.runtime.errors import FieldViolation, InvalidArgument
 
 # An error names a few paths, each bounded: the whole status must stay small (trailers).
@@ -111,3 +113,11 @@ def _json_name(number: float) -> str:
     if math.isnan(number):
         return "NaN"
     return "Infinity" if number > 0 else "-Infinity"
+
+
+def channel_of(message: type[Message]) -> str:
+    """The pub/sub channel a contract names for announcing `message` (its `channel` option)."""
+    channel = str(message.DESCRIPTOR.GetOptions().Extensions[options_pb2.channel])
+    if not channel:
+        raise ValueError(f"{message.DESCRIPTOR.full_name} names no channel")
+    return channel

@@ -1,23 +1,24 @@
 """Secret events (rotations, reminders, version changes): a bounded Redis Stream that anyone
-can replay and follow, and a pub/sub channel for those who only want news.
+can replay and follow, and a pub/sub channel for the services that only want news.
 
     devmesh:secrets:events            stream: type, secret, version, time_us
-    devmesh:secrets:events:live       pub/sub: the same, as JSON
+    SecretEvent's channel             pub/sub: each event as a serialized SecretEvent (the
+                                      contract names the channel: `protos.channel_of`)
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from services.runtime import channels
+from devmesh.secrets.v1 import secrets_pb2
+from services.runtime import protos
 from services.runtime.errors import Unavailable
 from services.runtime.redis_client import Redis
 
 STREAM = "devmesh:secrets:events"
-CHANNEL = channels.SECRET_EVENTS
+CHANNEL = protos.channel_of(secrets_pb2.SecretEvent)
 
 ROTATION_STARTED = "ROTATION_STARTED"
 ROTATED = "ROTATED"
@@ -50,12 +51,20 @@ class Events:
         self.closing = False  # set when the server drains: followers end instead of holding it up
 
     async def publish(self, kind: str, sid: str, version: int = 0) -> str:
-        fields = {"type": kind, "secret": sid, "version": version, "time_us": int(time.time() * 1_000_000)}
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(STREAM, fields, maxlen=self._retention, approximate=True)
-            pipe.publish(CHANNEL, json.dumps(fields))
-            entry_id, _ = await pipe.execute()
-        return str(entry_id.decode())
+        """Add the event to the stream, then announce it: the stream is the record, the
+        announcement news (followers that miss one read the stream)."""
+        time_us = int(time.time() * 1_000_000)
+        fields = {"type": kind, "secret": sid, "version": version, "time_us": time_us}
+        entry_id = (await self._redis.xadd(STREAM, fields, maxlen=self._retention, approximate=True)).decode()
+        notice = secrets_pb2.SecretEvent(
+            id=entry_id,
+            type=secrets_pb2.SecretEvent.Type.Value(f"TYPE_{kind}"),
+            secret=f"secrets/{sid}",
+            version=version,
+            time=protos.timestamp(time_us),
+        )
+        await self._redis.publish(CHANNEL, notice.SerializeToString())
+        return str(entry_id)
 
     async def last_id(self) -> str:
         entries = await self._redis.xrevrange(STREAM, count=1)

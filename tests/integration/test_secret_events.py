@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -11,6 +12,7 @@ from grpc import aio
 
 from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
+from services.runtime import protos
 from services.secrets import app as secrets_app
 from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
 from tests.helpers import key_metadata, mint_key, refused
@@ -65,3 +67,29 @@ async def test_an_idle_watch_gets_progress_events_to_resume_from(
         )
         assert (await asyncio.wait_for(again.read(), 10)).type == pb.SecretEvent.TYPE_PROGRESS
         again.cancel()
+
+
+async def test_every_event_is_announced_as_a_secret_event_on_the_channel_the_contract_names(
+    servers: Servers,
+) -> None:
+    stub = secrets_pb2_grpc.SecretsServiceStub(servers.secrets_channel)
+    sid = f"n{uuid.uuid4().hex[:8]}"
+    pubsub = servers.config.runtime.redis.pubsub()
+    await pubsub.subscribe(protos.channel_of(pb.SecretEvent))
+    try:
+        await stub.CreateSecret(
+            pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret()), metadata=servers.admin
+        )
+        request = pb.AddSecretVersionRequest(parent=f"secrets/{sid}", payload=pb.SecretPayload(data=b"v"))
+        await stub.AddSecretVersion(request, metadata=servers.admin)
+        announced = None
+        while announced is None or announced.secret != f"secrets/{sid}":
+            message = await asyncio.wait_for(
+                pubsub.get_message(ignore_subscribe_messages=True, timeout=5), 10
+            )
+            if message is not None:
+                announced = pb.SecretEvent.FromString(message["data"])
+    finally:
+        await pubsub.aclose()
+    assert (announced.type, announced.version) == (pb.SecretEvent.TYPE_VERSION_ADDED, 1)
+    assert announced.id.count("-") == 1

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n devmesh/options/v1/options.proto\x12\x12\x64\x65vmesh.options.v1\x1a google/protobuf/descriptor.proto\"K\n\x0cMethodPolicy\x12\x12\n\npermission\x18\x01 \x01(\t\x12\x17\n\x0frate_limit_cost\x18\x02 \x01(\r\x12\x0e\n\x06public\x18\x03 \x01(\x08:R\n\x06policy\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\x0b\x32 .devmesh.options.v1.MethodPolicyB@Z>github.com/devmesh/devmesh/gen/go/devmesh/options/v1;optionsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n devmesh/options/v1/options.proto\x12\x12\x64\x65vmesh.options.v1\x1a google/protobuf/descriptor.proto\"K\n\x0cMethodPolicy\x12\x12\n\npermission\x18\x01 \x01(\t\x12\x17\n\x0frate_limit_cost\x18\x02 \x01(\r\x12\x0e\n\x06public\x18\x03 \x01(\x08:R\n\x06policy\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\x0b\x32 .devmesh.options.v1.MethodPolicy:2\n\x07\x63hannel\x12\x1f.google.protobuf.MessageOptions\x18\xb9\x8e\x03 \x01(\tB@Z>github.com/devmesh/devmesh/gen/go/devmesh/options/v1;optionsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

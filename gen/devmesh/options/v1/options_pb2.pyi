@@ -59,7 +59,13 @@ class MethodPolicy(_message.Message):
 Global___MethodPolicy: _TypeAlias = MethodPolicy  # noqa: Y015
 
 POLICY_FIELD_NUMBER: _builtins.int
+CHANNEL_FIELD_NUMBER: _builtins.int
 policy: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___MethodPolicy]
 """The policy of a method. Every RPC of every devmesh service declares one;
 a contract test enforces it.
+"""
+channel: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.str]
+"""The Redis pub/sub channel on which a service announces this message (its
+serialized bytes) to the services that follow it. The contract names the
+channel, so that publisher and followers share it without sharing code.
 """

@@ -726,7 +726,10 @@ Global___WatchSecretEventsRequest: _TypeAlias = WatchSecretEventsRequest  # noqa
 
 @_typing.final
 class SecretEvent(_message.Message):
-    """Something that happened to a secret."""
+    """Something that happened to a secret. Every event is also announced, as
+    this message, on the channel below, for services that follow secrets without
+    a stream of their own (config tells its watchers of rotated secrets).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
