@@ -27,7 +27,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ["config", "secrets"],
         health_interval=HEALTH_INTERVAL,
         # High limits for the admin key: the load loops here must not trip the rate limiter.
-        service_env={"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3", "DEVMESH_RATE_LIMITS": LIMITS},
+        service_env={
+            "DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3",
+            "DEVMESH_SECRETS_WATCH_PROGRESS_INTERVAL": "0.3",
+            "DEVMESH_RATE_LIMITS": LIMITS,
+        },
     ) as stack:
         yield stack
 

@@ -17,19 +17,21 @@ def api_key_credentials(api_key: str) -> Any:
     return grpc.metadata_call_credentials(plugin, name="devmesh-api-key")
 
 
-def grpc_channel(addr: str, tls: CertPaths | None, api_key: str = "") -> Any:
+def grpc_channel(
+    addr: str, tls: CertPaths | None, api_key: str = "", options: list[tuple[str, Any]] | None = None
+) -> Any:
     """A blocking channel to a service or the edge: mTLS with `tls` credentials, else plaintext;
-    with `api_key`, every call carries it."""
+    with `api_key`, every call carries it. `options`: grpc channel arguments."""
     import grpc
 
     if tls is None:
-        return grpc.insecure_channel(addr)
+        return grpc.insecure_channel(addr, options=options)
     credentials = grpc.ssl_channel_credentials(
         tls.ca.read_bytes(), tls.key.read_bytes(), tls.cert.read_bytes()
     )
     if api_key:
         credentials = grpc.composite_channel_credentials(credentials, api_key_credentials(api_key))
-    return grpc.secure_channel(addr, credentials)
+    return grpc.secure_channel(addr, credentials, options=options)
 
 
 def health_serving(addr: str, service: str = "", timeout: float = 1.0, tls: CertPaths | None = None) -> bool:

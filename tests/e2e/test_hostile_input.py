@@ -1,0 +1,349 @@
+"""Hostile input to every RPC of every service in the catalog, through the real edge, generated
+from the descriptors: random and adversarial values for every field (names of the wrong shape,
+path traversal and NUL in ids, huge and negative page sizes, forged page tokens, times out
+of range, NaN, deep nesting), corrupt bytes, invalid UTF-8 and oversized messages.
+
+Every answer must be a clear status with details: never INTERNAL or UNKNOWN (a crash in the
+service), never DEADLINE_EXCEEDED (a hang), never UNAVAILABLE (a process that died), and
+every service is still healthy afterwards."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.api import resource_pb2
+from google.protobuf import descriptor, descriptor_pool, message_factory, struct_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services import catalog
+from tools.stack.certs import CertPaths
+from tools.stack.channels import grpc_channel
+from tools.stack.local import Stack
+
+POOL = descriptor_pool.Default()
+SERVICES = [POOL.FindServiceByName(name) for spec in catalog.every() for name in spec.proto_services]
+METHODS = [m for service in SERVICES for m in service.methods]
+IDS = [f"{m.containing_service.name}.{m.name}" for m in METHODS]
+FORBIDDEN = {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAVAILABLE,
+}
+TIMEOUT_S = 10.0
+MAX_MESSAGE = 4 << 20  # the services' DEVMESH_MAX_MESSAGE_BYTES
+
+
+def _resource_patterns() -> list[str]:
+    found = []
+    for service in SERVICES:
+        for method in service.methods:
+            for message in (method.input_type, method.output_type):
+                options = message.GetOptions()
+                if options.HasExtension(resource_pb2.resource):
+                    found.extend(options.Extensions[resource_pb2.resource].pattern)
+    return sorted(set(found))
+
+
+PATTERNS = _resource_patterns()
+HOSTILE_IDS = ["", "-", "..", "../../etc/passwd", "a\x00b", "*", "A" * 300, "ﬀ" * 40, "x/y", " ", "%2e%2e"]
+
+
+def _names(pattern: str) -> st.SearchStrategy[str]:
+    """Names of `pattern`'s shape with hostile ids, and names of other shapes."""
+    parts = pattern.split("/")
+    variables = len(parts) // 2
+    ids = st.sampled_from(HOSTILE_IDS) | st.text(max_size=12)
+    return st.lists(ids, min_size=variables, max_size=variables).map(
+        lambda chosen: "/".join(f"{c}/{i}" for c, i in zip(parts[0::2], chosen, strict=True))
+    )
+
+
+hostile_text = (
+    st.text(max_size=60)
+    | st.sampled_from(HOSTILE_IDS)
+    | st.one_of(*(_names(p) for p in PATTERNS))
+    | st.sampled_from(["forged", "e30", "!!!", "A" * 3000, "eyJjIjoiYSIsInEiOiJ4In0"])  # page tokens
+    | st.just("b" * 70_000)
+)
+numbers = st.floats() | st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0])
+json_values = st.recursive(
+    st.none() | st.booleans() | numbers | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+INT32 = st.integers(-(2**31), 2**31 - 1) | st.sampled_from([0, -1, 2**31 - 1, -(2**31)])
+INT64 = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, -1, 2**63 - 1, -(2**63)])
+F = descriptor.FieldDescriptor
+SCALARS: dict[int, st.SearchStrategy[Any]] = {
+    F.TYPE_STRING: hostile_text,
+    F.TYPE_BYTES: st.binary(max_size=64) | st.just(b"\xff" * 100_000),
+    F.TYPE_BOOL: st.booleans(),
+    F.TYPE_ENUM: st.integers(-3, 40),
+    F.TYPE_INT32: INT32,
+    F.TYPE_SINT32: INT32,
+    F.TYPE_SFIXED32: INT32,
+    F.TYPE_INT64: INT64,
+    F.TYPE_SINT64: INT64,
+    F.TYPE_SFIXED64: INT64,
+    F.TYPE_UINT32: st.integers(0, 2**32 - 1),
+    F.TYPE_FIXED32: st.integers(0, 2**32 - 1),
+    F.TYPE_UINT64: st.integers(0, 2**64 - 1),
+    F.TYPE_FIXED64: st.integers(0, 2**64 - 1),
+    F.TYPE_DOUBLE: numbers,
+    F.TYPE_FLOAT: st.floats(width=32),
+}
+# Well-known types as raw fields: a Timestamp or Duration may hold any seconds and nanos.
+TIMES = st.fixed_dictionaries({"seconds": INT64, "nanos": INT32})
+
+
+def _value(field: descriptor.FieldDescriptor, depth: int) -> st.SearchStrategy[Any] | None:
+    message = field.message_type
+    if message is None:
+        return SCALARS.get(field.type)
+    name = message.full_name
+    if name == "google.protobuf.Struct":
+        return st.dictionaries(st.text(max_size=8), json_values, max_size=4)
+    if name == "google.protobuf.Value":
+        return json_values
+    if name == "google.protobuf.FieldMask":
+        return st.lists(hostile_text, max_size=3)
+    if name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
+        return TIMES
+    if name.startswith("devmesh.") and depth < 3:
+        return fields_for(message, depth + 1)
+    return None
+
+
+def fields_for(message: descriptor.Descriptor, depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
+    """Random values for the fields of `message`, nested messages and repeated fields included."""
+    strategies: dict[str, st.SearchStrategy[Any]] = {}
+    for field in message.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value = _value(field.message_type.fields_by_name["value"], depth)
+            if value is not None:
+                strategies[field.name] = st.dictionaries(hostile_text, value, max_size=4)
+            continue
+        value = _value(field, depth)
+        if value is None:
+            continue
+        strategies[field.name] = st.lists(value, max_size=4) if field.is_repeated else value
+    return st.fixed_dictionaries({}, optional=strategies)
+
+
+def _set(target: Message, value: Any) -> None:
+    name = target.DESCRIPTOR.full_name
+    if name == "google.protobuf.Struct":
+        target.update(value)  # type: ignore[attr-defined]
+    elif name == "google.protobuf.Value":
+        target.CopyFrom(_json_value(value))
+    elif name == "google.protobuf.FieldMask":
+        target.paths.extend(value)  # type: ignore[attr-defined]
+    else:
+        for key, item in value.items():
+            _assign(target, key, item)
+
+
+def _json_value(value: Any) -> Message:
+    holder = struct_pb2.Struct()
+    holder.update({"v": value})
+    return holder.fields["v"]
+
+
+def _assign(message: Message, name: str, value: Any) -> None:
+    field = message.DESCRIPTOR.fields_by_name[name]
+    target = getattr(message, name)
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        value_field = field.message_type.fields_by_name["value"]
+        for key, item in value.items():
+            if value_field.message_type is None:
+                target[key] = item
+            else:
+                _set(target[key], item)
+    elif field.is_repeated and field.message_type is not None:
+        for item in value:
+            _set(target.add(), item)
+    elif field.is_repeated:
+        target.extend(value)
+    elif field.message_type is not None:
+        _set(target, value)
+    else:
+        setattr(message, name, value)
+
+
+def build(method: descriptor.MethodDescriptor, values: dict[str, Any]) -> bytes:
+    message = message_factory.GetMessageClass(method.input_type)()
+    for name, value in values.items():
+        try:
+            _assign(message, name, value)
+        except (ValueError, TypeError, OverflowError):
+            continue  # a value the protobuf runtime itself refuses to hold: nothing to send
+    return message.SerializeToString()
+
+
+# -- calling ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def channel(edge: str, operator: CertPaths, admin_key: str) -> Iterator[grpc.Channel]:
+    options = [("grpc.max_send_message_length", 16 << 20), ("grpc.max_receive_message_length", 16 << 20)]
+    with grpc_channel(edge, operator, admin_key, options=options) as ch:
+        yield ch
+
+
+def _details(error: grpc.RpcError) -> status_pb2.Status | None:
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def call(channel: grpc.Channel, method: descriptor.MethodDescriptor, payload: bytes) -> grpc.StatusCode:
+    """Send raw bytes (a stream of three copies to a client-streaming method); the status code
+    the service answered with, after checking that it is a clear one."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    try:
+        if method.client_streaming and method.server_streaming:
+            responses = channel.stream_stream(path)(iter([payload] * 3), timeout=TIMEOUT_S)
+            next(iter(responses), None)
+            responses.cancel()
+        elif method.client_streaming:
+            channel.stream_unary(path)(iter([payload] * 3), timeout=TIMEOUT_S)
+        elif method.server_streaming:
+            responses = channel.unary_stream(path)(payload, timeout=TIMEOUT_S)
+            next(iter(responses), None)  # one message (a change or a progress beat) is enough
+            responses.cancel()
+        else:
+            channel.unary_unary(path)(payload, timeout=TIMEOUT_S)
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.CANCELLED and method.server_streaming:
+            return grpc.StatusCode.OK  # we cancelled it after its first message
+        text = error.details() or ""  # type: ignore[attr-defined]
+        assert code not in FORBIDDEN, f"{path}: {code.name} {text[:300]}"
+        status = _details(error)
+        if status is None:
+            # grpc itself refuses a message over the size limit before any of our code runs.
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in text, (
+                f"{path}: {code.name} without a google.rpc.Status: {text[:300]}"
+            )
+        else:
+            info = error_details_pb2.ErrorInfo()
+            assert status.details and status.details[0].Unpack(info) and info.reason, f"{path}: no ErrorInfo"
+        return code
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_random_and_adversarial_requests_get_a_clear_status(
+    channel: grpc.Channel, method: descriptor.MethodDescriptor, data: st.DataObject
+) -> None:
+    call(channel, method, build(method, data.draw(fields_for(method.input_type))))
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+@pytest.mark.parametrize(
+    "payload", [b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f"], ids=["junk", "truncated"]
+)
+def test_corrupt_bytes_are_invalid_argument(
+    channel: grpc.Channel, method: descriptor.MethodDescriptor, payload: bytes
+) -> None:
+    assert call(channel, method, payload) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _length_delimited(number: int, value: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+STRING_FIELDS = [
+    (m, f) for m in METHODS for f in m.input_type.fields if f.type == F.TYPE_STRING and not f.is_repeated
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "field"), STRING_FIELDS, ids=[f"{m.name}.{f.name}" for m, f in STRING_FIELDS]
+)
+def test_invalid_utf8_in_a_string_field_is_invalid_argument(
+    channel: grpc.Channel, method: descriptor.MethodDescriptor, field: descriptor.FieldDescriptor
+) -> None:
+    assert (
+        call(channel, method, _length_delimited(field.number, b"ab\xff\xfecd"))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_an_empty_request_gets_a_clear_status(
+    channel: grpc.Channel, method: descriptor.MethodDescriptor
+) -> None:
+    call(channel, method, b"")
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_an_oversized_message_is_resource_exhausted(
+    channel: grpc.Channel, method: descriptor.MethodDescriptor
+) -> None:
+    payload = _length_delimited(15, b"a" * (MAX_MESSAGE + 1024))  # an unknown field: only its size matters
+    assert call(channel, method, payload) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+STRUCT_FIELDS = [
+    (m, f)
+    for m in METHODS
+    for top in m.input_type.fields
+    if top.message_type is not None and top.message_type.full_name.startswith("devmesh.")
+    for f in top.message_type.fields
+    if f.message_type is not None and f.message_type.full_name == "google.protobuf.Struct"
+]
+
+
+def _deep_struct(levels: int) -> bytes:
+    """A Struct nested `levels` deep, as bytes: the protobuf runtime will not build it."""
+    payload = b""
+    for _ in range(levels):
+        value = _length_delimited(5, payload)  # Value.struct_value
+        entry = _length_delimited(1, b"a") + _length_delimited(2, value)  # map entry "a" -> value
+        payload = _length_delimited(1, entry)  # Struct.fields
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("method", "field"), STRUCT_FIELDS, ids=[f"{m.name}.{f.name}" for m, f in STRUCT_FIELDS]
+)
+@pytest.mark.parametrize("levels", [40, 300])
+def test_deeply_nested_documents_get_a_clear_status(
+    channel: grpc.Channel, method: descriptor.MethodDescriptor, field: descriptor.FieldDescriptor, levels: int
+) -> None:
+    container = next(f for f in method.input_type.fields if f.message_type is field.containing_type)
+    payload = _length_delimited(container.number, _length_delimited(field.number, _deep_struct(levels)))
+    assert call(channel, method, payload) != grpc.StatusCode.OK
+
+
+def test_every_service_is_still_serving_afterwards(mesh: Stack, operator: CertPaths) -> None:
+    for name, process in mesh.services.items():
+        assert process.process.popen.poll() is None, f"{name} exited"
+        spec = catalog.spec(name)
+        with grpc_channel(process.addr, operator) as direct:
+            health = health_pb2_grpc.HealthStub(direct)
+            for service in spec.proto_services:
+                answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT_S)
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
