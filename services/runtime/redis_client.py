@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from services.runtime.errors import ServiceError, Unavailable
 
@@ -19,15 +19,24 @@ _UNAVAILABLE_ERRORS = (
 )
 
 
+# Connections of one client's pool. A burst of more concurrent commands waits for a free one
+# (up to the command timeout) instead of failing: redis-py's default pool refuses the 101st
+# at once, which made a burst of 1,000 watch streams fail UNAVAILABLE.
+MAX_CONNECTIONS = 128
+
+
 def connect(url: str, timeout: float) -> Redis:
     """A pooled client whose every command fails after `timeout` seconds instead of hanging."""
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=15,
         decode_responses=False,
     )
+    return Redis(connection_pool=pool)
 
 
 def translate_error(exc: BaseException) -> ServiceError | None:
@@ -47,12 +56,20 @@ async def aof_enabled(client: Redis) -> bool:
     return bool(int(info.get("aof_enabled", 0)))
 
 
+# A counter each confirmation bumps: WAITAOF waits only for the writes of its own connection.
+AOF_FENCE = "devmesh:runtime:aof-fence"
+
+
 class DurableWriter:
     """Confirms that acknowledged writes reached the append-only file (WAITAOF).
 
-    With `appendfsync always` Redis fsyncs before replying, so WAITAOF answers at once; with
-    `everysec` it waits for the next fsync. Either way a write we acknowledge survives a
-    Redis restart.
+    WAITAOF waits for the writes of the connection it is sent on, and a pooled client sends
+    it on whichever connection is free: maybe one that never wrote, whose WAITAOF answers at
+    once. So a confirmation first writes a fence on its own connection, then waits for that:
+    the AOF is one sequence, so once the fence is on disk, so is every write acknowledged
+    before the confirmation began. With `appendfsync always` Redis fsyncs before replying and
+    WAITAOF answers at once; with `everysec` it waits for the next fsync. Either way a write
+    we acknowledge survives a Redis restart.
     """
 
     def __init__(self, client: Redis, enabled: bool, timeout: float) -> None:
@@ -63,7 +80,10 @@ class DurableWriter:
     async def confirm(self) -> None:
         if not self.enabled:
             return
-        local, _replicas = await self._client.execute_command("WAITAOF", 1, 0, self._timeout_ms)
+        async with self._client.pipeline(transaction=False) as pipe:  # one connection, in order
+            pipe.incr(AOF_FENCE)
+            pipe.execute_command("WAITAOF", 1, 0, self._timeout_ms)
+            _, (local, _replicas) = await pipe.execute()
         if int(local) < 1:
             raise Unavailable(
                 "the write was applied but Redis did not confirm it durable in time; "

@@ -41,11 +41,17 @@ class Valkey:
 
 
 def start_valkey(
-    data_dir: Path, port: int = 0, log_dir: Path | None = None, *, durable: bool = True
+    data_dir: Path,
+    port: int = 0,
+    log_dir: Path | None = None,
+    *,
+    durable: bool = True,
+    appendfsync: str = "always",
 ) -> Valkey:
-    """Valkey on loopback. `durable`: AOF fsynced on every write, so an acknowledged write
-    survives a crash. Not durable: in memory only, for state worth less than an fsync per
-    write (rate-limit buckets)."""
+    """Valkey on loopback. `durable`: AOF fsynced on every write (`appendfsync`: `always`,
+    or `everysec` as many productions run it), so an acknowledged write survives a crash.
+    Not durable: in memory only, for state worth less than an fsync per write (rate-limit
+    buckets)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [
@@ -59,7 +65,7 @@ def start_valkey(
         "--appendonly",
         "yes" if durable else "no",
         "--appendfsync",
-        "always",
+        appendfsync,
         "--save",
         "",
         "--protected-mode",
