@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,17 +106,17 @@ class ManagedProcess:
         self.popen, self._log = _start(self.name, self.argv, self.log_path, self.env, self.redact)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the process that started it dies.
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    """`argv`, made to get SIGTERM when the process that started it dies (`setpriv --pdeathsig`,
+    from util-linux, which every Debian has).
 
     A test run killed mid-way (a timeout, Ctrl-C twice) never reaches its teardown; without
-    this its Valkey and service processes would outlive it.
+    this its Valkey and service processes would outlive it. setpriv sets it and execs the
+    command, so no Python runs in the child between fork and exec: with grpc's threads in the
+    parent, a `preexec_fn` there sometimes crashed the child (a Valkey died with SIGSEGV).
     """
-    if sys.platform == "linux":
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", *argv] if setpriv else argv
 
 
 def _copy_redacted(source: IO[bytes], sink: IO[bytes], secrets: Sequence[bytes]) -> None:
@@ -154,13 +155,12 @@ def _start(
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     log = os.fdopen(fd, "ab")  # closed by ManagedProcess.stop
     popen = subprocess.Popen(
-        argv,
+        _dying_with_parent(argv),
         stdout=subprocess.PIPE if redact else log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=env,
         start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children directly
-        preexec_fn=_die_with_parent,
     )
     if redact:
         assert popen.stdout is not None
