@@ -1,9 +1,11 @@
-"""The `devmesh` command: `devmesh serve [SERVICE...|all]`."""
+"""The `devmesh` command: `devmesh serve [SERVICE...|all]`, and each service's own commands
+(`devmesh <service> ...`, from the module its spec names)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 import textwrap
@@ -37,7 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve_parser.add_argument("services", nargs="*", default=["all"], help="service names, or all")
+    for spec in catalog.every():
+        if spec.commands:
+            commands = sub.add_parser(spec.name, help=f"{spec.name}: {spec.summary}")
+            importlib.import_module(spec.commands).add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        if not hasattr(args, "run"):
+            parser.parse_args([args.command, "--help"])
+        return int(args.run(args))
 
     try:
         hosted = catalog.resolve(args.services)

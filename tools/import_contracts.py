@@ -4,7 +4,8 @@ contracts derived from the catalog (a new service is covered by its catalog line
 - `services.runtime` imports no service (nor the catalog or the command that list them);
 - the services are independent: one calls another through its generated stubs only;
 - a service's domain modules import no `grpc`. Which modules may: `app` (its spec and
-  wiring), `servicer` and `*_servicer` (proto <-> domain), `*_client` (its calls to peers).
+  wiring), `servicer` and `*_servicer` (proto <-> domain), `*_client` (its calls to peers),
+  `cli` (its `devmesh <service>` commands, which call the mesh).
 
     python -m tools.import_contracts       # what `make lint` runs
 """
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def grpc_allowed(module: str) -> bool:
     """Whether a service module may import grpc, by its name."""
     name = module.rsplit(".", 1)[-1]
-    return name in ("app", "servicer") or name.endswith(("_servicer", "_client"))
+    return name in ("app", "servicer", "cli") or name.endswith(("_servicer", "_client"))
 
 
 def domain_modules(service: str) -> list[str]:

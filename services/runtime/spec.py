@@ -47,6 +47,9 @@ class ServiceSpec:
     peers: tuple[str, ...] = ()
     # Full method names (`/pkg.Service/Method`) deliberately not built yet.
     unimplemented: frozenset[str] = frozenset()
+    # The module of its `devmesh <name> ...` commands, if it has any: it exposes
+    # `add_commands(parser)`, which adds subcommands that each set `run(args) -> exit status`.
+    commands: str = ""
 
     @property
     def proto_services(self) -> tuple[str, ...]:
