@@ -275,6 +275,12 @@ class RuntimeSettings:
     )
     tls_key_file: str = setting("", "PEM private key of DEVMESH_TLS_CERT_FILE.")
     tls_ca_file: str = setting("", "PEM bundle of the mesh CA that client certificates must chain to.")
+    data_dir: str = setting(
+        "",
+        "Directory for the files of the services this process hosts, each in a subdirectory named "
+        "after it (services that keep files refuse to start without it). `make run` keeps it under "
+        ".devmesh/data.",
+    )
     insecure: bool = setting(
         False,
         "Serve plaintext gRPC without certificates. Allowed only when DEVMESH_GRPC_ADDR is a "

@@ -160,7 +160,12 @@ def local_stack(
                 tls=stack.certs[spec.name].current,
                 client_tls=stack.operator_tls,
                 vault=VaultLogin(stack.vault.addr, role.role_id, role.secret_id_file),
-                extra_env={**shared_env, "DEVMESH_PEERS": peers, **service_envs[spec.name]},
+                extra_env={
+                    **shared_env,
+                    "DEVMESH_PEERS": peers,
+                    "DEVMESH_DATA_DIR": str(state_dir / "data"),
+                    **service_envs[spec.name],
+                },
             )
         edge = EdgeSettings(
             LOOPBACK, ports.edge, ports.envoy_admin, stack.certs[EDGE.name].root, health_interval
