@@ -1,27 +1,34 @@
-"""The debugger: template grouping on Loghub against drain3, and the in-process mining rate.
+"""The debugger: template grouping on Loghub against drain3, root-cause lines on LogChunks against k8sgpt.
 
 Grouping accuracy per Loghub-2k system and its mean with the miner's one generic
 configuration, against drain3 (defaults and generic masks) in the same run; lines mined per
-second in process (`tools.bench.log_grouping`). Goals: mean GA >= 0.92, >= 50,000 lines/s.
-Needs ../shared/data (skipped with a reason when it is absent).
+second in process (`tools.bench.log_grouping`); hit@10 and recall of the root-cause ranges on
+LogChunks against k8sgpt's log rule (`tools.bench.root_cause_lines`). Goals: mean GA >= 0.92,
+>= 50,000 lines/s, hit@10 >= 0.8, recall >= 0.6. Needs ../shared/data (each part is skipped
+with a reason when its data is absent).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tools.bench import log_grouping
+from tools.bench import log_grouping, root_cause_lines
 from tools.bench.sections import Section
 
 
 def run(_duration: float) -> dict[str, Any]:
     """Every debugger figure whose data is present."""
-    if not log_grouping.LOGHUB.is_dir():
-        return {"skipped": f"no Loghub data at {log_grouping.LOGHUB}"}
-    return {
-        "grouping_accuracy": log_grouping.measure(),
-        "mining": log_grouping.mining_rate(),
-    }
+    figures: dict[str, Any] = {}
+    if log_grouping.LOGHUB.is_dir():
+        figures["grouping_accuracy"] = log_grouping.measure()
+        figures["mining"] = log_grouping.mining_rate()
+    else:
+        figures["grouping_accuracy"] = {"skipped": f"no Loghub data at {log_grouping.LOGHUB}"}
+    if root_cause_lines.LOGCHUNKS.is_dir():
+        figures["root_cause_lines"] = root_cause_lines.measure()
+    else:
+        figures["root_cause_lines"] = {"skipped": f"no LogChunks data at {root_cause_lines.LOGCHUNKS}"}
+    return figures
 
 
 SECTION = Section("debugger", run, order=60)
