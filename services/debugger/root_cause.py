@@ -96,16 +96,27 @@ def failing_step(lines: Sequence[str]) -> tuple[int, int]:
     return start, exit_at
 
 
-def localise(lines: Sequence[str], template_of: Sequence[str] | None = None) -> list[Range]:
+def localise(
+    lines: Sequence[str],
+    template_of: Sequence[str] | None = None,
+    *,
+    numbers: Sequence[int] | None = None,
+    counts: dict[str, int] | None = None,
+) -> list[Range]:
     """The ranked ranges of `lines` (ANSI-free) that most likely hold the failure's reason.
-    `template_of`: each line's template id, so that a line repeated throughout scores less."""
+
+    `template_of`: each line's template id, so that a line repeated throughout scores less
+    (`counts`: how often each template occurs in the whole log, when `lines` are a part of
+    it). `numbers`: each line's 1-based number in the log, when `lines` are not all of it (a
+    long log's tail and its best earlier lines); a range never spans a gap."""
     n = len(lines)
     if n == 0:
         return []
-    counts: dict[str, int] = {}
-    if template_of is not None:
-        for template in template_of:
+    if counts is None:
+        counts = {}
+        for template in template_of or ():
             counts[template] = counts.get(template, 0) + 1
+    line_numbers = list(numbers) if numbers is not None else list(range(1, n + 1))
     step_start, step_end = failing_step(lines)
     scores = [0.0] * n
     marked = [False] * n  # lines with a failure marker of their own: what ranges grow through
@@ -119,9 +130,9 @@ def localise(lines: Sequence[str], template_of: Sequence[str] | None = None) -> 
             base *= 3.0
         if base == 0.0:
             continue
-        base *= 0.5 + 0.5 * (i + 1) / n  # failures are reported late
+        base *= 0.5 + 0.5 * line_numbers[i] / line_numbers[-1]  # failures are reported late
         if template_of is not None:
-            base /= 1.0 + math.log(counts[template_of[i]])
+            base /= 1.0 + math.log(max(1, counts.get(template_of[i], 1)))
         scores[i] = base
     ranges: list[Range] = []
     taken = [False] * n
@@ -130,18 +141,25 @@ def localise(lines: Sequence[str], template_of: Sequence[str] | None = None) -> 
             break
         if taken[anchor]:
             continue
-        start, end = _grow(lines, marked, taken, anchor)
+        start, end = _grow(lines, marked, taken, anchor, line_numbers)
         for i in range(start, end + 1):
             taken[i] = True
-        ranges.append(Range(start + 1, end + 1, round(scores[anchor], 3)))
+        ranges.append(Range(line_numbers[start], line_numbers[end], round(scores[anchor], 3)))
     return _bounded(ranges)
 
 
-def _grow(lines: Sequence[str], marked: list[bool], taken: list[bool], anchor: int) -> tuple[int, int]:
+def _grow(
+    lines: Sequence[str], marked: list[bool], taken: list[bool], anchor: int, numbers: list[int]
+) -> tuple[int, int]:
     """The range around `anchor`: neighbouring lines that score or continue it (frames,
-    indented lines), at most MAX_RANGE_LINES, never into another range."""
+    indented lines), at most MAX_RANGE_LINES, never into another range nor across a gap."""
     start = end = anchor
-    while end + 1 < len(lines) and not taken[end + 1] and end - start + 1 < MAX_RANGE_LINES:
+    while (
+        end + 1 < len(lines)
+        and not taken[end + 1]
+        and end - start + 1 < MAX_RANGE_LINES
+        and numbers[end + 1] == numbers[end] + 1
+    ):
         following = lines[end + 1]
         if marked[end + 1] or (
             _CONTINUATION.match(following) and not _NOISE.search(following.strip().lower())
@@ -149,7 +167,13 @@ def _grow(lines: Sequence[str], marked: list[bool], taken: list[bool], anchor: i
             end += 1
         else:
             break
-    while start > 0 and not taken[start - 1] and end - start + 1 < MAX_RANGE_LINES and marked[start - 1]:
+    while (
+        start > 0
+        and not taken[start - 1]
+        and end - start + 1 < MAX_RANGE_LINES
+        and marked[start - 1]
+        and numbers[start - 1] == numbers[start] - 1
+    ):
         start -= 1
     return start, end
 

@@ -43,8 +43,9 @@ class Template:
     last_seen_us: int = 0
     example: str = ""  # a line it holds, already masked of secrets by the caller
     merged_into: str = ""  # the template that took it over, once it has
-    # Changed since the store last saved it.
+    # Changed since the store last saved it, and the lines it took since then.
     dirty: bool = field(default=False, compare=False)
+    pending: int = field(default=0, compare=False)
 
     @property
     def text(self) -> str:
@@ -139,6 +140,7 @@ class TemplateMiner:
             if len(self._seen) < 4 * self.max_templates:
                 self._seen[key] = template
         template.count += 1
+        template.pending += 1
         template.last_seen_us = max(template.last_seen_us, now_us)
         template.dirty = True
         return template
@@ -196,26 +198,39 @@ class TemplateMiner:
         if len(other.tokens) == len(survivor.tokens):
             self._generalise(survivor, other.tokens)
         survivor.count += other.count
+        survivor.pending += other.pending
+        other.pending = 0
         survivor.first_seen_us = min(filter(None, (survivor.first_seen_us, other.first_seen_us)), default=0)
         survivor.last_seen_us = max(survivor.last_seen_us, other.last_seen_us)
         survivor.dirty = other.dirty = True
         other.merged_into = survivor.id
-        self._buckets[_route(other.tokens)].remove(other)
+        bucket = self._buckets.get(_route(other.tokens), [])
+        if other in bucket:
+            bucket.remove(other)
 
     def _install(self, template: Template) -> None:
         self.templates[template.id] = template
         self._buckets.setdefault(_route(template.tokens), []).append(template)
 
     def merge(self, stored: Template) -> None:
-        """Take in a template another replica saved: a new one is added, a known one takes the
-        union of both (parameters where either has one, the larger count, the wider span)."""
+        """Take in a template as stored (what every replica saved, with this one's unsaved lines
+        counted in): a new one is added, a known one takes the union of both (parameters where
+        either has one, the stored count, the wider span, the template it became part of)."""
         known = self.templates.get(stored.id)
         if known is None:
-            self._install(stored)
+            if stored.merged_into:
+                self.templates[stored.id] = stored
+            else:
+                self._install(stored)
             return
         if len(known.tokens) == len(stored.tokens):
             self._generalise(known, stored.tokens)
-        known.count = max(known.count, stored.count)
+        if stored.merged_into and not known.merged_into and stored.merged_into in self.templates:
+            known.merged_into = stored.merged_into
+            bucket = self._buckets.get(_route(known.tokens), [])
+            if known in bucket:
+                bucket.remove(known)
+        known.count = stored.count
         known.first_seen_us = min(filter(None, (known.first_seen_us, stored.first_seen_us)), default=0)
         known.last_seen_us = max(known.last_seen_us, stored.last_seen_us)
         known.example = known.example or stored.example
