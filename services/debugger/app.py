@@ -7,23 +7,53 @@ from grpc import aio
 from devmesh.debugger.v1 import debugger_pb2, debugger_pb2_grpc
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.domain import Debugger
-from services.debugger.explainers import OfflineExplainer
+from services.debugger.explainers import Explainer, OfflineExplainer
+from services.debugger.model_explainers import ModelExplainer, Provider
+from services.debugger.secrets_client import ApiKeyFromSecrets
 from services.debugger.servicer import DebuggerServicer
 from services.debugger.settings import DebuggerSettings
 from services.debugger.template_store import TemplateStore
 from services.runtime.identity import roles
 from services.runtime.server import Runtime, ServiceBinding
+from services.runtime.settings import SettingsError
 from services.runtime.spec import ServiceSpec
 
 _SERVICE = debugger_pb2.DESCRIPTOR.services_by_name["DebuggerService"].full_name
 _READS = ("debugger.diagnoses.get", "debugger.diagnoses.list", "debugger.templates.list")
 
 
+def explainer(runtime: Runtime, settings: DebuggerSettings) -> Explainer:
+    """The configured explainer (a model's, with the offline one as fallback), or the offline one."""
+    if settings.debugger_explainer == "offline":
+        return OfflineExplainer()
+    if not settings.debugger_model_url or not settings.debugger_model_name:
+        raise SettingsError(
+            f"DEVMESH_DEBUGGER_EXPLAINER={settings.debugger_explainer} needs DEVMESH_DEBUGGER_MODEL_URL "
+            "and DEVMESH_DEBUGGER_MODEL_NAME"
+        )
+    api_key = None
+    if settings.debugger_model_api_key_secret:
+        secrets = runtime.peer_channel("secrets")
+        if secrets is None:
+            raise SettingsError(
+                "DEVMESH_DEBUGGER_MODEL_API_KEY_SECRET needs the secrets service in DEVMESH_PEERS"
+            )
+        api_key = ApiKeyFromSecrets(secrets, settings.debugger_model_api_key_secret)
+    provider = Provider(
+        settings.debugger_explainer,
+        settings.debugger_model_url,
+        settings.debugger_model_name,
+        settings.debugger_model_timeout,
+        api_key,
+    )
+    return ModelExplainer(provider, runtime.redis, cache_ttl_s=settings.debugger_explanation_cache_ttl)
+
+
 def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     debugger = Debugger(
         TemplateStore(runtime.redis, max_templates=settings.debugger_max_templates),
         DiagnosisStore(runtime.redis, runtime.durable, retention_s=settings.debugger_diagnosis_retention),
-        OfflineExplainer(),
+        explainer(runtime, settings),
         max_log_bytes=settings.debugger_max_log_bytes,
     )
     # AnalyzeJob is deliberately not built (the spec's `unimplemented`): the generated base
@@ -58,4 +88,6 @@ SPEC = ServiceSpec(
     # AnalyzeJob reads runs from the pipeline service, which does not record them yet (pipeline
     # II); the pipeline becomes a peer when it joins the catalog.
     unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob"}),
+    # The model provider's API key, when one is configured, comes from the secrets service.
+    peers=("secrets",),
 )

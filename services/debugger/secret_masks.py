@@ -40,10 +40,10 @@ _SECRET_KEYS = (
     r"|client[_-]?secret|credentials?|auth[_-]?key|session[_-]?key|signature)[\w.-]*"
 )
 _ASSIGNED_SECRET = re.compile(
-    rf"(?i)(?P<key>\b{_SECRET_KEYS}[\"']?\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)"
+    rf"(?i)(?P<key>(?<!\[)\b{_SECRET_KEYS}[\"']?\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)"
 )
 # Any name assigned a long run of token characters: kept only when it looks random.
-_ASSIGNED = re.compile(r"(?P<key>\b[\w.-]+[\"']?\s*[=:]\s*[\"']?)(?P<value>[A-Za-z0-9+/=_-]{20,})")
+_ASSIGNED = re.compile(r"(?P<key>(?<!\[)\b[\w.-]+[\"']?\s*[=:]\s*[\"']?)(?P<value>[A-Za-z0-9+/=_-]{20,})")
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE|OPENSSH PRIVATE KEY)[A-Z ]*-----")
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]+-----")
 _HIGH_ENTROPY_BITS = 3.5  # per character; English words and paths sit below, keys above

@@ -64,3 +64,8 @@ def test_a_pem_block_is_masked_from_begin_to_end() -> None:
     masked = [masker.line(line) for line in lines]
     assert masked[0] == "writing key" and masked[-1] == "done"
     assert all("MII" not in m and "aGVs" not in m and m.startswith("[SECRET:pem-block]") for m in masked[1:5])
+
+
+def test_a_mask_is_never_masked_again() -> None:
+    once = mask_text(f"token {PLANTED['github']} password=hunter2hunter2")
+    assert mask_text(once) == once
