@@ -90,4 +90,5 @@ SPEC = ServiceSpec(
     unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob"}),
     # The model provider's API key, when one is configured, comes from the secrets service.
     peers=("secrets",),
+    commands="services.debugger.cli",
 )
