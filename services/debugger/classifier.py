@@ -1,7 +1,7 @@
 """The category of a failure, from the evidence in its root-cause lines and the rest of the log.
 
 Each category has generic patterns (what tools print for it, in any language); the lines of
-the best root-cause ranges count four times as much as the rest of the log's tail. The
+the best root-cause ranges count sixteen times as much as the other lines kept. The
 confidence is the best category's share of the evidence, shrunk when there is little of it:
 one weak match is not a sure diagnosis.
 """
@@ -31,7 +31,7 @@ _PATTERNS: tuple[tuple[Category, float, str], ...] = (
      r"|temporary failure in name resolution|name or service not known|network is unreachable|econnreset"
      r"|etimedout|econnrefused|eai_again|503 service unavailable|502 bad gateway|tls handshake|ssl(?:error)?\b"
      r"|failed to fetch|connection aborted|remote end closed|no route to host|readtimeout"),
-    (Category.PERMISSION, 3.0, r"permission denied|\b403\b|forbidden|\b401\b|unauthori[sz]ed|authentication failed"
+    (Category.PERMISSION, 3.0, r"permission[ _]denied|\bdenied:|\b403\b|forbidden|\b401\b|unauthori[sz]ed|authentication failed"
      r"|access denied|eacces|not authorized|invalid credentials|bad credentials|invalid token|expired token"),
     (Category.DEPENDENCY_RESOLUTION, 3.0, r"could not resolve dependenc|no matching distribution|eresolve"
      r"|could not find a version|unable to resolve dependency|version solving failed|could not find artifact"
@@ -41,8 +41,9 @@ _PATTERNS: tuple[tuple[Category, float, str], ...] = (
     (Category.COMPILATION, 2.5, r"error\[e\d+\]|error cs\d+|error ts\d+|cannot find symbol|undefined reference"
      r"|syntaxerror|compilation (?:failed|error)|compile error|does not compile|expected ';'|fatal error:"
      r"|undeclared|cannot be resolved to a type|unresolved (?:import|reference)|type error|typeerror"
-     r"|:\d+:\d+: error|build failed with errors|undefined (?:method|local variable|function|variable)"),
-    (Category.TEST_FAILURE, 2.0, r"\bfailed\b|assertionerror|assert(?:ion)?\b|expected .{1,80} (?:to|but|got)"
+     r"|:\d+:\d+: error|build failed with errors|undefined (?:method|local variable|function|variable)"
+     r"|invalid css|syntax error|parse error|unexpected token|is unbound|undefined in record"),
+    (Category.TEST_FAILURE, 2.0, r"assertionerror|assert(?:ion)?\b|expected .{1,80} (?:to|but|got)"
      r"|failures?:|\bfail:|not ok \d|[✗✖❌]|tests? failed|there (?:were|was) \d+ failures?|test.{0,40}failed"
      r"|\d+ failing|minitest::assertion|expectation"),
     (Category.LINT, 3.0, r"eslint|rubocop|flake8|pylint|offenses|would reformat|gofmt|prettier|checkstyle"
@@ -55,6 +56,8 @@ _PATTERNS: tuple[tuple[Category, float, str], ...] = (
 )  # fmt: skip
 _COMPILED = tuple((category, weight, re.compile(pattern)) for category, weight, pattern in _PATTERNS)
 _REGION_WEIGHT = 4.0
+# The rest of the log weighs little: setup steps print "timeout" and "denied" in passing.
+_REST_WEIGHT = 0.25
 # Evidence below which the confidence is shrunk toward 0: one generic match is not enough.
 _SURE_EVIDENCE = 12.0
 
@@ -80,7 +83,7 @@ def classify(region: Sequence[str], rest: Sequence[str]) -> Verdict:
     """The category the root-cause lines (`region`) and the other lines (`rest`) point at."""
     found: dict[Category, float] = {}
     _evidence(region, _REGION_WEIGHT, found)
-    _evidence(rest, 1.0, found)
+    _evidence(rest, _REST_WEIGHT, found)
     if not found:
         return Verdict(Category.UNKNOWN, 0.2, {})
     ranked = sorted(found.items(), key=lambda item: -item[1])

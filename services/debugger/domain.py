@@ -13,7 +13,7 @@ from services.debugger.diagnosis import Context, Diagnosis, diagnose
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.explainers import Explainer
 from services.debugger.log_reader import LogReader
-from services.debugger.pod_state import read_pod
+from services.debugger.pod_state import diagnose_pod
 from services.debugger.secret_masks import SecretMasker, mask_text
 from services.debugger.taxonomy import TRANSIENT, Category, remediations
 from services.debugger.template_miner import Template
@@ -164,35 +164,18 @@ class Debugger:
     ) -> Diagnosis:
         """The diagnosis of a pod: its state decides the category when it can; the previous and
         the current container's logs (in that order) give the root-cause lines."""
-        verdict = read_pod(pod, events, container)
         template_set = DEFAULT_TEMPLATE_SET
-        reader = LogReader(await self.templates.miner(template_set), now_us=_now_us())
-        for log in (previous_log, current_log):
-            if log:
-                reader.feed_text(log if log.endswith("\n") else log + "\n")
-        if reader.line_count == 0:
-            for line in verdict.evidence:  # no logs: the state is the evidence
-                reader.feed_text(line + "\n")
-        read = reader.finish()
-        diagnosis = diagnose(
-            read,
+        diagnosis = diagnose_pod(
+            await self.templates.miner(template_set),
+            pod,
+            events,
+            current_log=current_log,
+            previous_log=previous_log,
+            container=container,
             diagnosis_id=new_diagnosis_id(),
-            kind="CONTAINER",
-            context=Context(job=verdict.findings.pod),
             template_set=TEMPLATE_SET.format(template_set),
             now_us=_now_us(),
-            extra_evidence=verdict.evidence,
         )
-        if verdict.category is not None:
-            diagnosis = replace(
-                diagnosis,
-                category=verdict.category,
-                confidence=0.95,
-                transient=verdict.category in TRANSIENT,
-                remediations=remediations(verdict.category),
-            )
-        diagnosis = replace(diagnosis, pod=verdict.findings)
-        diagnosis = _with_pod_parameters(diagnosis)
         return await self.complete(diagnosis, template_set)
 
     async def parse(self, template_set: str, lines: Sequence[str]) -> tuple[list[Template | None], int]:
@@ -239,19 +222,3 @@ class Debugger:
         }
         await self.diagnoses.record_feedback(diagnosis.signature, record)
         return record
-
-
-def _with_pod_parameters(diagnosis: Diagnosis) -> Diagnosis:
-    """Name the container and its limit in a memory suggestion."""
-    pod = diagnosis.pod
-    if pod is None:
-        return diagnosis
-    suggestions = []
-    for suggestion in diagnosis.remediations:
-        if suggestion.type.value == "RAISE_MEMORY_LIMIT":
-            parameters = {"container": pod.container, "pod": pod.pod}
-            if pod.memory_limit:
-                parameters["current_limit"] = pod.memory_limit
-            suggestion = replace(suggestion, parameters=parameters)
-        suggestions.append(suggestion)
-    return replace(diagnosis, remediations=suggestions)

@@ -15,12 +15,14 @@ produce the same two documents.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from services.debugger.diagnosis import PodFindings
+from services.debugger.diagnosis import Context, Diagnosis, PodFindings, diagnose
+from services.debugger.log_reader import LogReader
 from services.debugger.secret_masks import mask_text
-from services.debugger.taxonomy import Category
+from services.debugger.taxonomy import TRANSIENT, Category, RemediationType, remediations
+from services.debugger.template_miner import TemplateMiner
 from services.runtime.errors import InvalidArgument
 
 MAX_EVENTS = 20
@@ -195,3 +197,55 @@ def _warnings(events: Mapping[str, Any] | None, pod_name: str) -> list[str]:
             )
         )
     return [text for _, text in sorted(found, key=lambda item: item[0])]
+
+
+def diagnose_pod(
+    miner: TemplateMiner,
+    pod: Mapping[str, Any],
+    events: Mapping[str, Any] | None,
+    *,
+    current_log: str,
+    previous_log: str,
+    container: str,
+    diagnosis_id: str,
+    template_set: str,
+    now_us: int,
+) -> Diagnosis:
+    """The diagnosis of a pod: its state decides the category when it can; the previous and
+    the current container's logs (in that order) give the root-cause lines; with no logs the
+    state and events are the lines."""
+    verdict = read_pod(pod, events, container)
+    reader = LogReader(miner, now_us=now_us)
+    for log in (previous_log, current_log):
+        if log:
+            reader.feed_text(log if log.endswith("\n") else log + "\n")
+    if reader.line_count == 0:
+        for line in verdict.evidence:
+            reader.feed_text(line + "\n")
+    diagnosis = diagnose(
+        reader.finish(),
+        diagnosis_id=diagnosis_id,
+        kind="CONTAINER",
+        context=Context(job=verdict.findings.pod),
+        template_set=template_set,
+        now_us=now_us,
+        extra_evidence=verdict.evidence,
+    )
+    if verdict.category is not None:
+        diagnosis = replace(
+            diagnosis,
+            category=verdict.category,
+            confidence=0.95,
+            transient=verdict.category in TRANSIENT,
+            remediations=remediations(verdict.category),
+        )
+    findings = verdict.findings
+    suggestions = []
+    for suggestion in diagnosis.remediations:
+        if suggestion.type is RemediationType.RAISE_MEMORY_LIMIT:
+            parameters = {"container": findings.container, "pod": findings.pod}
+            if findings.memory_limit:
+                parameters["current_limit"] = findings.memory_limit
+            suggestion = replace(suggestion, parameters=parameters)
+        suggestions.append(suggestion)
+    return replace(diagnosis, pod=findings, remediations=suggestions)

@@ -14,6 +14,8 @@ import math
 import re
 from collections import Counter
 
+import re2
+
 from services.runtime.identity.keys import PREFIX as DEVMESH_KEY_PREFIX
 
 _TOKENS: tuple[tuple[str, str], ...] = (
@@ -44,6 +46,15 @@ _ASSIGNED_SECRET = re.compile(
 )
 # Any name assigned a long run of token characters: kept only when it looks random.
 _ASSIGNED = re.compile(r"(?P<key>(?<!\[)\b[\w.-]+[\"']?\s*[=:]\s*[\"']?)(?P<value>[A-Za-z0-9+/=_-]{20,})")
+# Cheap tests first: most lines hold no secret, and the patterns above cost more than these.
+_TOKEN_HINTS = (
+    DEVMESH_KEY_PREFIX, "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "gh", "github_pat_",
+    "gl", "xox", "hooks.slack", "AIza", "k_live_", "k_test_", "npm_", "eyJ", "earer ", "://",
+)  # fmt: skip
+_KEY_HINTS = ("pass", "pwd", "secret", "token", "key", "credential", "auth", "signature")
+_TOKEN_HINT = re2.compile("|".join(re.escape(hint) for hint in _TOKEN_HINTS))
+_KEY_HINT = re2.compile("(?i)" + "|".join(_KEY_HINTS))
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE|OPENSSH PRIVATE KEY)[A-Z ]*-----")
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]+-----")
 _HIGH_ENTROPY_BITS = 3.5  # per character; English words and paths sit below, keys above
@@ -92,9 +103,15 @@ def mask_text(text: str) -> str:
     """`text` (one line, or a value with no PEM block) with every secret masked."""
     if not text:
         return text
-    text = _TOKEN_RE.sub(_token, text)
-    text = _ASSIGNED_SECRET.sub(_assigned_secret, text)
-    return _ASSIGNED.sub(_assigned, text)
+    if _TOKEN_HINT.search(text):
+        text = _TOKEN_RE.sub(_token, text)
+    if "=" not in text and ":" not in text:
+        return text
+    if _KEY_HINT.search(text):
+        text = _ASSIGNED_SECRET.sub(_assigned_secret, text)
+    if _LONG_RUN.search(text):
+        text = _ASSIGNED.sub(_assigned, text)
+    return text
 
 
 class SecretMasker:

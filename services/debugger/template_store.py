@@ -77,6 +77,8 @@ def decode(template_id: str, raw: bytes | str) -> Template:
     """A stored template (only JSON: nothing in it is ever run)."""
     record = json.loads(raw)
     tokens = record["t"]
+    if tokens == {}:  # Lua's cjson writes an empty array (an empty line's template) as {}
+        tokens = []
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise ValueError(f"template {template_id} is not a list of tokens")
     return Template(

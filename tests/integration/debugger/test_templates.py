@@ -96,3 +96,14 @@ async def test_replicas_mining_at_once_lose_no_template_and_share_what_they_lear
             pb.ParseLogRequest(template_set=template_set, lines=["stageax step 9 done"])
         )
         assert first.lines[0].template_name == second.lines[0].template_name
+
+
+async def test_an_empty_lines_template_survives_a_second_save(
+    debugger: debugger_pb2_grpc.DebuggerServiceStub,
+) -> None:
+    template_set = _set()
+    for _ in range(2):  # the second save merges into the stored record (Lua's cjson)
+        parsed = await debugger.ParseLog(pb.ParseLogRequest(template_set=template_set, lines=["", "x 1"]))
+        assert parsed.lines[0].template == ""
+    listed = await debugger.ListTemplates(pb.ListTemplatesRequest(parent=template_set))
+    assert sorted(t.count for t in listed.templates) == [2, 2]
