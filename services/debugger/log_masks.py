@@ -98,6 +98,10 @@ minute minutes h hr hrs hour hours d day days utc gmt z
 _BEFORE_VALUE = frozenset(_MONTHS_AND_DAYS.split())
 _AFTER_VALUE = frozenset(_UNITS.split())
 _TOKEN_CACHE_SIZE = 65536
+_CACHED_TOKEN_CHARS = 64
+# Tokens of a line that count; past them (minified code, data dumps) the rest is a parameter,
+# so that a template, and the memory it takes, stays the size of a log line's words.
+MAX_TOKENS = 64
 _token_cache: dict[str, str] = {}
 
 
@@ -148,9 +152,10 @@ def mask_token(token: str) -> str:
         masked = mask_values(token)
         if is_parameter(masked):
             masked = WILDCARD
-    if len(_token_cache) >= _TOKEN_CACHE_SIZE:
-        _token_cache.clear()
-    _token_cache[token] = masked
+    if len(token) <= _CACHED_TOKEN_CHARS:
+        if len(_token_cache) >= _TOKEN_CACHE_SIZE:
+            _token_cache.clear()
+        _token_cache[token] = masked
     return masked
 
 
@@ -166,7 +171,9 @@ def mask_line(line: str) -> list[str]:
     but values (`(1.98 KB)`, `()`) dropped: they qualify the value before them."""
     tokens: list[str] = []
     previous_value = False
-    raw = strip_ansi(line).split()
+    raw = strip_ansi(line).split(maxsplit=MAX_TOKENS)
+    if len(raw) > MAX_TOKENS:  # the rest of a very long line is one parameter
+        raw[MAX_TOKENS:] = [WILDCARD]
     for index, token in enumerate(raw):
         masked = mask_token(token)
         if masked is not WILDCARD and masked != WILDCARD:

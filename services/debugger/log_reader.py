@@ -4,7 +4,8 @@ and only what a diagnosis needs is kept.
 What is kept: the last TAIL_LINES lines (failures are reported late) and the EARLIER_LINES
 best-scoring lines before them, each with its number in the log, and how often each template
 occurred. A 256 MiB log therefore costs what a few thousand lines cost, plus its template
-set. A line longer than MAX_LINE_CHARS is cut there (the rest of it is dropped).
+set. A line longer than MAX_LINE_CHARS is cut there (the rest of it is dropped), and a kept
+line keeps its first KEPT_CHARS.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.debugger.template_miner import Template, TemplateMiner
 TAIL_LINES = 5000
 EARLIER_LINES = 200
 MAX_LINE_CHARS = 16384
+KEPT_CHARS = 1024  # of a kept line: what an excerpt shows of it
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class LogReader:
         if template is not None:
             self._templates[template.id] = template
         self._counts[template_id] += 1
-        kept = KeptLine(self.line_count, text, template_id, line_score(text))
+        kept = KeptLine(self.line_count, text[:KEPT_CHARS], template_id, line_score(text))
         if len(self._tail) == self._tail.maxlen:
             self._remember(self._tail[0])
         self._tail.append(kept)

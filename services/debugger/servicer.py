@@ -130,9 +130,9 @@ class DebuggerServicer(debugger_pb2_grpc.DebuggerServiceServicer):
         options = self._options(request.kind, request.context, request.template_set)
         analysis = await self.debugger.start(options)
         if has_body:
-            analysis.feed(request.body.data)
+            await analysis.feed(request.body.data)
         else:
-            analysis.feed_text(request.text)
+            await analysis.feed_text(request.text)
         diagnosis = await analysis.finish()
         request_context.note_audit(resource=DIAGNOSIS.format(diagnosis.id))
         return diagnosis_proto(diagnosis)
@@ -151,7 +151,7 @@ class DebuggerServicer(debugger_pb2_grpc.DebuggerServiceServicer):
                 raise InvalidArgument.for_field(
                     f"requests[{index}]", "kind, context and template_set go in the first message only"
                 )
-            analysis.feed(message.chunk)
+            await analysis.feed(message.chunk)
             index += 1
         if analysis is None:
             raise InvalidArgument.for_field(

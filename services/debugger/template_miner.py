@@ -29,6 +29,11 @@ from services.debugger.log_masks import WILDCARD, mask_line
 DEFAULT_SIMILARITY = 0.5
 # Different words one position of otherwise equal templates holds before it is a parameter.
 FAMILY_WORDS = 4
+# Templates longer than this join no family: a family key is the whole template, once per
+# position, and long templates are rare enough not to need one.
+FAMILY_MAX_TOKENS = 24
+MAX_EXAMPLE_CHARS = 512
+SEEN_PER_TEMPLATE = 4  # masked lines remembered per template, for the exact-match shortcut
 _PUNCTUATION = "\"'`.,;:!?()[]{}<>"
 
 
@@ -84,6 +89,8 @@ class TemplateMiner:
     """Templates of one template set, mined online."""
 
     def __init__(self, *, similarity: float = DEFAULT_SIMILARITY, max_templates: int = 100_000) -> None:
+        """`max_templates` bounds the set and, with it, the miner's memory: every structure
+        here holds at most a few entries per template, each of at most MAX_TOKENS tokens."""
         self.similarity = similarity
         self.max_templates = max_templates
         self.templates: dict[str, Template] = {}
@@ -132,12 +139,17 @@ class TemplateMiner:
             if template is None:
                 if len(self.templates) >= self.max_templates:
                     return None
-                template = Template(template_id(tokens), list(tokens), first_seen_us=now_us, example=example)
+                template = Template(
+                    template_id(tokens),
+                    list(tokens),
+                    first_seen_us=now_us,
+                    example=example[:MAX_EXAMPLE_CHARS],
+                )
                 self._install(template)
                 template = self._join_families(template)
             elif self._generalise(template, tokens):
                 self._cover(template)
-            if len(self._seen) < 4 * self.max_templates:
+            if len(self._seen) < SEEN_PER_TEMPLATE * self.max_templates:
                 self._seen[key] = template
         template.count += 1
         template.pending += 1
@@ -175,6 +187,8 @@ class TemplateMiner:
         FAMILY_WORDS different words: then it is a parameter (user names), and the templates
         become the oldest of them."""
         tokens = template.tokens
+        if len(tokens) > FAMILY_MAX_TOKENS:
+            return template
         for i in range(1, len(tokens)):
             word = tokens[i]
             if word == WILDCARD or not _word(word) or _protected(word):

@@ -109,12 +109,20 @@ def mining_rate(root: Path = LOGHUB, rounds: int = 3) -> dict[str, Any]:
     """Lines per second mined in process: every system's lines through one fresh miner, the
     best of `rounds` (each round a new miner, so that it learns its templates again)."""
     lines = [line for system in systems(root) for line in load(system, root)[0]]
-    best = 0.0
+    best = best_cpu = 0.0
     for _ in range(rounds):
         forget_tokens()
         miner = TemplateMiner()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for line in lines:
             miner.add(line)
         best = max(best, len(lines) / (time.perf_counter() - start))
-    return {"lines": len(lines), "lines_per_s": round(best), "goal_lines_per_s": 50_000}
+        best_cpu = max(best_cpu, len(lines) / (time.process_time() - start_cpu))
+    # Per second of this process's CPU too: on a shared 2-core machine the wall-clock rate
+    # says as much about the neighbours as about the miner.
+    return {
+        "lines": len(lines),
+        "lines_per_s": round(best),
+        "lines_per_cpu_s": round(best_cpu),
+        "goal_lines_per_s": 50_000,
+    }

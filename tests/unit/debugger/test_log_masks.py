@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.debugger.log_masks import WILDCARD, mask_line, strip_ansi
+from services.debugger.log_masks import MAX_TOKENS, WILDCARD, mask_line, strip_ansi
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,10 @@ def test_a_token_with_a_value_and_a_name_keeps_the_name() -> None:
 def test_colours_and_progress_redraws_are_what_the_terminal_shows() -> None:
     assert strip_ansi("\x1b[31mFAILED\x1b[0m test_x") == "FAILED test_x"
     assert strip_ansi("Downloading 10%\rDownloading 50%\rDone\r") == "Done"
+
+
+def test_a_line_of_thousands_of_words_masks_to_a_bounded_template() -> None:
+    words = [f"w{i}x" for i in range(5000)]
+    tokens = mask_line(" ".join(words))
+    assert len(tokens) == MAX_TOKENS + 1
+    assert tokens[:MAX_TOKENS] == words[:MAX_TOKENS] and tokens[-1] == WILDCARD

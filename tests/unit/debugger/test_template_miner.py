@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.debugger.template_miner import FAMILY_WORDS, TemplateMiner
+from services.debugger.log_masks import MAX_TOKENS
+from services.debugger.template_miner import FAMILY_WORDS, MAX_EXAMPLE_CHARS, TemplateMiner
 
 
 def test_lines_that_differ_in_values_share_a_template() -> None:
@@ -67,3 +68,13 @@ def test_every_replica_names_the_template_a_line_creates_the_same() -> None:
     a = one.add("worker lost: heartbeat missed")
     b = other.add("worker lost: heartbeat missed")
     assert a is not None and b is not None and a.id == b.id
+
+
+def test_long_lines_that_differ_only_past_the_counted_words_share_a_bounded_template() -> None:
+    miner = TemplateMiner()
+    head = " ".join(f"word{i}" for i in range(MAX_TOKENS))
+    first = miner.add(f"{head} {'a' * 9000} tail one", example=f"{head} {'a' * 9000} tail one")
+    second = miner.add(f"{head} other tail that is much longer than the first")
+    assert first is not None and second is not None and first.id == second.id
+    assert len(first.tokens) == MAX_TOKENS + 1
+    assert len(first.example) <= MAX_EXAMPLE_CHARS
