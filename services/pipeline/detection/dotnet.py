@@ -11,7 +11,8 @@ from services.pipeline.detection.report import Evidence, Report, evidence_in
 from services.pipeline.detection.stack import AUDIT, BUILD, FORMAT, INSTALL, TEST, Cache, Stack
 from services.pipeline.snapshot import Snapshot, join
 
-SUFFIXES = (".sln", ".csproj", ".fsproj", ".vbproj")
+SUFFIXES = (".sln", ".slnx", ".csproj", ".fsproj", ".vbproj")
+SOLUTIONS = (".sln", ".slnx")
 DEFAULT_SDK = "8.0.x"
 
 
@@ -19,7 +20,7 @@ def detect(snapshot: Snapshot, directory: str, ci: CiEvidence, report: Report) -
     files = sorted(p for p in snapshot.in_dir(directory) if p.endswith(SUFFIXES))
     if not files:
         return None
-    target = next((f for f in files if f.endswith(".sln")), files[0])
+    target = next((f for f in files if f.endswith(SOLUTIONS)), files[0])
     stack = Stack("dotnet", directory, package_manager="dotnet", tool="dotnet")
     global_json = join(directory, "global.json")
     text = snapshot.text(global_json)

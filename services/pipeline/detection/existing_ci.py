@@ -32,6 +32,7 @@ VERSION_KEYS = {
 class CiCommand:
     command: str  # one line of a script
     evidence: Evidence
+    directory: str = ""  # where it runs, relative to the checkout ("" for the root)
 
 
 @dataclass
@@ -51,10 +52,21 @@ def _item_line(sequence: Any, index: int) -> int:
         return 0
 
 
-def _lines(script: Any, path: str, line: int) -> list[CiCommand]:
+def _directory(value: Any) -> str:
+    """A `working-directory` as a path relative to the checkout ("?" when it is not known)."""
+    if not isinstance(value, str):
+        return ""
+    if "${{" in value or "$" in value:
+        return "?"
+    return value.strip().removeprefix("./").rstrip("/").removeprefix(".") or ""
+
+
+def _lines(script: Any, path: str, line: int, directory: str = "") -> list[CiCommand]:
     """The commands of a script (a string of lines, or a list of them); `line` is where it starts."""
     if isinstance(script, list):
-        return [c for i, item in enumerate(script) for c in _lines(item, path, _item_line(script, i))]
+        return [
+            c for i, item in enumerate(script) for c in _lines(item, path, _item_line(script, i), directory)
+        ]
     if not isinstance(script, str):
         return []
     first = line + 1 if "\n" in script.strip() and line else line  # a block scalar starts below its key
@@ -62,7 +74,9 @@ def _lines(script: Any, path: str, line: int) -> list[CiCommand]:
     for offset, text in enumerate(script.splitlines()):
         text = text.strip()
         if text and not text.startswith("#"):
-            found.append(CiCommand(text, Evidence(path, first + offset if first else 0, text[:200])))
+            found.append(
+                CiCommand(text, Evidence(path, first + offset if first else 0, text[:200]), directory)
+            )
     return found
 
 
@@ -96,9 +110,17 @@ def _github(path: str, document: Any, evidence: CiEvidence) -> None:
         steps = job.get("steps")
         if not isinstance(steps, list):
             continue
+        defaults = job.get("defaults")
+        run_defaults = defaults.get("run") if isinstance(defaults, dict) else None
+        job_directory = (
+            _directory(run_defaults.get("working-directory")) if isinstance(run_defaults, dict) else ""
+        )
         for step in steps:
             if isinstance(step, dict) and isinstance(step.get("run"), str):
-                evidence.commands += _lines(step["run"], path, manifests.yaml_line(step, "run"))
+                directory = (
+                    _directory(step["working-directory"]) if "working-directory" in step else job_directory
+                )
+                evidence.commands += _lines(step["run"], path, manifests.yaml_line(step, "run"), directory)
 
 
 def _gitlab(path: str, document: Any, evidence: CiEvidence) -> None:

@@ -34,7 +34,7 @@ def toml(path: str, text: str) -> dict[str, Any]:
 
 def json_object(path: str, text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = json.loads(text.removeprefix("\ufeff"))  # npm reads a package.json with a BOM
     except json.JSONDecodeError as exc:
         raise malformed(path, "JSON", exc.msg, exc.lineno) from None
     except RecursionError:

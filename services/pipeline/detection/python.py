@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from services.pipeline import commands
 from services.pipeline.detection import manifests
 from services.pipeline.detection.existing_ci import CiEvidence
 from services.pipeline.detection.report import Evidence, Report, evidence_in
@@ -278,11 +279,9 @@ def detect(snapshot: Snapshot, directory: str, ci: CiEvidence, report: Report) -
     if pytest_evidence is None and join(directory, "conftest.py") in snapshot:
         pytest_evidence = Evidence(join(directory, "conftest.py"), 0, "a pytest conftest")
     nox_path, tox_path = join(directory, "noxfile.py"), join(directory, "tox.ini")
-    ci_runner = next(
-        (c for c in ci.commands if re.match(r"(uvx |pipx run |python -m )?(tox|nox)\b", c.command)), None
-    )
+    ci_runner = next((c for c in ci.commands if commands.signature(c.command) in ("tox", "nox")), None)
     if ci_runner is not None and (nox_path in snapshot or tox_path in snapshot or "tox" in tool):
-        name = "nox" if "nox" in ci_runner.command.split()[:3] else "tox"
+        name = commands.signature(ci_runner.command)
         stack.add(
             TEST,
             f"{'uvx' if manager == 'uv' else 'pipx run'} {name}" if manager != "pip" else f"pipx run {name}",

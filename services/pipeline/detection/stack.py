@@ -38,6 +38,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     container: str = ""  # an image the job runs in, for stacks without a setup tool
     shared_paths: list[str] = field(default_factory=list)  # root files its jobs also depend on
+    adopted: dict[str, list[str]] = field(default_factory=dict)  # purpose -> what detection had proposed
 
     def add(self, purpose: str, command: str) -> None:
         self.commands.setdefault(purpose, []).append(command)

@@ -219,3 +219,29 @@ def snapshot_of_directory(root: Path) -> Snapshot:
     return Snapshot.build(
         [(f.path, f.size, f.content, f.truncated) for f in repository.files], LIMITS, "snapshot.files"
     )
+
+
+GO_WITH_MAKE_CI = {
+    **GO,
+    "Makefile": "build:\n\tgo build ./...\n\ntest:\n\tgo test -race ./...\n",
+    ".github/workflows/ci.yml": "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n"
+    "      - run: make test\n",
+}
+
+NODE_WORKSPACE_CI = {
+    "package.json": '{"name": "root", "private": true, "workspaces": ["packages/*"], "scripts": {"test": "jest"}}\n',
+    "package-lock.json": "{}\n",
+    "packages/a/package.json": '{"name": "a"}\n',
+    "packages/broken/package.json": "\ufeff{ this is a fixture that is broken on purpose",
+    "site/package.json": '\ufeff{"name": "site", "scripts": {"test": "vitest", "test:unit": "vitest run"}}\n',
+    "site/package-lock.json": "{}\n",
+    ".github/workflows/site.yml": "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n"
+    "    defaults:\n      run:\n        working-directory: site\n    steps:\n      - run: npm run test:unit\n",
+}
+
+PHP_SPLIT_PACKAGES = {
+    **PHP,
+    "src/Adapter/composer.json": '{"name": "acme/adapter"}\n',
+}
+
+TWO_DOCKERFILES = {**GO, "Dockerfile": "FROM golang\n", "Dockerfile.debug": "FROM golang\n"}

@@ -169,7 +169,7 @@ def test_differences_with_the_existing_ci_are_reported_both_ways() -> None:
     differences = generate(repos.EXISTING_CI).differences
     existing = {d.command for d in differences if d.only_in_existing}
     generated = {d.command for d in differences if not d.only_in_existing}
-    assert "make docs" not in existing  # not a build, test or check command
+    assert existing == {"make docs"}  # `tox -e py` is what the proposal runs too; `pip install` prepares
     assert "ruff check" in generated and "tox" not in generated
 
 
@@ -191,3 +191,39 @@ def test_nothing_recognised_is_a_failed_precondition_naming_what_was_looked_for(
         generate(repos.NOTHING)
     assert caught.value.reason == "NOTHING_RECOGNISED"
     assert "pyproject.toml" in caught.value.message and "go.mod" in caught.value.message
+
+
+def test_the_existing_ci_test_target_wins_with_its_line_as_evidence() -> None:
+    generated = generate(repos.GO_WITH_MAKE_CI)
+    stack = only(generated, "go")
+    assert stack.commands["test"] == ["make test"]
+    assert stack.adopted["test"] == ["go test ./..."]
+    choice, path, line = decision_last(generated, "test command")
+    assert "detection proposed go test ./..." in choice and (path, line) == (".github/workflows/ci.yml", 6)
+
+
+def decision_last(generated: generator.Generated, subject: str) -> tuple[str, str, int]:
+    found = [d for d in generated.report.decisions if d.subject == subject][-1]
+    return found.choice, found.evidence[0].path, found.evidence[0].line
+
+
+def test_a_ci_line_counts_for_the_project_in_its_working_directory() -> None:
+    generated = generate(repos.NODE_WORKSPACE_CI)
+    site = next(s for s in generated.stacks if s.directory == "site")
+    root = next(s for s in generated.stacks if s.directory == "")
+    assert site.commands["test"] == ["npm run test:unit"]
+    assert root.commands["test"] == ["npm test"]
+
+
+def test_workspace_members_are_the_roots_and_their_manifests_are_not_parsed() -> None:
+    dirs = {s.directory for s in generate(repos.NODE_WORKSPACE_CI).stacks}
+    assert dirs == {"", "site"}  # packages/broken is a member: its broken manifest is never read
+
+
+def test_split_php_packages_belong_to_the_root() -> None:
+    assert [s.directory for s in generate(repos.PHP_SPLIT_PACKAGES).stacks] == [""]
+
+
+def test_two_dockerfiles_in_one_directory_get_jobs_of_their_own() -> None:
+    ids = [j.id for j in generate(repos.TWO_DOCKERFILES).definition.jobs if j.id.endswith("docker-build")]
+    assert len(ids) == len(set(ids)) == 2
