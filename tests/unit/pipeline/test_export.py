@@ -151,3 +151,10 @@ def test_an_invalid_definition_is_refused_before_rendering() -> None:
     definition.jobs[1].needs[0] = "ghost"
     with pytest.raises(InvalidArgument):
         exporter.export(definition, Target.GITHUB_ACTIONS)
+
+
+def test_strings_a_yaml_11_reader_would_take_for_booleans_are_quoted(actionlint: Actionlint) -> None:
+    definition = samples.small()
+    definition.env["FEATURE"].string_value = "on"
+    content = exported(definition, Target.GITLAB_CI, actionlint).content
+    assert "FEATURE: 'on'" in content
