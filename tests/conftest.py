@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Valkey per test session, config servers with the full interceptor chain."""
+"""Session-wide fixtures: a real Valkey and a real OpenBao per test session, the factory of
+servers with the full interceptor chain, and a namespace id per test."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
-from grpc import aio
 
-from devmesh.config.v1 import config_pb2_grpc
 from services import catalog
 from services.config import app as config_app
 from services.runtime import redis_client
@@ -100,23 +99,6 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
     for server in started:
         await server.stop(0.5)
         await server.runtime.aclose()
-
-
-@pytest.fixture(scope="session")
-async def config_addr(valkey: Valkey, start_config_server: ServerFactory) -> str:
-    _, addr = await start_config_server(valkey.url)
-    return addr
-
-
-@pytest.fixture(scope="session")
-async def channel(config_addr: str) -> AsyncIterator[aio.Channel]:
-    async with aio.insecure_channel(config_addr) as ch:
-        yield ch
-
-
-@pytest.fixture
-def config(channel: aio.Channel) -> config_pb2_grpc.ConfigServiceStub:
-    return config_pb2_grpc.ConfigServiceStub(channel)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: config and secrets servers with auth on."""
+"""Fixtures of the integration tests: a config server with auth off for the whole session, and
+config and secrets servers with auth on for each module that asks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,30 @@ from dataclasses import dataclass
 import pytest
 from grpc import aio
 
+from devmesh.config.v1 import config_pb2_grpc
 from services.runtime.server import Server
 from services.secrets import app as secrets_app
 from tests.conftest import BootstrappedVault, ServerFactory
 from tests.helpers import key_metadata, mint_key
 from tools.stack.valkey import Valkey
+
+
+@pytest.fixture(scope="session")
+async def config_addr(valkey: Valkey, start_config_server: ServerFactory) -> str:
+    """A config server with auth off, shared by the whole session."""
+    _, addr = await start_config_server(valkey.url)
+    return addr
+
+
+@pytest.fixture(scope="session")
+async def channel(config_addr: str) -> AsyncIterator[aio.Channel]:
+    async with aio.insecure_channel(config_addr) as ch:
+        yield ch
+
+
+@pytest.fixture
+def config(channel: aio.Channel) -> config_pb2_grpc.ConfigServiceStub:
+    return config_pb2_grpc.ConfigServiceStub(channel)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from tests.conftest import detail, error_info
-from tests.integration.test_config_api import create, doc, env_name, put
+from tests.integration.config.test_config_api import create, doc, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
 

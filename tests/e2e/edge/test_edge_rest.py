@@ -13,8 +13,8 @@ import pytest
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from services import catalog
-from tests.e2e import h2_frames
 from tests.e2e.conftest import Rest
+from tests.e2e.edge import h2_frames
 from tools import envoy_config, envoy_rest_guard
 from tools.stack.certs import CertPaths
 

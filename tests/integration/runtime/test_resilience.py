@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from tests.conftest import ServerFactory, detail, error_info
-from tests.integration.test_config_api import create, env_name, put
+from tests.integration.config.test_config_api import create, env_name, put
 from tools.stack.valkey import start_valkey
 
 SERVICE = "devmesh.config.v1.ConfigService"

@@ -16,7 +16,7 @@ from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from services.config.store import WAKE_CHANNEL, counter_key
 from tests.conftest import ServerFactory, detail
-from tests.integration.test_config_api import create, env_name, put
+from tests.integration.config.test_config_api import create, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
 CACHED = pb.READ_CONSISTENCY_CACHED

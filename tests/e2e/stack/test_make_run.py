@@ -31,7 +31,7 @@ from tools.stack.certs import CertPaths
 from tools.stack.channels import grpc_channel, health_serving
 from tools.stack.processes import ManagedProcess, spawn, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass
