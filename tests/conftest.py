@@ -6,12 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from services import catalog
 from services.config import app as config_app
@@ -105,29 +102,3 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
 def ns() -> str:
     """A namespace id no other test uses, so tests share one Valkey without interfering."""
     return f"t-{uuid.uuid4().hex[:12]}"
-
-
-def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    raise AssertionError(f"no google.rpc.Status in the trailers of {error.code()}: {error.details()}")
-
-
-def detail(error: grpc.aio.AioRpcError, kind: type) -> object:
-    """The first detail of type `kind` (ErrorInfo, BadRequest, RetryInfo, ...) of a failed call."""
-    for packed in rich_status(error).details:
-        if packed.Is(kind.DESCRIPTOR):  # type: ignore[attr-defined]
-            message = kind()
-            packed.Unpack(message)
-            return message
-    raise AssertionError(f"no {kind.__name__} in the status details")
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    info = detail(error, error_details_pb2.ErrorInfo)
-    assert isinstance(info, error_details_pb2.ErrorInfo)
-    return info
-
-
-__all__ = ["BootstrappedVault", "Path", "ServerFactory", "detail", "error_info", "rich_status"]

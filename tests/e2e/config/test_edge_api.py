@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import grpc
@@ -16,11 +15,6 @@ from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from tests.e2e.conftest import Rest
 from tools.stack.certs import CertPaths
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"e2e-{uuid.uuid4().hex[:10]}"
 
 
 def test_grpc_create_update_resolve(config_stub: config_pb2_grpc.ConfigServiceStub, ns: str) -> None:

@@ -7,40 +7,15 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2, json_format, struct_pb2
+from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
-from tests.conftest import detail, error_info
+from tests.helpers import detail, error_info, violated_fields
+from tests.integration.config.conftest import create, doc, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
-
-
-def doc(value: dict[str, Any]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(value)
-    return s
-
-
-def env_name(ns: str, env: str) -> str:
-    return f"namespaces/{ns}/environments/{env}"
-
-
-async def put(stub: Stub, ns: str, env: str, content: dict[str, Any], etag: str = "") -> pb.Environment:
-    return await stub.UpdateEnvironment(
-        pb.UpdateEnvironmentRequest(
-            environment=pb.Environment(name=env_name(ns, env), content=doc(content), etag=etag),
-            allow_missing=True,
-        )
-    )
-
-
-async def create(stub: Stub, ns: str, schema: dict[str, Any] | None = None) -> pb.Namespace:
-    namespace = pb.Namespace(display_name="Test")
-    if schema is not None:
-        namespace.schema.CopyFrom(doc(schema))
-    return await stub.CreateNamespace(pb.CreateNamespaceRequest(namespace_id=ns, namespace=namespace))
 
 
 async def test_create_then_get_namespace(config: Stub, ns: str) -> None:
@@ -194,9 +169,7 @@ async def test_schema_violations_are_invalid_argument_with_pointers(config: Stub
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await put(config, ns, "default", {"db": {"port": "not-a-number"}})
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    bad_request = detail(caught.value, error_details_pb2.BadRequest)
-    assert isinstance(bad_request, error_details_pb2.BadRequest)
-    assert [v.field for v in bad_request.field_violations] == ["/db/port"]
+    assert violated_fields(caught.value) == ["/db/port"]
 
 
 async def test_base_change_that_breaks_an_overlay_is_refused(config: Stub, ns: str) -> None:

@@ -13,8 +13,8 @@ from google.protobuf import json_format
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from services.config.store import log_key
-from tests.conftest import error_info
-from tests.integration.config.test_config_api import create, env_name, put
+from tests.helpers import error_info
+from tests.integration.config.conftest import create, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
 WRITERS = 16

@@ -7,20 +7,13 @@ import math
 import grpc
 import pytest
 from google.protobuf import json_format
-from google.rpc import error_details_pb2
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
-from tests.conftest import detail, error_info
-from tests.integration.config.test_config_api import create, doc, env_name, put
+from tests.helpers import error_info, violated_fields
+from tests.integration.config.conftest import create, doc, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
-
-
-def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    bad_request = detail(error, error_details_pb2.BadRequest)
-    assert isinstance(bad_request, error_details_pb2.BadRequest)
-    return [v.field for v in bad_request.field_violations]
 
 
 async def test_nan_in_environment_content_is_invalid_argument_naming_its_path(config: Stub, ns: str) -> None:

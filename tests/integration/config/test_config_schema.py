@@ -11,8 +11,8 @@ from google.rpc import error_details_pb2
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
-from tests.conftest import detail, error_info
-from tests.integration.config.test_config_api import create, doc, put
+from tests.helpers import detail, error_info, refused
+from tests.integration.config.conftest import create, doc, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
 SELF_REFERENCING = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
@@ -25,11 +25,10 @@ def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 
 async def refused_schema(config: Stub, ns: str, schema: dict[str, Any]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await create(config, ns, schema=schema)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_info(caught.value).reason == "INVALID_SCHEMA"
-    return caught.value
+    error = await refused(create, config, ns, schema=schema)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(error).reason == "INVALID_SCHEMA"
+    return error
 
 
 async def test_a_self_referencing_schema_is_refused_naming_the_field_and_the_cycle(

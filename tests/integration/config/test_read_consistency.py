@@ -9,14 +9,14 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from google.rpc import error_details_pb2
 from grpc import aio
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from services.config.store import WAKE_CHANNEL, counter_key
-from tests.conftest import ServerFactory, detail
-from tests.integration.config.test_config_api import create, env_name, put
+from tests.conftest import ServerFactory
+from tests.helpers import eventually, violated_fields
+from tests.integration.config.conftest import create, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
 CACHED = pb.READ_CONSISTENCY_CACHED
@@ -27,11 +27,10 @@ async def cached_revision(stub: Stub, name: str) -> int:
 
 
 async def eventually_cached_revision(stub: Stub, name: str, revision: int) -> None:
-    for _ in range(200):
-        if await cached_revision(stub, name) == revision:
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"a cached read never reached revision {revision}")
+    async def reached() -> bool:
+        return await cached_revision(stub, name) == revision
+
+    await eventually(reached, f"a cached read of {name} to reach revision {revision}")
 
 
 @pytest.fixture
@@ -94,5 +93,4 @@ async def test_an_unknown_consistency_is_invalid_argument(config: Stub, ns: str)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await config.ResolveConfig(pb.ResolveConfigRequest(name=env_name(ns, "default"), consistency=7))  # type: ignore[arg-type]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    violations = detail(raised.value, error_details_pb2.BadRequest).field_violations  # type: ignore[attr-defined]
-    assert [v.field for v in violations] == ["consistency"]
+    assert violated_fields(raised.value) == ["consistency"]

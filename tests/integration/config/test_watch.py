@@ -16,8 +16,9 @@ from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from services.config import store
 from services.config.servicer import change_response
-from tests.conftest import ServerFactory, error_info
-from tests.integration.config.test_config_api import create, env_name, put
+from tests.conftest import ServerFactory
+from tests.helpers import error_info
+from tests.integration.config.conftest import create, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
 

@@ -17,8 +17,7 @@ from devmesh.config.v1 import (
 )
 from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from services.runtime import audit
-from tests.conftest import detail, error_info
-from tests.helpers import refused
+from tests.helpers import detail, error_info, refused
 from tests.integration.conftest import Servers
 
 # What a grpc client accepts in trailers by default (grpc.max_metadata_size).

@@ -11,8 +11,7 @@ from google.protobuf import field_mask_pb2
 
 from devmesh.config.v1 import api_keys_pb2, api_keys_pb2_grpc, config_pb2, config_pb2_grpc
 from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
-from tests.conftest import error_info
-from tests.helpers import refused
+from tests.helpers import error_info, refused
 from tests.integration.conftest import Servers
 
 ETAG = re.compile(r'^"r\d+(-[0-9a-z]+)*"$')

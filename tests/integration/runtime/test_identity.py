@@ -29,14 +29,22 @@ from devmesh.config.v1 import (
     tokens_pb2_grpc,
 )
 from devmesh.config.v1 import config_pb2 as pb
-from services.config.api_keys import ApiKeys, NewKey
 from services.config.tokens import TokenIssuer
 from services.runtime.identity import keys, keystore
-from services.runtime.identity.principal import Principal
 from services.runtime.identity.tokens import b64url
 from services.runtime.server import Server
 from services.runtime.vault import JWT_KEY, TRANSIT_MOUNT
-from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
+from tests.conftest import BootstrappedVault, ServerFactory
+from tests.helpers import (
+    Metadata,
+    bearer,
+    detail,
+    error_info,
+    key_metadata,
+    mint_key,
+    refused,
+    violated_fields,
+)
 from tools.stack.valkey import Valkey
 
 FAST_JWKS = {"auth_jwks_refresh": 1.0}
@@ -63,23 +71,8 @@ class Mesh:
         return audit_pb2_grpc.AuditServiceStub(self.channel)
 
     async def mint(self, role: str, **fields: Any) -> str:
-        """A key created straight through the domain, as `make run` bootstraps its admin key."""
-        authenticator = self.server.runtime.authenticator
-        assert authenticator is not None
-        api_keys = ApiKeys(
-            self.server.runtime.redis, self.server.runtime.durable, lambda: authenticator.pepper
-        )
-        new = NewKey(
-            display_name=fields.get("display_name", "test"),
-            owner="",
-            role=role,
-            permissions=tuple(fields.get("permissions", ())),
-            expire_us=0,
-            rate_per_second=fields.get("rate_per_second", 0.0),
-            rate_burst=fields.get("rate_burst", 0),
-        )
-        _, key = await api_keys.create(Principal("test-bootstrap", role="admin"), new)
-        return key
+        """An API key of `role` on this server (`mint_key`)."""
+        return await mint_key(self.server, role, **fields)
 
     def issuer(self) -> TokenIssuer:
         assert self.server.runtime.vault is not None
@@ -101,20 +94,6 @@ async def mesh(
         yield Mesh(server, addr, channel)
 
 
-def key_md(key: str) -> tuple[tuple[str, str], ...]:
-    return (("x-api-key", key),)
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-async def refused(call: Any, *args: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(*args, **kwargs)
-    return caught.value
-
-
 def resolve_request(ns: str = "nowhere") -> pb.ResolveConfigRequest:
     return pb.ResolveConfigRequest(name=f"namespaces/{ns}/environments/default")
 
@@ -131,46 +110,48 @@ async def claims_token(mesh: Mesh, **overrides: Any) -> str:
 # -- each reason a credential is refused ------------------------------------------------------
 
 
-async def _bad_checksum(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _bad_checksum(mesh: Mesh) -> Metadata:
     key = await mesh.mint("viewer")
     last = key[-1]
-    return key_md(key[:-1] + ("A" if last != "A" else "B"))
+    return key_metadata(key[:-1] + ("A" if last != "A" else "B"))
 
 
-async def _unknown_key(mesh: Mesh) -> tuple[tuple[str, str], ...]:
-    return key_md(keys.new_key(keys.new_key_id()))
+async def _unknown_key(mesh: Mesh) -> Metadata:
+    return key_metadata(keys.new_key(keys.new_key_id()))
 
 
-async def _wrong_secret(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _wrong_secret(mesh: Mesh) -> Metadata:
     real = keys.parse(await mesh.mint("viewer"))
-    return key_md(keys.new_key(real.key_id))  # right id, valid checksum, another secret
+    return key_metadata(keys.new_key(real.key_id))  # right id, valid checksum, another secret
 
 
-async def _revoked_key(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _revoked_key(mesh: Mesh) -> Metadata:
     admin = await mesh.mint("admin")
     created = await mesh.keys().CreateApiKey(
-        kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=key_md(admin)
+        kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=key_metadata(admin)
     )
-    await mesh.keys().RevokeApiKey(kpb.RevokeApiKeyRequest(name=created.api_key.name), metadata=key_md(admin))
-    return key_md(created.key)
+    await mesh.keys().RevokeApiKey(
+        kpb.RevokeApiKeyRequest(name=created.api_key.name), metadata=key_metadata(admin)
+    )
+    return key_metadata(created.key)
 
 
-async def _expired_key(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _expired_key(mesh: Mesh) -> Metadata:
     key = await mesh.mint("viewer")
     key_id = keys.parse(key).key_id
     redis = mesh.server.runtime.redis  # time travel: move the expiry into the past
     await redis.hset(keystore.record_key(key_id), "expire_us", keystore.now_us() - 1)
     await redis.publish(keystore.INVALIDATE_CHANNEL, key_id)
-    return key_md(key)
+    return key_metadata(key)
 
 
-async def _alg_none(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _alg_none(mesh: Mesh) -> Metadata:
     head = b64url(json.dumps({"alg": "none", "kid": "1"}).encode())
     body = b64url(json.dumps({"sub": "x", "role": "admin", "aud": "devmesh", "iss": "devmesh"}).encode())
     return bearer(f"{head}.{body}.")
 
 
-async def _alg_hs256(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _alg_hs256(mesh: Mesh) -> Metadata:
     # The classic confusion attack: HMAC-sign with the public key as the secret.
     jwk = (await mesh.issuer().jwks())[0]
     head = b64url(json.dumps({"alg": "HS256", "kid": jwk["kid"]}).encode())
@@ -184,7 +165,7 @@ async def _alg_hs256(mesh: Mesh) -> tuple[tuple[str, str], ...]:
     return bearer(f"{head}.{body}.{b64url(mac)}")
 
 
-async def _bad_signature(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _bad_signature(mesh: Mesh) -> Metadata:
     token = await claims_token(mesh)
     head, body, sig = token.split(".")
     raw = bytearray(base64.urlsafe_b64decode(sig + "=="))
@@ -192,7 +173,7 @@ async def _bad_signature(mesh: Mesh) -> tuple[tuple[str, str], ...]:
     return bearer(f"{head}.{body}.{b64url(bytes(raw))}")
 
 
-async def _tampered_claims(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _tampered_claims(mesh: Mesh) -> Metadata:
     token = await claims_token(mesh, role="viewer")
     head, _, sig = token.split(".")
     now = int(time.time())
@@ -208,52 +189,56 @@ async def _tampered_claims(mesh: Mesh) -> tuple[tuple[str, str], ...]:
     return bearer(f"{head}.{b64url(json.dumps(forged).encode())}.{sig}")
 
 
-async def _expired_token(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _expired_token(mesh: Mesh) -> Metadata:
     past = int(time.time()) - 3600
     return bearer(await claims_token(mesh, iat=past - 60, nbf=past - 60, exp=past))
 
 
-async def _future_token(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _future_token(mesh: Mesh) -> Metadata:
     future = int(time.time()) + 3600
     return bearer(await claims_token(mesh, nbf=future, exp=future + 60))
 
 
-async def _wrong_audience(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _wrong_audience(mesh: Mesh) -> Metadata:
     return bearer(await claims_token(mesh, aud="someone-else"))
 
 
-async def _wrong_issuer(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _wrong_issuer(mesh: Mesh) -> Metadata:
     return bearer(await claims_token(mesh, iss="evil"))
 
 
-async def _unknown_kid(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _unknown_kid(mesh: Mesh) -> Metadata:
     _, body, sig = (await claims_token(mesh)).split(".")
     return bearer(f"{b64url(json.dumps({'alg': 'ES256', 'kid': '999'}).encode())}.{body}.{sig}")
 
 
-async def _token_of_revoked_key(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _token_of_revoked_key(mesh: Mesh) -> Metadata:
     admin = await mesh.mint("admin")
     created = await mesh.keys().CreateApiKey(
-        kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=key_md(admin)
+        kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=key_metadata(admin)
     )
-    token = await mesh.tokens().ExchangeToken(tokens_pb2.ExchangeTokenRequest(), metadata=key_md(created.key))
-    await mesh.keys().RevokeApiKey(kpb.RevokeApiKeyRequest(name=created.api_key.name), metadata=key_md(admin))
+    token = await mesh.tokens().ExchangeToken(
+        tokens_pb2.ExchangeTokenRequest(), metadata=key_metadata(created.key)
+    )
+    await mesh.keys().RevokeApiKey(
+        kpb.RevokeApiKeyRequest(name=created.api_key.name), metadata=key_metadata(admin)
+    )
     return bearer(token.access_token)
 
 
-async def _none(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _none(mesh: Mesh) -> Metadata:
     return ()
 
 
-async def _basic_auth(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _basic_auth(mesh: Mesh) -> Metadata:
     return (("authorization", "Basic dXNlcjpwYXNz"),)
 
 
-async def _not_a_key(mesh: Mesh) -> tuple[tuple[str, str], ...]:
-    return key_md("hunter2")
+async def _not_a_key(mesh: Mesh) -> Metadata:
+    return key_metadata("hunter2")
 
 
-async def _not_a_token(mesh: Mesh) -> tuple[tuple[str, str], ...]:
+async def _not_a_token(mesh: Mesh) -> Metadata:
     return bearer("not-a-jwt")
 
 
@@ -309,13 +294,13 @@ ALLOWED = {  # role -> (read config, write config, manage keys, read audit)
 async def test_each_role_against_each_permission_class(mesh: Mesh, role: str, ns: str) -> None:
     admin = await mesh.mint("admin")
     await mesh.config().CreateNamespace(
-        pb.CreateNamespaceRequest(namespace_id=ns, namespace=pb.Namespace()), metadata=key_md(admin)
+        pb.CreateNamespaceRequest(namespace_id=ns, namespace=pb.Namespace()), metadata=key_metadata(admin)
     )
     environment = pb.Environment(name=f"namespaces/{ns}/environments/default")
     await mesh.config().UpdateEnvironment(
-        pb.UpdateEnvironmentRequest(environment=environment, allow_missing=True), metadata=key_md(admin)
+        pb.UpdateEnvironmentRequest(environment=environment, allow_missing=True), metadata=key_metadata(admin)
     )
-    md = key_md(await mesh.mint(role))
+    md = key_metadata(await mesh.mint(role))
     calls = (
         mesh.config().ResolveConfig(resolve_request(ns), metadata=md),
         mesh.config().UpdateEnvironment(
@@ -336,7 +321,7 @@ async def test_each_role_against_each_permission_class(mesh: Mesh, role: str, ns
 
 
 async def test_permission_is_decided_before_existence(mesh: Mesh) -> None:
-    viewer = key_md(await mesh.mint("viewer"))
+    viewer = key_metadata(await mesh.mint("viewer"))
     missing = pb.Environment(name="namespaces/no-such-namespace/environments/default")
     error = await refused(
         mesh.config().UpdateEnvironment, pb.UpdateEnvironmentRequest(environment=missing), metadata=viewer
@@ -346,7 +331,7 @@ async def test_permission_is_decided_before_existence(mesh: Mesh) -> None:
 
 
 async def test_a_key_narrowed_to_some_permissions_holds_only_those(mesh: Mesh, ns: str) -> None:
-    narrowed = key_md(await mesh.mint("admin", permissions=["config.environments.resolve"]))
+    narrowed = key_metadata(await mesh.mint("admin", permissions=["config.environments.resolve"]))
     error = await refused(mesh.config().ListNamespaces, pb.ListNamespacesRequest(), metadata=narrowed)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     error = await refused(mesh.config().ResolveConfig, resolve_request(ns), metadata=narrowed)
@@ -354,7 +339,7 @@ async def test_a_key_narrowed_to_some_permissions_holds_only_those(mesh: Mesh, n
 
 
 async def test_a_key_cannot_grant_more_than_its_creator_holds(mesh: Mesh) -> None:
-    keymaster = key_md(await mesh.mint("admin", permissions=["config.apikeys.*"]))
+    keymaster = key_metadata(await mesh.mint("admin", permissions=["config.apikeys.*"]))
     error = await refused(
         mesh.keys().CreateApiKey,
         kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="operator")),
@@ -373,7 +358,7 @@ async def test_public_methods_need_no_credentials(mesh: Mesh) -> None:
 
 
 async def test_a_created_key_is_shown_once_and_stored_only_as_a_digest(mesh: Mesh) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     created = await mesh.keys().CreateApiKey(
         kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer", display_name="ci")), metadata=admin
     )
@@ -404,23 +389,22 @@ async def test_a_created_key_is_shown_once_and_stored_only_as_a_digest(mesh: Mes
     ],
 )
 async def test_bad_keys_are_refused_field_by_field(mesh: Mesh, field: str, api_key: kpb.ApiKey) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     error = await refused(mesh.keys().CreateApiKey, kpb.CreateApiKeyRequest(api_key=api_key), metadata=admin)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    violations = detail(error, error_details_pb2.BadRequest).field_violations  # type: ignore[attr-defined]
-    assert [v.field for v in violations] == [field]
+    assert violated_fields(error) == [field]
 
 
 async def _status_of(mesh: Mesh, key: str) -> str:
     try:
-        await mesh.config().ResolveConfig(resolve_request(), metadata=key_md(key))
+        await mesh.config().ResolveConfig(resolve_request(), metadata=key_metadata(key))
     except grpc.aio.AioRpcError as error:
         return error_info(error).reason if error.code() == grpc.StatusCode.UNAUTHENTICATED else "ACCEPTED"
     return "ACCEPTED"
 
 
 async def test_rotation_keeps_the_old_secret_for_the_grace_period(mesh: Mesh) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     created = await mesh.keys().CreateApiKey(
         kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=admin
     )
@@ -440,7 +424,7 @@ async def test_rotation_keeps_the_old_secret_for_the_grace_period(mesh: Mesh) ->
 
 
 async def test_rotation_without_grace_stops_the_old_secret_at_once(mesh: Mesh) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     created = await mesh.keys().CreateApiKey(
         kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=admin
     )
@@ -454,7 +438,7 @@ async def test_rotation_without_grace_stops_the_old_secret_at_once(mesh: Mesh) -
 
 
 async def test_a_stale_etag_aborts_and_changes_nothing(mesh: Mesh) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     created = await mesh.keys().CreateApiKey(
         kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=admin
     )
@@ -474,18 +458,20 @@ async def test_revocation_reaches_another_replica_within_a_second(
 ) -> None:
     # A long cache TTL: only the pub/sub invalidation can make the replica notice in time.
     _, replica_addr = await _serve(start_config_server, valkey, openbao, auth_cache_ttl=300.0)
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     created = await mesh.keys().CreateApiKey(
         kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer")), metadata=admin
     )
     async with aio.insecure_channel(replica_addr) as channel:
         replica = config_pb2_grpc.ConfigServiceStub(channel)
-        error = await refused(replica.ResolveConfig, resolve_request(), metadata=key_md(created.key))
+        error = await refused(replica.ResolveConfig, resolve_request(), metadata=key_metadata(created.key))
         assert error.code() == grpc.StatusCode.NOT_FOUND  # authenticated, and now cached there
         await mesh.keys().RevokeApiKey(kpb.RevokeApiKeyRequest(name=created.api_key.name), metadata=admin)
         revoked_at = time.monotonic()
         while True:
-            error = await refused(replica.ResolveConfig, resolve_request(), metadata=key_md(created.key))
+            error = await refused(
+                replica.ResolveConfig, resolve_request(), metadata=key_metadata(created.key)
+            )
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:
                 break
             await asyncio.sleep(0.02)
@@ -494,7 +480,7 @@ async def test_revocation_reaches_another_replica_within_a_second(
 
 
 async def test_list_pages_newest_first_and_hides_revoked_keys(mesh: Mesh) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     owner = f"team-{time.time_ns()}"
     names = []
     for _ in range(3):
@@ -520,7 +506,7 @@ async def test_list_pages_newest_first_and_hides_revoked_keys(mesh: Mesh) -> Non
 
 
 async def test_a_dead_key_is_kept_for_the_retention_period_then_purged(mesh: Mesh) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     owner = f"team-{time.time_ns()}"
     created = await mesh.keys().CreateApiKey(
         kpb.CreateApiKeyRequest(api_key=kpb.ApiKey(role="viewer", owner=owner)), metadata=admin
@@ -556,7 +542,7 @@ async def test_a_dead_key_is_kept_for_the_retention_period_then_purged(mesh: Mes
 
 
 async def test_an_api_key_exchanges_for_a_token_with_its_role(mesh: Mesh, ns: str) -> None:
-    viewer = key_md(await mesh.mint("viewer"))
+    viewer = key_metadata(await mesh.mint("viewer"))
     issued = await mesh.tokens().ExchangeToken(tokens_pb2.ExchangeTokenRequest(), metadata=viewer)
     assert issued.token_type == "Bearer" and issued.expires_in == 900
     header = json.loads(base64.urlsafe_b64decode(issued.access_token.split(".")[0] + "=="))
@@ -579,7 +565,7 @@ async def test_an_api_key_exchanges_for_a_token_with_its_role(mesh: Mesh, ns: st
 
 
 async def test_a_token_may_be_narrowed_but_not_widened(mesh: Mesh) -> None:
-    viewer = key_md(await mesh.mint("viewer"))
+    viewer = key_metadata(await mesh.mint("viewer"))
     error = await refused(
         mesh.tokens().ExchangeToken,
         tokens_pb2.ExchangeTokenRequest(permissions=["config.environments.update"]),
@@ -598,7 +584,7 @@ async def test_a_token_may_be_narrowed_but_not_widened(mesh: Mesh) -> None:
 async def test_transit_key_rotation_keeps_live_tokens_until_old_versions_are_retired(
     mesh: Mesh, openbao: BootstrappedVault, ns: str
 ) -> None:
-    viewer = key_md(await mesh.mint("viewer"))
+    viewer = key_metadata(await mesh.mint("viewer"))
     old = (await mesh.tokens().ExchangeToken(tokens_pb2.ExchangeTokenRequest(), metadata=viewer)).access_token
     root = openbao.client().secrets.transit
     root.rotate_key(JWT_KEY, mount_point=TRANSIT_MOUNT)
@@ -637,7 +623,7 @@ async def test_transit_key_rotation_keeps_live_tokens_until_old_versions_are_ret
 
 
 async def test_a_limit_holds_under_concurrent_load_from_many_clients(mesh: Mesh, ns: str) -> None:
-    key = key_md(await mesh.mint("viewer", rate_per_second=5.0, rate_burst=10))
+    key = key_metadata(await mesh.mint("viewer", rate_per_second=5.0, rate_burst=10))
     admitted = limited = 0
     started = time.monotonic()
     channels = [aio.insecure_channel(mesh.addr) for _ in range(8)]
@@ -666,7 +652,7 @@ async def test_a_limit_holds_under_concurrent_load_from_many_clients(mesh: Mesh,
 
 
 async def test_over_the_limit_the_answer_says_when_to_retry(mesh: Mesh, ns: str) -> None:
-    key = key_md(await mesh.mint("viewer", rate_per_second=1.0, rate_burst=2))
+    key = key_metadata(await mesh.mint("viewer", rate_per_second=1.0, rate_burst=2))
     call = mesh.config().ResolveConfig(resolve_request(ns), metadata=key)
     with pytest.raises(grpc.aio.AioRpcError):
         await call
@@ -702,10 +688,10 @@ async def test_fuzzed_keys_and_tokens_never_crash_the_server(mesh: Mesh) -> None
         }
     ).map(lambda h: b64url(json.dumps(h).encode()))
     credentials = st.one_of(
-        printable.map(key_md),
-        st.builds(lambda s: key_md("dmk_" + s), printable),
+        printable.map(key_metadata),
+        st.builds(lambda s: key_metadata("dmk_" + s), printable),
         st.builds(
-            lambda i, s: key_md(f"dmk_{i}_{s}"),
+            lambda i, s: key_metadata(f"dmk_{i}_{s}"),
             st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", min_size=12, max_size=12),
             b64,
         ),
@@ -717,14 +703,14 @@ async def test_fuzzed_keys_and_tokens_never_crash_the_server(mesh: Mesh) -> None
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(credentials)
-    def check(metadata: tuple[tuple[str, str], ...]) -> None:
+    def check(metadata: Metadata) -> None:
         outcomes.append(asyncio.run_coroutine_threadsafe(_code(mesh, metadata), loop).result(10))
 
     await asyncio.to_thread(check)
     assert outcomes and set(outcomes) <= {grpc.StatusCode.UNAUTHENTICATED}
 
 
-async def _code(mesh: Mesh, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+async def _code(mesh: Mesh, metadata: Metadata) -> grpc.StatusCode:
     try:
         await mesh.config().ResolveConfig(resolve_request(), metadata=metadata)
     except grpc.aio.AioRpcError as error:
@@ -738,7 +724,7 @@ async def _code(mesh: Mesh, metadata: tuple[tuple[str, str], ...]) -> grpc.Statu
 async def test_mutations_refusals_and_denials_reach_the_audit_trail(mesh: Mesh, ns: str) -> None:
     admin_key = await mesh.mint("admin")
     viewer_key = await mesh.mint("viewer")
-    admin, viewer = key_md(admin_key), key_md(viewer_key)
+    admin, viewer = key_metadata(admin_key), key_metadata(viewer_key)
     await mesh.config().CreateNamespace(
         pb.CreateNamespaceRequest(namespace_id=ns, namespace=pb.Namespace()), metadata=admin
     )
@@ -749,7 +735,9 @@ async def test_mutations_refusals_and_denials_reach_the_audit_trail(mesh: Mesh, 
         metadata=viewer,
     )
     await refused(
-        mesh.config().ResolveConfig, resolve_request(ns), metadata=key_md(keys.new_key(keys.new_key_id()))
+        mesh.config().ResolveConfig,
+        resolve_request(ns),
+        metadata=key_metadata(keys.new_key(keys.new_key_id())),
     )
     page = await mesh.audit().ListAuditEvents(
         audit_pb2.ListAuditEventsRequest(resource_prefix=f"namespaces/{ns}", page_size=10), metadata=admin
@@ -783,8 +771,8 @@ async def test_a_refusal_is_in_the_audit_trail_by_the_time_the_caller_hears_of_i
         await record(self, *args)
 
     monkeypatch.setattr(Audit, "record", slow_record)
-    admin = key_md(await mesh.mint("admin"))
-    viewer = key_md(await mesh.mint("viewer"))
+    admin = key_metadata(await mesh.mint("admin"))
+    viewer = key_metadata(await mesh.mint("viewer"))
     environment = pb.Environment(name=f"namespaces/{ns}/environments/default")
     denied = await refused(
         mesh.config().UpdateEnvironment,
@@ -801,7 +789,7 @@ async def test_a_refusal_is_in_the_audit_trail_by_the_time_the_caller_hears_of_i
 
 
 async def test_audit_pages_follow_each_other_without_gaps(mesh: Mesh, ns: str) -> None:
-    admin = key_md(await mesh.mint("admin"))
+    admin = key_metadata(await mesh.mint("admin"))
     for i in range(5):
         await mesh.config().CreateNamespace(
             pb.CreateNamespaceRequest(namespace_id=f"{ns}-{i}", namespace=pb.Namespace()), metadata=admin
@@ -840,7 +828,7 @@ async def test_when_redis_dies_the_limiter_falls_back_and_recovers(
         )
         async with aio.insecure_channel(addr) as channel:
             mesh = Mesh(server, addr, channel)
-            key = key_md(await mesh.mint("viewer", rate_per_second=0.2, rate_burst=3))
+            key = key_metadata(await mesh.mint("viewer", rate_per_second=0.2, rate_burst=3))
             assert (await refused(mesh.config().ResolveConfig, resolve_request(), metadata=key)).code() == (
                 grpc.StatusCode.NOT_FOUND  # authenticated: the key's record is now cached
             )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -15,8 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
-from tests.conftest import ServerFactory, detail, error_info
-from tests.integration.config.test_config_api import create, env_name, put
+from tests.conftest import ServerFactory
+from tests.helpers import detail, error_info, eventually
+from tests.integration.config.conftest import create, env_name, put
 from tools.stack.valkey import start_valkey
 
 SERVICE = "devmesh.config.v1.ConfigService"
@@ -25,12 +24,6 @@ SERVICE = "devmesh.config.v1.ConfigService"
 async def health(channel: aio.Channel) -> int:
     response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
     return int(response.status)
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]]) -> None:
-    """Poll `predicate` until it holds; the caller bounds the wait with asyncio.timeout."""
-    while not await predicate():  # noqa: ASYNC110 - polling the health service is the point
-        await asyncio.sleep(0.05)
 
 
 async def test_redis_crash_unavailable_then_recovery_without_losing_writes(
@@ -54,16 +47,14 @@ async def test_redis_crash_unavailable_then_recovery_without_losing_writes(
             async def not_serving() -> bool:
                 return await health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
 
-            async with asyncio.timeout(10):
-                await eventually(not_serving)
+            await eventually(not_serving, "health to say NOT_SERVING once Redis is gone")
 
             valkey = start_valkey(tmp_path / "valkey", port=valkey.port)  # same data directory: AOF replay
 
             async def serving() -> bool:
                 return await health(channel) == health_pb2.HealthCheckResponse.SERVING
 
-            async with asyncio.timeout(10):
-                await eventually(serving)
+            await eventually(serving, "health to say SERVING once Redis is back")
             current = await stub.GetEnvironment(pb.GetEnvironmentRequest(name=env_name(ns, "default")))
             assert json_format.MessageToDict(current.content) == {"acknowledged": True}
     finally:

@@ -7,15 +7,14 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc import aio
 
 from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
 from services.runtime import protos
 from services.secrets import app as secrets_app
-from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
-from tests.helpers import key_metadata, mint_key, refused
+from tests.conftest import BootstrappedVault, ServerFactory
+from tests.helpers import error_info, key_metadata, mint_key, refused, violated_fields
 from tests.integration.conftest import Servers
 from tools.stack.valkey import Valkey
 
@@ -30,8 +29,7 @@ async def test_a_watch_prefix_that_no_secret_id_can_start_with_is_invalid(
     )
     error = await refused(stream.read)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    violation = detail(error, error_details_pb2.BadRequest).field_violations[0]  # type: ignore[attr-defined]
-    assert violation.field == "prefix"
+    assert violated_fields(error)[0] == "prefix"
 
 
 async def test_a_list_prefix_is_checked_the_same_way(servers: Servers) -> None:

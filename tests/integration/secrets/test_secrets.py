@@ -24,18 +24,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
-from services.config.api_keys import ApiKeys, NewKey
 from services.runtime.audit import STREAM as AUDIT_STREAM
 from services.runtime.errors import NotFound
 from services.runtime.identity import keys
-from services.runtime.identity.principal import Principal
 from services.runtime.server import Server
 from services.runtime.vault import TRANSIT_MOUNT
 from services.secrets import app as secrets_app
 from services.secrets import domain as secrets_domain
 from services.secrets.envelope import DATA_KEY
 from services.secrets.vault_store import INTERRUPTED_AFTER_US, MetadataConflict, SecretStore, now_us
-from tests.conftest import BootstrappedVault, ServerFactory, detail, error_info
+from tests.conftest import BootstrappedVault, ServerFactory
+from tests.helpers import Metadata, detail, error_info, key_metadata, mint_key, refused, violated_fields
 from tools.stack import vault_bootstrap
 from tools.stack.openbao import OpenBao, start_openbao
 from tools.stack.valkey import Valkey
@@ -54,14 +53,9 @@ class Secrets:
     def stub(self) -> secrets_pb2_grpc.SecretsServiceStub:
         return secrets_pb2_grpc.SecretsServiceStub(self.channel)
 
-    async def key(self, role: str) -> tuple[tuple[str, str], ...]:
-        authenticator = self.server.runtime.authenticator
-        assert authenticator is not None
-        api_keys = ApiKeys(
-            self.server.runtime.redis, self.server.runtime.durable, lambda: authenticator.pepper
-        )
-        _, key = await api_keys.create(Principal("test", role="admin"), NewKey("t", "", role, (), 0, 0.0, 0))
-        return (("x-api-key", key),)
+    async def key(self, role: str) -> Metadata:
+        """Call metadata with a new API key of `role` on this server (`mint_key`)."""
+        return key_metadata(await mint_key(self.server, role))
 
 
 async def _start(
@@ -84,12 +78,6 @@ async def secrets(
 @pytest.fixture
 def sid() -> str:
     return f"s{uuid.uuid4().hex[:10]}"
-
-
-async def refused(call: Any, *args: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(*args, **kwargs)
-    return caught.value
 
 
 def revision_of(etag: str) -> int:
@@ -888,8 +876,7 @@ async def test_bad_input_is_invalid_argument_naming_the_field(
     admin = await secrets.key("admin")
     error = await refused(getattr(secrets.stub, method), request_, metadata=admin)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
-    violations = detail(error, error_details_pb2.BadRequest).field_violations  # type: ignore[attr-defined]
-    assert field in [v.field for v in violations]
+    assert field in violated_fields(error)
 
 
 async def test_a_bad_watch_cursor_is_invalid_argument(secrets: Secrets) -> None:
