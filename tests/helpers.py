@@ -1,5 +1,6 @@
 """Helpers the tests share: keys minted straight through the domain, credentials as call
-metadata, refusals and the details they carry, and `eventually` (wait for a condition)."""
+metadata, refusals and the details they carry, and ways to wait without sleeping: for a
+server's health to change (`health_becomes`), or for any condition (`eventually`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.config.api_keys import ApiKeys, NewKey
 from services.runtime.identity.principal import Principal
@@ -100,3 +103,26 @@ async def eventually(condition: Callable[[], Awaitable[T]], what: str, *, within
         await asyncio.sleep(pause)  # between two polls, not a wait for readiness
         pause = min(pause * 2, 0.1)
     return value
+
+
+async def health_becomes(
+    channel: aio.Channel,
+    service: str,
+    status: health_pb2.HealthCheckResponse.ServingStatus.ValueType,
+    *,
+    within: float = 15.0,
+) -> None:
+    """Return once the server's health service says `status` for `service`, as a health Watch
+    stream tells it (every change, as it happens); the test fails after `within` seconds."""
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=service))
+    try:
+        async with asyncio.timeout(within):
+            async for response in watch:
+                if response.status == status:
+                    return
+    except TimeoutError:
+        pass
+    finally:
+        watch.cancel()
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    pytest.fail(f"{service} did not become {name} within {within:g} s")

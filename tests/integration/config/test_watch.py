@@ -11,22 +11,28 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from grpc import aio
+from prometheus_client import REGISTRY
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from services.config import store
 from services.config.servicer import change_response
 from tests.conftest import ServerFactory
-from tests.helpers import error_info
+from tests.helpers import error_info, eventually
 from tests.integration.config.conftest import create, env_name, put
 
 Stub = config_pb2_grpc.ConfigServiceStub
 
 
-async def collect(stub: Stub, name: str, since: int, until: int) -> list[int]:
-    """Revisions a watcher receives until it has seen `until`."""
+async def collect(
+    stub: Stub, name: str, since: int, until: int, opened: asyncio.Event | None = None
+) -> list[int]:
+    """Revisions a watcher receives until it has seen `until`; `opened` is set at the stream's
+    first message (a change or a progress beat: either way it is registered with the feed)."""
     seen: list[int] = []
     async for event in stub.WatchConfig(pb.WatchConfigRequest(name=name, since_revision=since)):
+        if opened is not None:
+            opened.set()
         if event.HasField("change"):
             seen.append(event.change.revision)
             if event.change.revision >= until:
@@ -53,8 +59,14 @@ async def test_two_replicas_and_concurrent_writers_deliver_every_revision_once_i
         writers, writes_each = 4, 15
         last = 1 + writers * writes_each
         everything = f"namespaces/{ns}/environments/-"
-        watchers = [asyncio.create_task(collect(stub, everything, 1, last)) for stub in (a, b, a, b)]
-        await asyncio.sleep(0.2)  # let some watchers start before, some during, the writes
+        # Two watchers are live before the writes start, two open while they run.
+        early = [asyncio.Event(), asyncio.Event()]
+        watchers = [
+            asyncio.create_task(collect(stub, everything, 1, last, e))
+            for stub, e in zip((a, b), early, strict=True)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in early)), 10)
+        watchers += [asyncio.create_task(collect(stub, everything, 1, last)) for stub in (a, b)]
 
         async def writer(stub: Stub, env: str) -> None:
             for i in range(writes_each):
@@ -219,32 +231,39 @@ async def test_streams_over_the_limit_are_refused_and_a_cancelled_one_frees_its_
         assert error_info(caught.value).reason == "SERVER_OVERLOADED"
 
         first.cancel()
-        async with asyncio.timeout(5):
-            while True:  # the server learns of the cancellation shortly after the client
-                try:
-                    second = stub.WatchConfig(request)
-                    assert (await second.read()).HasField("progress")
-                    break
-                except grpc.aio.AioRpcError as refused:
-                    assert error_info(refused).reason == "SERVER_OVERLOADED"
-                    await asyncio.sleep(0.05)
+
+        async def a_stream_opens() -> Any:
+            call = stub.WatchConfig(request)
+            try:
+                assert (await call.read()).HasField("progress")
+            except grpc.aio.AioRpcError as error:
+                assert error_info(error).reason == "SERVER_OVERLOADED"
+                return None
+            return call
+
+        # The server learns of the cancellation shortly after the client.
+        second = await eventually(a_stream_opens, "the cancelled stream's place to be free", within=5)
         second.cancel()
 
 
 async def test_a_crowd_of_streams_opening_while_redis_is_slow_is_registered_without_failures(
     valkey: Any, start_config_server: ServerFactory, ns: str
 ) -> None:
-    _, addr = await start_config_server(valkey.url)
+    _, addr = await start_config_server(valkey.url, redis_timeout=5.0)
     async with aio.insecure_channel(addr) as ch:
         stub = Stub(ch)
         await create(stub, ns)
         request = pb.WatchConfigRequest(name=env_name(ns, "default"), since_revision=1)
+
+        async def all_open() -> bool:  # on this server or another of the session's
+            return (REGISTRY.get_sample_value("devmesh_rpc_in_flight", {"kind": "stream"}) or 0) >= 150
+
         # Paused for less than the Redis timeout: every opening stream's reads pile up. (The
         # session's Valkey: starting one of its own while grpc threads run can crash the fork.)
         os.kill(valkey.process.pid, signal.SIGSTOP)
         try:
             calls = [stub.WatchConfig(request) for _ in range(150)]  # more than a Redis pool holds
-            await asyncio.sleep(0.5)
+            await eventually(all_open, "every stream to reach the server", within=3)
         finally:
             os.kill(valkey.process.pid, signal.SIGCONT)
         try:

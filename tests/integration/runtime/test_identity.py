@@ -40,6 +40,7 @@ from tests.helpers import (
     bearer,
     detail,
     error_info,
+    eventually,
     key_metadata,
     mint_key,
     refused,
@@ -415,10 +416,11 @@ async def test_rotation_keeps_the_old_secret_for_the_grace_period(mesh: Mesh) ->
     assert rotated.key != created.key and rotated.api_key.name == created.api_key.name
     assert await _status_of(mesh, created.key) == "ACCEPTED"
     assert await _status_of(mesh, rotated.key) == "ACCEPTED"
-    deadline = time.monotonic() + 10
-    while await _status_of(mesh, created.key) == "ACCEPTED":
-        assert time.monotonic() < deadline, "the old secret outlived its grace period"
-        await asyncio.sleep(0.2)
+
+    async def old_secret_refused() -> bool:
+        return await _status_of(mesh, created.key) != "ACCEPTED"
+
+    await eventually(old_secret_refused, "the old secret to stop at the end of its grace period")
     assert await _status_of(mesh, created.key) == "API_KEY_UNKNOWN"
     assert await _status_of(mesh, rotated.key) == "ACCEPTED"
 
@@ -467,16 +469,15 @@ async def test_revocation_reaches_another_replica_within_a_second(
         error = await refused(replica.ResolveConfig, resolve_request(), metadata=key_metadata(created.key))
         assert error.code() == grpc.StatusCode.NOT_FOUND  # authenticated, and now cached there
         await mesh.keys().RevokeApiKey(kpb.RevokeApiKeyRequest(name=created.api_key.name), metadata=admin)
-        revoked_at = time.monotonic()
-        while True:
+
+        async def unauthenticated() -> grpc.aio.AioRpcError | None:
             error = await refused(
                 replica.ResolveConfig, resolve_request(), metadata=key_metadata(created.key)
             )
-            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
-                break
-            await asyncio.sleep(0.02)
+            return error if error.code() == grpc.StatusCode.UNAUTHENTICATED else None
+
+        error = await eventually(unauthenticated, "the replica to hear of the revocation", within=1.0)
         assert error_info(error).reason == "API_KEY_REVOKED"
-        assert time.monotonic() - revoked_at < 1.0
 
 
 async def test_list_pages_newest_first_and_hides_revoked_keys(mesh: Mesh) -> None:
@@ -589,15 +590,16 @@ async def test_transit_key_rotation_keeps_live_tokens_until_old_versions_are_ret
     root = openbao.client().secrets.transit
     root.rotate_key(JWT_KEY, mount_point=TRANSIT_MOUNT)
     latest = str(root.read_key(JWT_KEY, mount_point=TRANSIT_MOUNT)["data"]["latest_version"])
-    deadline = time.monotonic() + 15
-    while True:  # the issuer re-reads the key every few seconds
-        new = (
+
+    async def signed_with_the_latest_version() -> str | None:
+        token = (
             await mesh.tokens().ExchangeToken(tokens_pb2.ExchangeTokenRequest(), metadata=viewer)
         ).access_token
-        if json.loads(base64.urlsafe_b64decode(new.split(".")[0] + "=="))["kid"] == latest:
-            break
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.5)
+        kid = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
+        return token if kid == latest else None
+
+    # The issuer re-reads the key every few seconds.
+    new = await eventually(signed_with_the_latest_version, "a token signed by the new key version", within=15)
 
     async def outcome(token: str) -> str:
         try:
@@ -609,14 +611,18 @@ async def test_transit_key_rotation_keeps_live_tokens_until_old_versions_are_ret
     assert await outcome(old) == "NOT_FOUND"  # still verifies: rotation broke no live token
     assert await outcome(new) == "NOT_FOUND"
     root.update_key_configuration(JWT_KEY, min_decryption_version=int(latest), mount_point=TRANSIT_MOUNT)
-    deadline = time.monotonic() + 10
-    while await outcome(old) != "TOKEN_UNKNOWN_KEY":  # the JWKS refreshes every second here
-        assert time.monotonic() < deadline, "a retired key version still verifies tokens"
-        await asyncio.sleep(0.2)
+
+    async def old_token_refused() -> bool:
+        return await outcome(old) == "TOKEN_UNKNOWN_KEY"
+
+    async def only_the_latest_published() -> bool:
+        jwks = await mesh.tokens().GetJwks(tokens_pb2.GetJwksRequest())
+        return [k.kid for k in jwks.keys] == [latest]
+
+    # The JWKS refreshes every second here.
+    await eventually(old_token_refused, "the retired key version to stop verifying tokens")
     assert await outcome(new) == "NOT_FOUND"
-    while [k.kid for k in (await mesh.tokens().GetJwks(tokens_pb2.GetJwksRequest())).keys] != [latest]:
-        assert time.monotonic() < deadline, "the JWKS still publishes a retired key version"
-        await asyncio.sleep(0.2)
+    await eventually(only_the_latest_published, "the JWKS to drop the retired key version")
 
 
 # -- rate limits ------------------------------------------------------------------------------
@@ -767,7 +773,7 @@ async def test_a_refusal_is_in_the_audit_trail_by_the_time_the_caller_hears_of_i
     record = Audit.record
 
     async def slow_record(self: Audit, *args: Any) -> None:
-        await asyncio.sleep(0.3)  # a slow audit stream must delay the answer, not the trail
+        await asyncio.sleep(0.3)  # real time on purpose: a slow audit write delays the answer, not the trail
         await record(self, *args)
 
     monkeypatch.setattr(Audit, "record", slow_record)
@@ -845,13 +851,12 @@ async def test_when_redis_dies_the_limiter_falls_back_and_recovers(
                 assert outcomes == ["RATE_LIMITER_UNAVAILABLE"] * 6
             assert REGISTRY.get_sample_value("devmesh_ratelimit_degraded") == 1
             valkey = start_valkey(tmp_path / "valkey", port)
-            deadline = time.monotonic() + 20
-            while True:
+
+            async def admitted_by_redis() -> bool:
                 error = await refused(mesh.config().ResolveConfig, resolve_request(), metadata=key)
-                if error_info(error).reason == "NOT_FOUND":
-                    break  # Redis answers again; its bucket still had tokens left
-                assert time.monotonic() < deadline, f"no recovery: {error_info(error).reason}"
-                await asyncio.sleep(0.3)
+                return error_info(error).reason == "NOT_FOUND"  # its bucket still had tokens left
+
+            await eventually(admitted_by_redis, "the limiter to recover with Redis", within=20)
             assert REGISTRY.get_sample_value("devmesh_ratelimit_degraded") == 0
     finally:
         valkey.process.stop()

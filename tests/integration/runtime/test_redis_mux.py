@@ -65,7 +65,7 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(
 
     abandoned = asyncio.ensure_future(mux.get(first))
     kept = asyncio.ensure_future(mux.get(second))
-    await asyncio.sleep(0)  # both are queued
+    await asyncio.sleep(0)  # one loop turn: both are queued
     abandoned.cancel()
 
     assert await kept == b"second"

@@ -9,21 +9,16 @@ import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from devmesh.config.v1 import config_pb2 as pb
 from devmesh.config.v1 import config_pb2_grpc
 from tests.conftest import ServerFactory
-from tests.helpers import detail, error_info, eventually
+from tests.helpers import detail, error_info, health_becomes
 from tests.integration.config.conftest import create, env_name, put
 from tools.stack.valkey import start_valkey
 
 SERVICE = "devmesh.config.v1.ConfigService"
-
-
-async def health(channel: aio.Channel) -> int:
-    response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
-    return int(response.status)
 
 
 async def test_redis_crash_unavailable_then_recovery_without_losing_writes(
@@ -44,17 +39,10 @@ async def test_redis_crash_unavailable_then_recovery_without_losing_writes(
             assert error_info(caught.value).reason == "REDIS_UNAVAILABLE"
             assert isinstance(detail(caught.value, error_details_pb2.RetryInfo), error_details_pb2.RetryInfo)
 
-            async def not_serving() -> bool:
-                return await health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
-
-            await eventually(not_serving, "health to say NOT_SERVING once Redis is gone")
+            await health_becomes(channel, SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
 
             valkey = start_valkey(tmp_path / "valkey", port=valkey.port)  # same data directory: AOF replay
-
-            async def serving() -> bool:
-                return await health(channel) == health_pb2.HealthCheckResponse.SERVING
-
-            await eventually(serving, "health to say SERVING once Redis is back")
+            await health_becomes(channel, SERVICE, health_pb2.HealthCheckResponse.SERVING)
             current = await stub.GetEnvironment(pb.GetEnvironmentRequest(name=env_name(ns, "default")))
             assert json_format.MessageToDict(current.content) == {"acknowledged": True}
     finally:

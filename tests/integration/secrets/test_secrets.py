@@ -20,7 +20,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
@@ -34,12 +34,23 @@ from services.secrets import domain as secrets_domain
 from services.secrets.envelope import DATA_KEY
 from services.secrets.vault_store import INTERRUPTED_AFTER_US, MetadataConflict, SecretStore, now_us
 from tests.conftest import BootstrappedVault, ServerFactory
-from tests.helpers import Metadata, detail, error_info, key_metadata, mint_key, refused, violated_fields
+from tests.helpers import (
+    Metadata,
+    detail,
+    error_info,
+    eventually,
+    health_becomes,
+    key_metadata,
+    mint_key,
+    refused,
+    violated_fields,
+)
 from tools.stack import vault_bootstrap
 from tools.stack.openbao import OpenBao, start_openbao
 from tools.stack.valkey import Valkey
 
-FAST = {"DEVMESH_SECRETS_ROTATION_CHECK_INTERVAL": "0.1"}
+# Short intervals: the scheduler looks for due rotations, a quiet watch hears progress, soon.
+FAST = {"DEVMESH_SECRETS_ROTATION_CHECK_INTERVAL": "0.1", "DEVMESH_SECRETS_WATCH_PROGRESS_INTERVAL": "0.2"}
 READ, MANAGE, ADMIN = pb.Binding.LEVEL_READ, pb.Binding.LEVEL_MANAGE, pb.Binding.LEVEL_ADMIN
 
 
@@ -100,6 +111,19 @@ async def add(s: Secrets, md: Any, sid: str, value: bytes, **kwargs: Any) -> pb.
 
 async def access(s: Secrets, md: Any, name: str) -> pb.AccessSecretVersionResponse:
     return await s.stub.AccessSecretVersion(pb.AccessSecretVersionRequest(name=name), metadata=md)
+
+
+async def following(stream: Any) -> None:
+    """Return once `stream` follows the event log: its first message, a progress event on a
+    quiet stream, says where it starts, and every event after that reaches it."""
+    assert (await asyncio.wait_for(stream.read(), 10)).type == pb.SecretEvent.TYPE_PROGRESS
+
+
+async def next_event(stream: Any) -> pb.SecretEvent:
+    """The stream's next event that is not a progress event."""
+    while (event := await asyncio.wait_for(stream.read(), 10)).type == pb.SecretEvent.TYPE_PROGRESS:
+        pass
+    return event
 
 
 async def test_the_version_lifecycle(secrets: Secrets, sid: str) -> None:
@@ -347,12 +371,12 @@ async def test_a_rotation_is_seen_by_a_watcher(secrets: Secrets, sid: str) -> No
     )
     await add(secrets, admin, sid, b"first")
     watch = secrets.stub.WatchSecretEvents(pb.WatchSecretEventsRequest(prefix=sid), metadata=admin)
-    await asyncio.sleep(0.3)  # the stream starts at the newest event; let it subscribe first
+    await following(watch)  # it starts at the newest event: what comes after, it hears
     rotated = await secrets.stub.RotateSecret(
         pb.RotateSecretRequest(name=f"secrets/{sid}", promote=True), metadata=admin
     )
     assert rotated.latest_version == 2 and rotated.pending_version == 0
-    event = await asyncio.wait_for(watch.read(), 5)
+    event = await next_event(watch)
     assert (event.type, event.secret, event.version) == (pb.SecretEvent.TYPE_ROTATED, f"secrets/{sid}", 2)
     watch.cancel()
     value = (await access(secrets, admin, version(sid, "latest"))).payload.data
@@ -381,12 +405,12 @@ async def test_two_phase_rotation_keeps_the_previous_version_until_promotion(
         secrets.stub.RotateSecret, pb.RotateSecretRequest(name=f"secrets/{sid}"), metadata=admin
     )
     assert error_info(error).reason == "ROTATION_PENDING"
-    deadline = time.monotonic() + 10
-    while (
-        await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
-    ).latest_version != 2:
-        assert time.monotonic() < deadline, "the pending version was never promoted"
-        await asyncio.sleep(0.1)
+
+    async def promoted() -> bool:
+        got = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+        return got.latest_version == 2
+
+    await eventually(promoted, "the pending version to be promoted after its delay")
     assert (await access(secrets, admin, version(sid, 1))).payload.data == b"current"  # previous kept
 
 
@@ -495,10 +519,11 @@ async def test_a_replica_rebuilds_the_rotation_schedule_past_a_secret_being_dele
     redis = secrets.server.runtime.redis
     await redis.delete(secrets_domain.DUE)  # the schedule is lost with Redis
     await _start(start_config_server, valkey, openbao)  # a replica rebuilds it as it starts
-    deadline = time.monotonic() + 10
-    while await redis.zscore(secrets_domain.DUE, f"{sid}-b") is None:
-        assert time.monotonic() < deadline, "the schedule was not rebuilt past the deleted secret"
-        await asyncio.sleep(0.1)
+
+    async def scheduled() -> bool:
+        return await redis.zscore(secrets_domain.DUE, f"{sid}-b") is not None
+
+    await eventually(scheduled, "the schedule to be rebuilt past the deleted secret")
     finish = pb.DeleteSecretRequest(name=f"secrets/{sid}-a")
     assert (
         await refused(secrets.stub.DeleteSecret, finish, metadata=admin)
@@ -530,11 +555,12 @@ async def test_a_rotation_that_died_before_adding_its_version_is_started_over(
     assert (await access(secrets, admin, version(sid, "latest"))).payload.data == b"current"
     # The scheduler's entry is the one the rotation was started from.
     await secrets.server.runtime.redis.zadd(secrets_domain.DUE, {sid: now_us() - 1})
-    get = pb.GetSecretRequest(name=f"secrets/{sid}")
-    deadline = time.monotonic() + 10
-    while (got := await secrets.stub.GetSecret(get, metadata=admin)).latest_version != recorded:
-        assert time.monotonic() < deadline, "the rotation was never started over"
-        await asyncio.sleep(0.1)
+
+    async def started_over() -> pb.Secret | None:
+        got = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+        return got if got.latest_version == recorded else None
+
+    got = await eventually(started_over, "the dead rotation to be started over")
     assert got.pending_version == 0
     assert len((await access(secrets, admin, version(sid, "latest"))).payload.data) == 32
 
@@ -564,7 +590,12 @@ async def test_two_replicas_rotate_each_due_secret_exactly_once(
         pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
     )
     await add(secrets, admin, sid, b"seed")
-    await asyncio.sleep(4.5)
+
+    async def rotated_three_times() -> bool:  # a due time a second, between the two replicas
+        got = await secrets.stub.GetSecret(pb.GetSecretRequest(name=f"secrets/{sid}"), metadata=admin)
+        return got.latest_version >= 4
+
+    await eventually(rotated_three_times, "three rotations", within=20)
     await secrets.stub.UpdateSecret(
         pb.UpdateSecretRequest(secret=pb.Secret(name=f"secrets/{sid}"), update_mask={"paths": ["rotation"]}),
         metadata=admin,
@@ -587,11 +618,11 @@ async def test_manual_rotation_reminds_instead_of_inventing_a_value(secrets: Sec
     admin = await secrets.key("admin")
     rotation = pb.RotationPolicy(interval=duration_pb2.Duration(seconds=1), manual=pb.ManualGenerator())
     watch = secrets.stub.WatchSecretEvents(pb.WatchSecretEventsRequest(prefix=sid), metadata=admin)
-    await asyncio.sleep(0.3)
+    await following(watch)
     await secrets.stub.CreateSecret(
         pb.CreateSecretRequest(secret_id=sid, secret=pb.Secret(rotation=rotation)), metadata=admin
     )
-    event = await asyncio.wait_for(watch.read(), 5)
+    event = await next_event(watch)
     assert event.type == pb.SecretEvent.TYPE_ROTATION_DUE
     watch.cancel()
     error = await refused(
@@ -681,7 +712,6 @@ async def test_vault_unreachable_is_unavailable_then_recovers(
         sid,
     ):
         assert bao.process is not None
-        health = health_pb2_grpc.HealthStub(s.channel)
         service = secrets_app.SPEC.proto_services[0]
         os.kill(bao.process.pid, signal.SIGSTOP)  # Vault hangs: every call times out
         try:
@@ -693,20 +723,10 @@ async def test_vault_unreachable_is_unavailable_then_recovers(
             assert detail(error, error_details_pb2.RetryInfo)
             error = await refused(add, s, admin, sid, b"during")
             assert error.code() == grpc.StatusCode.UNAVAILABLE
-            deadline = time.monotonic() + 15
-            while (await health.Check(health_pb2.HealthCheckRequest(service=service))).status != (
-                health_pb2.HealthCheckResponse.NOT_SERVING
-            ):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
+            await health_becomes(s.channel, service, health_pb2.HealthCheckResponse.NOT_SERVING)
         finally:
             os.kill(bao.process.pid, signal.SIGCONT)
-        deadline = time.monotonic() + 15
-        while (await health.Check(health_pb2.HealthCheckRequest(service=service))).status != (
-            health_pb2.HealthCheckResponse.SERVING
-        ):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+        await health_becomes(s.channel, service, health_pb2.HealthCheckResponse.SERVING)
         listed = await s.stub.ListSecretVersions(
             pb.ListSecretVersionsRequest(parent=f"secrets/{sid}"), metadata=admin
         )
@@ -729,12 +749,8 @@ async def test_a_sealed_vault_is_unavailable_and_not_serving(
             assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
             assert error_info(error).reason == "VAULT_UNAVAILABLE" and "sealed" in (error.details() or "")
             assert detail(error, error_details_pb2.RetryInfo)
-        health = health_pb2_grpc.HealthStub(s.channel)
-        request = health_pb2.HealthCheckRequest(service=secrets_app.SPEC.proto_services[0])
-        deadline = time.monotonic() + 15
-        while (await health.Check(request)).status != health_pb2.HealthCheckResponse.NOT_SERVING:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+        service = secrets_app.SPEC.proto_services[0]
+        await health_becomes(s.channel, service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 async def test_config_resolves_secret_references_as_the_caller(
@@ -897,11 +913,11 @@ async def test_a_draining_server_ends_event_streams_instead_of_waiting_for_them(
             prefix="no-secret-has-this-prefix"
         )  # other tests' events stay out
         stream = s.stub.WatchSecretEvents(quiet, metadata=await s.key("admin"))
-        await asyncio.sleep(0.3)  # the stream is open and following
+        await following(stream)
         started = time.monotonic()
         stopping = asyncio.create_task(server.stop(grace=8))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stream.read()
+            await next_event(stream)  # progress events may come first
         await stopping
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_info(caught.value).reason == "SHUTTING_DOWN"

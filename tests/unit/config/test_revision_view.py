@@ -54,7 +54,7 @@ async def test_a_read_that_raced_with_a_change_is_not_remembered() -> None:
     view.subscribed(True)
     counter.gate = asyncio.Event()
     in_flight = asyncio.create_task(view.revision("ns"))  # reads 1 ...
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the read is waiting for Redis
     counter.value = 2
     view.changed("ns")  # ... while revision 2 is committed
     counter.gate.set()
@@ -68,7 +68,7 @@ async def test_a_read_that_began_before_the_subscription_is_not_remembered() -> 
     view = RevisionView(counter.read)
     counter.gate = asyncio.Event()
     in_flight = asyncio.create_task(view.revision("ns"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the read is waiting for Redis
     view.subscribed(True)  # changes before this moment were never announced to us
     counter.gate.set()
     await in_flight

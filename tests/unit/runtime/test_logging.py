@@ -56,7 +56,7 @@ def test_access_lines_wait_for_the_window_but_never_for_another_line(tmp_path: P
             runtime_logging.get_logger("test").warning("other")
             print(json.dumps(events()))  # any other line brings it along, in order
             runtime_logging.line("devmesh.rpc", "third", {})
-            await asyncio.sleep(runtime_logging.LINE_WINDOW * 2)
+            await asyncio.sleep(runtime_logging.LINE_WINDOW * 2)  # real time on purpose: the window passes
             print(json.dumps(events()))
             runtime_logging.line("devmesh.rpc", "last", {})
 
