@@ -1,8 +1,10 @@
-"""WatchSecretEvents: its prefix is checked like every name, and an idle stream hears progress."""
+"""WatchSecretEvents: its prefix and cursor are checked like every name, an idle stream hears
+progress, a draining server ends streams, and every event is a SecretEvent on its channel."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import grpc
@@ -16,6 +18,7 @@ from services.secrets import app as secrets_app
 from tests.conftest import BootstrappedVault, ServerFactory
 from tests.helpers import error_info, key_metadata, mint_key, refused, violated_fields
 from tests.integration.conftest import Servers
+from tests.integration.secrets.conftest import Secrets, following, next_event, start_secrets
 from tools.stack.valkey import Valkey
 
 
@@ -91,3 +94,32 @@ async def test_every_event_is_announced_as_a_secret_event_on_the_channel_the_con
         await pubsub.aclose()
     assert (announced.type, announced.version) == (pb.SecretEvent.TYPE_VERSION_ADDED, 1)
     assert announced.id.count("-") == 1
+
+
+async def test_a_bad_watch_cursor_is_invalid_argument(secrets: Secrets) -> None:
+    admin = await secrets.key("admin")
+    stream = secrets.stub.WatchSecretEvents(pb.WatchSecretEventsRequest(after_id="yesterday"), metadata=admin)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream.read()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_draining_server_ends_event_streams_instead_of_waiting_for_them(
+    valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
+) -> None:
+    server, addr = await start_secrets(start_config_server, valkey, openbao)
+    async with aio.insecure_channel(addr) as channel:
+        s = Secrets(server, addr, channel)
+        quiet = pb.WatchSecretEventsRequest(
+            prefix="no-secret-has-this-prefix"
+        )  # other tests' events stay out
+        stream = s.stub.WatchSecretEvents(quiet, metadata=await s.key("admin"))
+        await following(stream)
+        started = time.monotonic()
+        stopping = asyncio.create_task(server.stop(grace=8))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await next_event(stream)  # progress events may come first
+        await stopping
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_info(caught.value).reason == "SHUTTING_DOWN"
+    assert time.monotonic() - started < 5  # not the whole grace period
