@@ -61,7 +61,7 @@ class BootstrappedVault:
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrappedVault]:
     server = start_openbao(tmp_path_factory.mktemp("openbao"))
     approles = vault_bootstrap.bootstrap(
-        server.client(), ["config", "secrets"], tmp_path_factory.mktemp("approles")
+        server.client(), list(catalog.SERVICES), tmp_path_factory.mktemp("approles")
     )
     yield BootstrappedVault(server, approles)
     assert server.process is not None
