@@ -29,7 +29,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> None:
     parent = subprocess.Popen(
-        [sys.executable, "-c", SPAWNER, str(tmp_path)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+        [sys.executable, "-c", SPAWNER, str(tmp_path)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[3]
     )
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
