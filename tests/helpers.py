@@ -126,3 +126,13 @@ async def health_becomes(
         watch.cancel()
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
     pytest.fail(f"{service} did not become {name} within {within:g} s")
+
+
+def varint(n: int) -> bytes:
+    """`n` in protobuf's base-128 varint encoding, for hand-built (and hand-broken) messages."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)

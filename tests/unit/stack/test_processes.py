@@ -19,6 +19,16 @@ time.sleep(60)
 """
 
 
+def _exec_done(pid: int) -> bool:
+    """Whether `pid` is past setpriv: setpriv sets the parent-death signal and then execs the
+    command, so a parent killed before that would leave the child with no signal to get."""
+    try:
+        program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except FileNotFoundError:
+        return False
+    return bool(program) and not program.endswith(b"setpriv")
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1].split()[0]
@@ -34,6 +44,9 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> None:
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     try:
+        deadline = time.monotonic() + 10
+        while not _exec_done(child) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the child's exec, not waiting for readiness
         assert _alive(child)
         parent.send_signal(signal.SIGKILL)
         parent.wait()

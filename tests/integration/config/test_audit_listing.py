@@ -7,8 +7,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from devmesh.config.v1 import audit_pb2, audit_pb2_grpc
-from tests.conftest import error_info
-from tests.helpers import refused
+from tests.helpers import error_info, refused
 from tests.integration.conftest import Servers
 
 
