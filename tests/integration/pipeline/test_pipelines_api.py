@@ -11,8 +11,7 @@ from google.rpc import error_details_pb2
 from devmesh.pipeline.v1 import pipeline_pb2 as pb
 from devmesh.pipeline.v1 import pipeline_pb2_grpc
 from services.pipeline import store
-from tests.conftest import detail, error_info
-from tests.helpers import refused
+from tests.helpers import detail, error_info, refused
 from tests.unit.pipeline import samples
 from tools.stack.valkey import Valkey
 
