@@ -7,8 +7,8 @@ from google.api import httpbody_pb2
 
 from devmesh.debugger.v1 import debugger_pb2 as pb
 from devmesh.debugger.v1 import debugger_pb2_grpc
-from tests.conftest import error_info
-from tests.helpers import refused
+
+from tests.helpers import error_info, refused
 
 PYTEST_LOG = """\
 $ pip install -r requirements.txt
