@@ -7,7 +7,6 @@ from google.api import httpbody_pb2
 
 from devmesh.debugger.v1 import debugger_pb2 as pb
 from devmesh.debugger.v1 import debugger_pb2_grpc
-
 from tests.helpers import error_info, refused
 
 PYTEST_LOG = """\
