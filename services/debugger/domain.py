@@ -17,7 +17,7 @@ from services.debugger.log_reader import LogReader
 from services.debugger.pod_state import diagnose_pod
 from services.debugger.secret_masks import SecretMasker, mask_text
 from services.debugger.taxonomy import TRANSIENT, Category, remediations
-from services.debugger.template_miner import Template
+from services.debugger.template_miner import Template, TemplateMiner
 from services.debugger.template_store import TemplateStore
 from services.runtime.errors import InvalidArgument, ResourceExhausted
 from services.runtime.resource_names import ResourceName
@@ -97,7 +97,7 @@ class LogAnalysis:
             template_set=TEMPLATE_SET.format(options.template_set),
             now_us=_now_us(),
         )
-        return await self._debugger.complete(diagnosis, options.template_set)
+        return await self._debugger.complete(diagnosis, options.template_set, self._reader.miner)
 
 
 class Debugger:
@@ -133,12 +133,10 @@ class Debugger:
         await analysis.feed_text(text)
         return await analysis.finish()
 
-    async def complete(
-        self, diagnosis: Diagnosis, template_set: str, *, save_templates: bool = True
-    ) -> Diagnosis:
-        """Apply feedback, explain, store: the last steps of every analysis."""
-        if save_templates:
-            await self.templates.save(template_set)
+    async def complete(self, diagnosis: Diagnosis, template_set: str, miner: TemplateMiner) -> Diagnosis:
+        """Save what `miner` (the set's) learnt; apply feedback, explain, store: the last steps
+        of every analysis."""
+        await self.templates.save(template_set, miner)
         feedback = await self.diagnoses.feedback(diagnosis.signature)
         if feedback is not None:
             category = Category(feedback["category"])
@@ -173,8 +171,9 @@ class Debugger:
         """The diagnosis of a pod: its state decides the category when it can; the previous and
         the current container's logs (in that order) give the root-cause lines."""
         template_set = DEFAULT_TEMPLATE_SET
+        miner = await self.templates.miner(template_set)
         diagnosis = diagnose_pod(
-            await self.templates.miner(template_set),
+            miner,
             pod,
             events,
             current_log=current_log,
@@ -184,7 +183,7 @@ class Debugger:
             template_set=TEMPLATE_SET.format(template_set),
             now_us=_now_us(),
         )
-        return await self.complete(diagnosis, template_set)
+        return await self.complete(diagnosis, template_set, miner)
 
     async def parse(self, template_set: str, lines: Sequence[str]) -> tuple[list[Template | None], int]:
         """Each line's template (None: the set is full), and how many lines got none."""
@@ -204,7 +203,7 @@ class Debugger:
         for line in lines:
             masked = masker.line(line)
             found.append(miner.add(masked, now_us=now, example=masked))
-        await self.templates.save(template_set)
+        await self.templates.save(template_set, miner)
         resolved = [miner.resolve(t.id) if t is not None else None for t in found]
         return resolved, sum(1 for t in resolved if t is None)
 

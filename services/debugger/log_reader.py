@@ -52,7 +52,7 @@ class LogReader:
     """Reads one log, chunk by chunk or line by line."""
 
     def __init__(self, miner: TemplateMiner, *, now_us: int = 0) -> None:
-        self._miner = miner
+        self.miner = miner  # the template set's miner, which this log teaches
         self._now_us = now_us
         self._masker = SecretMasker()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -95,7 +95,7 @@ class LogReader:
     def _line(self, raw: str) -> None:
         self.line_count += 1
         text = self._masker.line(strip_ansi(raw))
-        template = self._miner.add(text, now_us=self._now_us, example=text)
+        template = self.miner.add(text, now_us=self._now_us, example=text)
         template_id = template.id if template is not None else ""
         if template is not None:
             self._templates[template.id] = template
@@ -121,7 +121,7 @@ class LogReader:
             self._line(self._partial)
             self._partial, self._partial_cut = "", False
         earlier = sorted((entry[2] for entry in self._earlier), key=lambda line: line.number)
-        resolved = {tid: self._miner.resolve(tid) for tid in self._templates if tid in self._miner.templates}
+        resolved = {tid: self.miner.resolve(tid) for tid in self._templates if tid in self.miner.templates}
         return ReadLog(
             lines=[*earlier, *self._tail],
             line_count=self.line_count,

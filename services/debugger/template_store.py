@@ -15,12 +15,17 @@ since it last looked (`ZRANGEBYSCORE`), so that it mines with what the others le
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from services.debugger.template_miner import Template, TemplateMiner
 from services.runtime.redis_client import Redis
 
 PREFIX = "devmesh:debugger:templates"
+# Template sets whose miners a replica keeps in memory; the least recently used one with
+# nothing left to save goes first (its templates stay in Redis and are read back when it is
+# used again). Without a bound, every set name a caller sends would hold a miner for good.
+MAX_CACHED_SETS = 32
 
 _SAVE = """
 local merged = 0
@@ -101,17 +106,32 @@ class _Cached:
 class TemplateStore:
     """Every template set this replica uses: its miners, kept in step with Redis."""
 
-    def __init__(self, redis: Redis, *, max_templates: int) -> None:
+    def __init__(self, redis: Redis, *, max_templates: int, max_cached_sets: int = MAX_CACHED_SETS) -> None:
         self._redis = redis
         self._max_templates = max_templates
+        self._max_cached_sets = max_cached_sets
         self._save = redis.register_script(_SAVE)
-        self._sets: dict[str, _Cached] = {}
+        self._sets: OrderedDict[str, _Cached] = OrderedDict()
+
+    @property
+    def cached_sets(self) -> int:
+        """How many template sets' miners this replica holds in memory."""
+        return len(self._sets)
+
+    def _evict(self) -> None:
+        for name in list(self._sets):
+            if len(self._sets) <= self._max_cached_sets:
+                return
+            if not any(t.dirty for t in self._sets[name].miner.templates.values()):
+                del self._sets[name]
 
     async def miner(self, template_set: str) -> TemplateMiner:
         """The set's miner, with every template other replicas saved since this one last looked."""
         cached = self._sets.get(template_set)
         if cached is None:
             cached = self._sets[template_set] = _Cached(TemplateMiner(max_templates=self._max_templates))
+            self._evict()
+        self._sets.move_to_end(template_set)
         hash_key, changes, _ = _keys(template_set)
         found = await self._redis.zrangebyscore(changes, f"({cached.seen_version}", "+inf", withscores=True)
         if found:
@@ -126,13 +146,11 @@ class TemplateStore:
             cached.seen_version = max(score for _, score in found)
         return cached.miner
 
-    async def save(self, template_set: str) -> int:
-        """Save what this replica's miner of the set learnt since it last saved; how many templates."""
-        cached = self._sets.get(template_set)
-        if cached is None:
-            return 0
+    async def save(self, template_set: str, miner: TemplateMiner) -> int:
+        """Save what `miner` (the set's, as `miner()` gave it: it may have been evicted since)
+        learnt since it last saved; how many templates."""
         args: list[str] = []
-        for template in cached.miner.templates.values():
+        for template in miner.templates.values():
             if template.dirty:
                 args.extend([template.id, encode(template, template.pending)])
                 template.dirty = False
