@@ -54,7 +54,9 @@ _TOKEN_HINTS = (
 _KEY_HINTS = ("pass", "pwd", "secret", "token", "key", "credential", "auth", "signature")
 _TOKEN_HINT = re2.compile("|".join(re.escape(hint) for hint in _TOKEN_HINTS))
 _KEY_HINT = re2.compile("(?i)" + "|".join(_KEY_HINTS))
-_LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+# The tail of _ASSIGNED (`=` or `:`, then a long run), which every match of it holds: RE2 finds
+# it in linear time, and most lines with a long run (paths, hashes) have no `=` before it.
+_ASSIGNED_HINT = re2.compile(r"[=:]\s*[\"']?[A-Za-z0-9+/=_-]{20,}")
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE|OPENSSH PRIVATE KEY)[A-Z ]*-----")
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]+-----")
 _HIGH_ENTROPY_BITS = 3.5  # per character; English words and paths sit below, keys above
@@ -109,7 +111,7 @@ def mask_text(text: str) -> str:
         return text
     if _KEY_HINT.search(text):
         text = _ASSIGNED_SECRET.sub(_assigned_secret, text)
-    if _LONG_RUN.search(text):
+    if _ASSIGNED_HINT.search(text):
         text = _ASSIGNED.sub(_assigned, text)
     return text
 

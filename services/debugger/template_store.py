@@ -29,6 +29,7 @@ MAX_CACHED_SETS = 32
 
 _SAVE = """
 local merged = 0
+local before = tonumber(redis.call('GET', KEYS[3]) or '0')
 for i = 1, #ARGV, 2 do
   local id, given = ARGV[i], cjson.decode(ARGV[i + 1])
   local raw = redis.call('HGET', KEYS[1], id)
@@ -51,7 +52,7 @@ for i = 1, #ARGV, 2 do
   redis.call('ZADD', KEYS[2], version, id)
   merged = merged + 1
 end
-return merged
+return {merged, before, tonumber(redis.call('GET', KEYS[3]) or '0')}
 """
 
 
@@ -157,7 +158,13 @@ class TemplateStore:
                 template.pending = 0
         if not args:
             return 0
-        return int(await self._save(keys=_keys(template_set), args=args))
+        merged, before, after = (int(n) for n in await self._save(keys=_keys(template_set), args=args))
+        cached = self._sets.get(template_set)
+        if cached is not None and cached.miner is miner and before == cached.seen_version:
+            # Nobody wrote since this replica last read: what it would read back is its own
+            # save, which it already holds.
+            cached.seen_version = after
+        return merged
 
     async def listing(self, template_set: str) -> list[Template]:
         """Every template of the set as stored, most frequent first (merged ones left out)."""

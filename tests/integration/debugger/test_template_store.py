@@ -37,3 +37,25 @@ async def test_a_set_evicted_while_its_miner_is_in_use_saves_what_that_miner_lea
         assert [t.text for t in await store.listing(first)] == ["worker lost: heartbeat missed"]
     finally:
         await redis.aclose()
+
+
+async def test_a_replica_reads_back_what_others_saved_but_not_its_own_save(valkey: Valkey) -> None:
+    redis = redis_client.connect(valkey.url, 5.0)
+    try:
+        name = f"s-{uuid.uuid4().hex[:8]}"
+        mine, theirs = TemplateStore(redis, max_templates=100), TemplateStore(redis, max_templates=100)
+        miner = await mine.miner(name)
+        merged: list[str] = []
+        original_merge = miner.merge
+        miner.merge = lambda template: (merged.append(template.id), original_merge(template))[1]  # type: ignore[method-assign]
+        miner.add("disk /dev/sda1 is full")
+        await mine.save(name, miner)
+        await mine.miner(name)
+        assert merged == []
+        other = await theirs.miner(name)
+        other.add("worker lost: heartbeat missed")
+        await theirs.save(name, other)
+        await mine.miner(name)
+        assert [miner.templates[i].text for i in merged] == ["worker lost: heartbeat missed"]
+    finally:
+        await redis.aclose()
