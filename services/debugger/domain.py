@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,6 +14,7 @@ from services.debugger.diagnosis import Context, Diagnosis, diagnose
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.explainers import Explainer
 from services.debugger.log_reader import LogReader
+from services.debugger.pod_collector import PodDiagnostics
 from services.debugger.pod_state import diagnose_pod
 from services.debugger.secret_masks import SecretMasker, mask_text
 from services.debugger.taxonomy import TRANSIENT, Category, remediations
@@ -160,25 +161,19 @@ class Debugger:
         await self.diagnoses.save(diagnosis)
         return diagnosis
 
-    async def analyze_pod(
-        self,
-        pod: Mapping[str, Any],
-        events: Mapping[str, Any] | None,
-        current_log: str,
-        previous_log: str,
-        container: str,
-    ) -> Diagnosis:
-        """The diagnosis of a pod: its state decides the category when it can; the previous and
-        the current container's logs (in that order) give the root-cause lines."""
+    async def analyze_pod(self, diagnostics: PodDiagnostics) -> Diagnosis:
+        """The diagnosis of a pod (from a PodCollector: uploaded, for now): its state decides the
+        category when it can; the previous and the current container's logs (in that order)
+        give the root-cause lines."""
         template_set = DEFAULT_TEMPLATE_SET
         miner = await self.templates.miner(template_set)
         diagnosis = diagnose_pod(
             miner,
-            pod,
-            events,
-            current_log=current_log,
-            previous_log=previous_log,
-            container=container,
+            diagnostics.pod,
+            diagnostics.events,
+            current_log=diagnostics.current_log,
+            previous_log=diagnostics.previous_log,
+            container=diagnostics.container,
             diagnosis_id=new_diagnosis_id(),
             template_set=TEMPLATE_SET.format(template_set),
             now_us=_now_us(),

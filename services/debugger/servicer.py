@@ -10,6 +10,7 @@ from devmesh.debugger.v1 import debugger_pb2 as pb
 from devmesh.debugger.v1 import debugger_pb2_grpc
 from services.debugger import diagnosis as model
 from services.debugger.domain import DIAGNOSIS, TEMPLATE_SET, Debugger, LogOptions, template_name
+from services.debugger.pod_collector import PodDiagnostics
 from services.debugger.taxonomy import Category
 from services.runtime import pagination, protos, request_context
 from services.runtime.errors import InvalidArgument, ResourceExhausted
@@ -169,9 +170,10 @@ class DebuggerServicer(debugger_pb2_grpc.DebuggerServiceServicer):
                 raise ResourceExhausted(f"{name} is larger than {self.debugger.max_log_bytes} bytes")
         pod = protos.document(request.pod, "pod")
         events = protos.document(request.events, "events") if request.HasField("events") else None
-        diagnosis = await self.debugger.analyze_pod(
+        uploaded = PodDiagnostics(
             pod, events, request.current_log, request.previous_log, request.container[:253]
         )
+        diagnosis = await self.debugger.analyze_pod(uploaded)
         request_context.note_audit(resource=DIAGNOSIS.format(diagnosis.id))
         return diagnosis_proto(diagnosis)
 
