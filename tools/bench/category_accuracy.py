@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from services.debugger.diagnosis import Context, Diagnosis, diagnose
+from services.debugger.diagnosis import Context, Diagnosis, PreviousAttempt, diagnose
 from services.debugger.log_reader import LogReader
 from services.debugger.pod_state import diagnose_pod
 from services.debugger.taxonomy import Category
@@ -70,7 +70,15 @@ CI_LABELS: dict[str, Category] = {
     "disk-full-docker-build.log": Category.DISK_FULL,
     "timeout-no-output.log": Category.TIMEOUT,
     "oom-jest-heap.log": Category.OUT_OF_MEMORY,
+    "unknown-silent-exit.log": Category.UNKNOWN,
 }
+# A flaky test is a test failure plus run history: these LogChunks test failures, given a
+# previous attempt of the same commit that passed (the history the pipeline's runs will give).
+FLAKY_LABELS: tuple[str, ...] = (
+    "Java/ReactiveX@RxJava/failed/561008032.log",
+    "Go/ethereum@go-ethereum/failed/566009484.log",
+)
+_FLAKY_CONTEXT = Context(commit="c0ffee1", previous_attempts=(PreviousAttempt("c0ffee1", passed=True),))
 POD_LABELS: dict[str, Category] = {
     "oomkilled": Category.OUT_OF_MEMORY,
     "crashloop": Category.CRASH_LOOP,
@@ -82,11 +90,16 @@ POD_LABELS: dict[str, Category] = {
 }
 
 
-def _log(text: str) -> Diagnosis:
+def _log(text: str, context: Context | None = None) -> Diagnosis:
     reader = LogReader(TemplateMiner())
     reader.feed_text(text)
     return diagnose(
-        reader.finish(), diagnosis_id="bench", kind="CI_JOB", context=Context(), template_set="", now_us=0
+        reader.finish(),
+        diagnosis_id="bench",
+        kind="CI_JOB",
+        context=context or Context(),
+        template_set="",
+        now_us=0,
     )
 
 
@@ -114,6 +127,13 @@ def cases() -> list[tuple[str, Category, Diagnosis]]:
         log = LOGCHUNKS / "logs" / path
         if log.is_file():
             found.append((f"logchunks:{path}", category, _log(log.read_text(errors="replace"))))
+    for path in FLAKY_LABELS:
+        log = LOGCHUNKS / "logs" / path
+        if log.is_file():
+            text = log.read_text(errors="replace")
+            found.append(
+                (f"logchunks:{path} (passed before)", Category.FLAKY_TEST, _log(text, _FLAKY_CONTEXT))
+            )
     for name, category in CI_LABELS.items():
         found.append((f"fixtures/ci/{name}", category, _log((FIXTURES / "ci" / name).read_text())))
     for name, category in POD_LABELS.items():
