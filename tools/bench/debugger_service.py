@@ -2,9 +2,10 @@
 in batches against the in-process rate of the same lines (same run), and a 50 MiB log
 streamed to StreamAnalyzeLog in 1 MiB chunks with the service's peak memory.
 
-Memory is the service process's peak resident set (VmHWM) before and after the stream; the
-goal is a growth under three chunks plus what its template set takes (the stored JSON's size,
-a stand-in for the miner's in-memory form, reported beside it).
+Memory is the service process's peak resident set (VmHWM). The goal is a growth under three
+chunks plus what the template set takes: the set is learnt first (the corpus streamed once;
+its growth reported), then the 50 MiB log's growth on top of it is held against three chunks;
+the total growth and the stored set's size are reported beside.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ async def _parse_rate(
     return len(lines) / (time.perf_counter() - start)
 
 
+def _corpus() -> bytes:
+    """Every LogChunks log once, one after another."""
+    paths = sorted((root_cause_lines.LOGCHUNKS / "logs").glob("*/*/failed/*.log"))
+    return b"".join(path.read_bytes() for path in paths)
+
+
 def _big_log() -> bytes:
     """About STREAM_BYTES of real failed build logs (LogChunks), one after another."""
     logs = [
@@ -122,24 +129,30 @@ async def _measure(addr: str, pid: int, redis_url: str) -> dict[str, Any]:
         if root_cause_lines.LOGCHUNKS.is_dir():
             data = _big_log()
             await _stream(stub, data[: 2 * CHUNK_BYTES])  # warm: imports, first template set
-            before = _peak_rss_kib(pid)
+            start_kib = _peak_rss_kib(pid)
+            # The corpus once (the 50 MiB log repeats it), so that the template set is learnt:
+            # what that adds is the template set in memory; what the 50 MiB adds after it is
+            # the reading's own cost, which the three-chunk bound is about.
+            await _stream(stub, _corpus()[:STREAM_BYTES])
+            learnt_kib = _peak_rss_kib(pid)
             start = time.perf_counter()
             diagnosis = await _stream(stub, data)
             elapsed = time.perf_counter() - start
             after = _peak_rss_kib(pid)
             set_bytes = await _template_set_bytes(redis_url, "stream")
-            growth = (after - before) * 1024
             figures["stream_50mib"] = {
                 "bytes": len(data),
                 "lines": diagnosis.line_count,
                 "chunk_bytes": CHUNK_BYTES,
                 "seconds": round(elapsed, 2),
                 "mib_per_s": round(len(data) / elapsed / (1 << 20), 2),
-                "peak_rss_mib_before": round(before / 1024, 1),
+                "peak_rss_mib_before": round(start_kib / 1024, 1),
                 "peak_rss_mib_after": round(after / 1024, 1),
-                "peak_growth_mib": round(growth / (1 << 20), 1),
+                "peak_growth_mib": round((after - start_kib) / 1024, 1),
+                "template_set_learning_growth_mib": round((learnt_kib - start_kib) / 1024, 1),
+                "growth_after_learning_mib": round((after - learnt_kib) / 1024, 1),
+                "goal_growth_after_learning_mib": round(3 * CHUNK_BYTES / (1 << 20), 2),
                 "template_set_stored_mib": round(set_bytes / (1 << 20), 2),
-                "goal_growth_mib": round((3 * CHUNK_BYTES + set_bytes) / (1 << 20), 2),
                 "category": pb.Category.Name(diagnosis.category),
             }
     return figures
