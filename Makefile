@@ -95,7 +95,7 @@ $(LLAMA_SERVER): | $(STAMP)
 		touch $(LLAMA_SRC)/.extracted; }
 	command -v cmake >/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check cmake
 	PATH="$(abspath $(BIN)):$$PATH" cmake -S $(LLAMA_SRC)/llama.cpp \
-		-B $(LLM_DIR)/build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+		-B $(LLM_DIR)/build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
 		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
 		-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
 	PATH="$(abspath $(BIN)):$$PATH" cmake --build $(LLM_DIR)/build --config Release --target llama-server -j $(LLM_JOBS)

@@ -76,6 +76,9 @@ def start_model_server(files: ModelFiles, port: int = 0, log_dir: Path | None = 
         "1",
         "--no-webui",
         "--offline",
+        # No extra buffer types: on these machines the CPU reports AMX but its AMX kernels
+        # segfault in the first decode (measured), so only the plain CPU backend is used.
+        "--no-repack",
     ]
     server = ModelServer(spawn(f"llama-server-{port}", argv, log_dir or LLM_DIR / "logs"), port)
     try:
