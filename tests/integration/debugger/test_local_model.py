@@ -41,7 +41,7 @@ async def explained(
         "DEVMESH_DEBUGGER_EXPLAINER": "openai",
         "DEVMESH_DEBUGGER_MODEL_URL": llama.url,
         "DEVMESH_DEBUGGER_MODEL_NAME": MODEL_NAME,
-        "DEVMESH_DEBUGGER_MODEL_TIMEOUT": "120",
+        "DEVMESH_DEBUGGER_MODEL_TIMEOUT": "300",  # a build without SIMD makes ~3 tokens/s
     }
     _, addr = await start_config_server(valkey.url, env=env, specs=[debugger_app.SPEC])
     async with aio.insecure_channel(addr) as channel:
