@@ -77,9 +77,11 @@ def test_streaming_handlers_yield_their_messages(spec: ServiceSpec, service: str
     servicer = spec.servicers[service]
     for method in POOL.FindServiceByName(service).methods:
         handler = getattr(servicer, method.name)
-        if method.server_streaming and f"/{service}/{method.name}" not in spec.unimplemented:
+        if f"/{service}/{method.name}" in spec.unimplemented:
+            continue  # the generated base's method, which answers UNIMPLEMENTED
+        if method.server_streaming:
             assert inspect.isasyncgenfunction(handler), f"{method.name} must be an async generator"
-        elif not method.client_streaming and not method.server_streaming:
+        elif not method.client_streaming:
             assert inspect.iscoroutinefunction(handler), f"{method.name} must be a coroutine function"
 
 

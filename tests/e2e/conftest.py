@@ -24,7 +24,7 @@ LIMITS = "admin=5000/10000,*=20/40"
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with local_stack(
         tmp_path_factory.mktemp("mesh"),
-        ["config", "secrets"],
+        ["config", "secrets", "cost"],
         health_interval=HEALTH_INTERVAL,
         # High limits for the admin key: the load loops here must not trip the rate limiter.
         service_env={
