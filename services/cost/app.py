@@ -8,6 +8,9 @@ from pathlib import Path
 from grpc import aio
 
 from devmesh.cost.v1 import cost_pb2, cost_pb2_grpc
+from services.cost.after_imports import AfterImports
+from services.cost.anomalies import Anomalies
+from services.cost.budgets import Budgets
 from services.cost.catalog import Catalog
 from services.cost.cost_queries import CostQueries
 from services.cost.duck import DuckSettings
@@ -19,6 +22,7 @@ from services.cost.servicer import CostServicer
 from services.cost.settings import CostSettings
 from services.cost.utilization_store import UtilizationStore
 from services.runtime.identity import roles
+from services.runtime.notifications import Notifier
 from services.runtime.server import Runtime, ServiceBinding
 from services.runtime.settings import SettingsError
 from services.runtime.spec import ServiceSpec
@@ -37,25 +41,7 @@ _READS = (
     "cost.events.watch",
     "cost.recommendations.list",
 )
-NOT_BUILT = frozenset(
-    f"/{SERVICE}/{method}"
-    for method in (
-        "ForecastCost",
-        "CreateAnomalyMonitor",
-        "GetAnomalyMonitor",
-        "ListAnomalyMonitors",
-        "DeleteAnomalyMonitor",
-        "ListAnomalies",
-        "GetAnomaly",
-        "SetAnomalyFeedback",
-        "CreateBudget",
-        "GetBudget",
-        "ListBudgets",
-        "UpdateBudget",
-        "DeleteBudget",
-        "WatchCostEvents",
-    )
-)
+NOT_BUILT: frozenset[str] = frozenset()
 
 
 def build(runtime: Runtime, settings: CostSettings) -> ServiceBinding:
@@ -93,21 +79,37 @@ def build(runtime: Runtime, settings: CostSettings) -> ServiceBinding:
         window_days=settings.cost_rightsizing_window_days,
         min_monthly_savings=Decimal(settings.cost_rightsizing_min_monthly_savings),
     )
-    # The RPCs listed in NOT_BUILT stay abstract: they answer UNIMPLEMENTED.
-    servicer = CostServicer(  # type: ignore[abstract]
-        settings, catalog, importer, queries, utilization, recommendations
+    notifier = Notifier(
+        runtime.redis,
+        runtime.durable,
+        "devmesh:cost:notify:",
+        max_attempts=settings.cost_webhook_max_attempts,
+        timeout=settings.cost_webhook_timeout,
+        first_backoff=settings.cost_webhook_first_backoff,
+    )
+    anomalies = Anomalies(queries, runtime.redis, runtime.durable, notifier)
+    budgets = Budgets(queries, runtime.redis, runtime.durable, notifier)
+    after_imports = AfterImports([anomalies.evaluate_all, budgets.evaluate_all])
+    importer.on_commit = after_imports.kick
+    servicer = CostServicer(
+        settings, catalog, importer, queries, utilization, recommendations, anomalies, budgets, notifier
     )
 
     def register(server: aio.Server) -> None:
         cost_pb2_grpc.add_CostServiceServicer_to_server(servicer, server)
 
+    async def start() -> None:
+        await importer.sweep()
+        await notifier.start()
+        await after_imports.start()
+
     async def stop() -> None:
+        await after_imports.stop()
+        await notifier.stop()  # event streams end within a progress interval
         await importer.stop()
         engine.close()
 
-    return ServiceBinding(
-        register=register, dependencies=[runtime.redis_dependency], start=importer.sweep, stop=stop
-    )
+    return ServiceBinding(register=register, dependencies=[runtime.redis_dependency], start=start, stop=stop)
 
 
 SPEC = ServiceSpec(

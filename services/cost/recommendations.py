@@ -37,18 +37,19 @@ def _key(workload: str) -> str:
     return f"devmesh:cost:recommendation-states:{workload}"
 
 
-# KEYS[1] the workload's hash; ARGV: container, expected revision (-1: any), new record JSON
+def _revisions_key(workload: str) -> str:
+    return f"devmesh:cost:recommendation-revisions:{workload}"
+
+
+# The record is opaque to the script (Lua's JSON would round its microsecond times).
+# KEYS: the workload's states, its revisions; ARGV: container, expected revision (-1: any), JSON
 _MARK = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local revision = 0
-if raw then revision = cjson.decode(raw)['revision'] end
+local revision = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if tonumber(ARGV[2]) >= 0 and tonumber(ARGV[2]) ~= revision then
   return {'stale', revision}
 end
-local record = cjson.decode(ARGV[3])
-record['revision'] = revision + 1
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
-return {'ok', revision + 1}
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {'ok', redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
 """
 
 
@@ -84,8 +85,11 @@ class Recommendations:
         self.min_monthly_savings = min_monthly_savings
 
     async def _states(self, workload: str) -> dict[str, dict[str, object]]:
-        found = await self.redis.hgetall(_key(workload))
-        return {k.decode(): json.loads(v) for k, v in found.items()}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(_key(workload))
+            pipe.hgetall(_revisions_key(workload))
+            found, revisions = await pipe.execute()
+        return {k.decode(): {**json.loads(v), "revision": int(revisions.get(k, 0))} for k, v in found.items()}
 
     async def _items(self, workload: str, target: float) -> list[Item]:
         usages = await asyncio.to_thread(self.store.usage, workload, self.window_days)
@@ -153,7 +157,9 @@ class Recommendations:
             "update_us": now,
         }
         expected = item.revision if etag else -1
-        answer = await self.redis.eval(_MARK, 1, _key(workload), container, expected, json.dumps(record))
+        answer = await self.redis.eval(
+            _MARK, 2, _key(workload), _revisions_key(workload), container, expected, json.dumps(record)
+        )
         if answer[0] == b"stale":
             raise etags.mismatch(etag, etags.of(int(answer[1])), f"recommendation {name}")
         await self.durable.confirm()

@@ -77,3 +77,20 @@ class CostSettings:
         "saving at least 10% of the container's cost).",
         parse=parse_amount,
     )
+    cost_watch_progress_interval: float = setting(
+        5.0,
+        "Seconds of silence after which a WatchCostEvents stream gets a progress event.",
+        parse=parse_positive_float,
+    )
+    cost_webhook_timeout: float = setting(
+        5.0, "Seconds a webhook POST may take before it counts as failed.", parse=parse_positive_float
+    )
+    cost_webhook_max_attempts: int = setting(
+        8,
+        "Tries of one webhook delivery (1 s, 2 s, 4 s... apart, at most 5 minutes) before it is "
+        "kept as a dead letter.",
+        parse=parse_positive_int,
+    )
+    cost_webhook_first_backoff: float = setting(
+        1.0, "Seconds before the first retry of a failed webhook POST.", parse=parse_positive_float
+    )

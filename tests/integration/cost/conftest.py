@@ -41,7 +41,11 @@ async def cost(
         f"{valkey.url.rsplit('/', 1)[0]}/{db}",
         specs=[cost_app.SPEC],
         data_dir=str(data_dir),
-        env={"DEVMESH_COST_RETIRE_GRACE": "0.5"},
+        env={
+            "DEVMESH_COST_RETIRE_GRACE": "0.5",
+            "DEVMESH_COST_WEBHOOK_FIRST_BACKOFF": "0.1",
+            "DEVMESH_COST_WATCH_PROGRESS_INTERVAL": "0.3",
+        },
     )
     await server.runtime.redis.flushdb()
     options = [("grpc.max_send_message_length", 16 << 20)]

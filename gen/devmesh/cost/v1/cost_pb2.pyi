@@ -885,6 +885,7 @@ class AnomalyMonitor(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     HISTORY_DAYS_FIELD_NUMBER: _builtins.int
     EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    WEBHOOK_SECRET_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `anomalyMonitors/{anomaly_monitor}`."""
     dimension: _builtins.str
@@ -910,6 +911,10 @@ class AnomalyMonitor(_message.Message):
     """
     history_days: _builtins.int
     """Days of history the last evaluation had."""
+    webhook_secret: _builtins.str
+    """The secret that signs its webhook POSTs (HMAC-SHA256, header
+    X-Devmesh-Signature); write-only: never returned.
+    """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Filter]:
         """Conditions on the spend watched (as QueryCost's), at most 20."""
@@ -940,10 +945,11 @@ class AnomalyMonitor(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         history_days: _builtins.int = ...,
         evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+        webhook_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "evaluate_time", b"evaluate_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_threshold_amount", b"alert_threshold_amount", "alert_threshold_percent", b"alert_threshold_percent", "create_time", b"create_time", "dimension", b"dimension", "evaluate_time", b"evaluate_time", "filters", b"filters", "history_days", b"history_days", "min_daily_cost", b"min_daily_cost", "name", b"name", "webhook_urls", b"webhook_urls", "z_threshold", b"z_threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_threshold_amount", b"alert_threshold_amount", "alert_threshold_percent", b"alert_threshold_percent", "create_time", b"create_time", "dimension", b"dimension", "evaluate_time", b"evaluate_time", "filters", b"filters", "history_days", b"history_days", "min_daily_cost", b"min_daily_cost", "name", b"name", "webhook_secret", b"webhook_secret", "webhook_urls", b"webhook_urls", "z_threshold", b"z_threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1366,6 +1372,7 @@ class Budget(_message.Message):
     PERIOD_START_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    WEBHOOK_SECRET_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `budgets/{budget}`."""
     period: Global___Budget.Period.ValueType
@@ -1373,6 +1380,10 @@ class Budget(_message.Message):
     etag: _builtins.str
     """Opaque tag of the budget's state; send it back to fail with ABORTED
     instead of overwriting a change you have not seen.
+    """
+    webhook_secret: _builtins.str
+    """The secret that signs its webhook POSTs (HMAC-SHA256, header
+    X-Devmesh-Signature); write-only: never returned.
     """
     @_builtins.property
     def amount(self) -> Global___Money:
@@ -1420,10 +1431,11 @@ class Budget(_message.Message):
         period_start_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        webhook_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actual_spend", b"actual_spend", "amount", b"amount", "create_time", b"create_time", "forecasted_spend", b"forecasted_spend", "period_start_time", b"period_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_spend", b"actual_spend", "amount", b"amount", "create_time", b"create_time", "etag", b"etag", "filters", b"filters", "forecasted_spend", b"forecasted_spend", "name", b"name", "period", b"period", "period_start_time", b"period_start_time", "thresholds", b"thresholds", "webhook_urls", b"webhook_urls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_spend", b"actual_spend", "amount", b"amount", "create_time", b"create_time", "etag", b"etag", "filters", b"filters", "forecasted_spend", b"forecasted_spend", "name", b"name", "period", b"period", "period_start_time", b"period_start_time", "thresholds", b"thresholds", "webhook_secret", b"webhook_secret", "webhook_urls", b"webhook_urls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1599,7 +1611,7 @@ class UpdateBudgetRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: `amount`, `period`, `filters`, `thresholds`,
-        `webhook_urls`; empty: all of them.
+        `webhook_urls`, `webhook_secret`; empty: all of them.
         """
 
     def __init__(
@@ -1682,6 +1694,8 @@ class CostEvent(_message.Message):
         """A budget's threshold was crossed in a period."""
         TYPE_ANOMALY_DETECTED: CostEvent._Type.ValueType  # 2
         """An anomaly passed its monitor's alert thresholds."""
+        TYPE_PROGRESS: CostEvent._Type.ValueType  # 3
+        """Nothing happened for a while; `id` is where to resume."""
 
     class Type(_Type, metaclass=_TypeEnumTypeWrapper):
         """What happened."""
@@ -1692,6 +1706,8 @@ class CostEvent(_message.Message):
     """A budget's threshold was crossed in a period."""
     TYPE_ANOMALY_DETECTED: CostEvent.Type.ValueType  # 2
     """An anomaly passed its monitor's alert thresholds."""
+    TYPE_PROGRESS: CostEvent.Type.ValueType  # 3
+    """Nothing happened for a while; `id` is where to resume."""
 
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
