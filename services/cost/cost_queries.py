@@ -76,6 +76,20 @@ class CostQueries:
         self._files = (version, listed)
         return self._files
 
+    async def version(self) -> int:
+        """The current data version (it changes with every committed import)."""
+        return await self.catalog.version()
+
+    async def cached_page(self, version: int, page_key: str) -> bytes | None:
+        """A page as it was answered at `version` (serialized), if it still is cached."""
+        cached: bytes | None = await self.redis.get(f"{CACHE_PREFIX}{version}:page:{page_key}")
+        return cached
+
+    async def keep_page(self, version: int, page_key: str, page: bytes) -> None:
+        """Cache a serialized page answered at `version`: a repeat then costs two Redis reads and
+        a parse, not rebuilding thousands of rows (the cached rows alone take tens of ms)."""
+        await self.redis.set(f"{CACHE_PREFIX}{version}:page:{page_key}", page, px=self.cache_ttl_ms)
+
     async def answer(self, query: CostQuery, at_version: int | None = None) -> Answer:
         """The whole answer to `query` at the current data version (which must be
         `at_version` when given: a later page of an earlier answer)."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import duckdb
 
+PARTITION_FLUSH_ROWS = 50_000
+
 
 @dataclass(frozen=True)
 class DuckSettings:
@@ -33,6 +35,10 @@ def connect(settings: DuckSettings) -> duckdb.DuckDBPyConnection:
     )
     connection.execute("SET TimeZone = 'UTC'")
     connection.execute("SET enable_progress_bar = false")
+    # A partitioned COPY holds up to this many rows per partition in memory before it writes
+    # them: DuckDB's default (524,288 FOCUS rows, some 300 MB each per thread) does not fit the
+    # memory limit. A Parquet row group is at most this long too.
+    connection.execute(f"SET partitioned_write_flush_threshold = {PARTITION_FLUSH_ROWS}")
     return connection
 
 

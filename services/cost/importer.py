@@ -209,8 +209,11 @@ class Importer:
         current = set((await self.catalog.partitions()).items())
         cutoff = time.time() - self.limits.retire_grace
         for period, source, import_id, directory in self.layout.imports_on_disk():
-            if ((period, source), import_id) not in current and directory.stat().st_mtime < cutoff:
-                await asyncio.to_thread(self.layout.retire, period, source, import_id)
+            if ((period, source), import_id) in current or directory.stat().st_mtime >= cutoff:
+                continue
+            if await self.catalog.redis.exists(lease_key(period, source)):
+                continue  # another replica may be between placing this import and committing it
+            await asyncio.to_thread(self.layout.retire, period, source, import_id)
         for leftover in [*self.layout.spool.iterdir(), *self.layout.staging.iterdir()]:
             if leftover.stat().st_mtime < cutoff:
                 if leftover.is_dir():

@@ -25,7 +25,7 @@ from services.cost import focus_schema
 from services.cost.duck import DuckSettings, connect, identifier, literal
 from services.cost.focus_schema import DECIMAL_SCALE, Header, Kind
 from services.cost.spool import Format
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 REJECTED = "_rejected"  # the partition that holds rejected rows while an import is staged
 MAX_SAMPLES = 20
@@ -62,11 +62,24 @@ class IngestResult:
     effective_cost: dict[str, Decimal] = field(default_factory=dict)  # currency -> total
 
 
+RAW, TYPED = "_devmesh_raw_", "_devmesh_typed_"  # prefixes of the stages' own columns
+
+
 def _raw(header: Header, column: str) -> str:
-    """The column's text, NULL when absent, empty or blank."""
-    if column not in header.focus:
-        return "NULL::VARCHAR"
-    return f"nullif(trim(src.{identifier(header.focus[column])}), '')"
+    """The column's text (NULL when absent, empty or blank), as the first stage names it."""
+    return identifier(RAW + column) if column in header.focus else "NULL::VARCHAR"
+
+
+def _stages(header: Header, source: str) -> tuple[str, dict[str, str]]:
+    """The relation of every row with its text and stored values, and the names of the stored
+    values. Each value is computed once, in its own stage: text, then types, then checks."""
+    texts = [
+        f"nullif(trim(src.{identifier(header.focus[c])}), '') AS {identifier(RAW + c)}" for c in header.focus
+    ]
+    texts += [f"src.{identifier(name)} AS {identifier(name)}" for name in header.unknown]
+    values = [f"{expression} AS {identifier(TYPED + name)}" for name, expression in _typed(header).items()]
+    relation = f"(SELECT *, {', '.join(values)} FROM (SELECT {', '.join(texts)} FROM {source}))"
+    return relation, {name: identifier(TYPED + name) for name, _, _ in focus_schema.COLUMNS}
 
 
 def _allowed(raw: str, values: Sequence[str]) -> str:
@@ -191,16 +204,14 @@ def _warnings(header: Header, typed: dict[str, str]) -> str:
     return f"CASE WHEN len({listed}) = 0 THEN NULL ELSE {listed} END"
 
 
-def _extensions(header: Header) -> str:
+def _extensions(header: Header, typed: dict[str, str]) -> str:
     """Columns FOCUS does not define, and tags that could not be read, as one map."""
-    entries = [
-        f"struct_pack(key := {literal(name)}, value := src.{identifier(name)})" for name in header.unknown
-    ]
+    entries = [f"struct_pack(key := {literal(name)}, value := {identifier(name)})" for name in header.unknown]
     for column in ("Tags", "AllocatedTags"):
         if column in header.focus:
             raw = _raw(header, column)
             entries.append(
-                f"struct_pack(key := {literal('x_Unparsed' + column)}, value := CASE WHEN {_tags(raw)} IS NULL THEN {raw} END)"
+                f"struct_pack(key := {literal('x_Unparsed' + column)}, value := CASE WHEN {typed[column]} IS NULL THEN {raw} END)"
             )
     if not entries:
         return "NULL::MAP(VARCHAR, VARCHAR)"
@@ -265,22 +276,34 @@ class Ingest:
         out_dir.mkdir(parents=True, exist_ok=True)
         result = IngestResult(focus_version=header.version, unknown_columns=list(header.unknown))
         with connect(self._duck) as db:
-            source = self._source(db, path, fmt, header)
-            typed = _typed(header)
+            source, typed = _stages(header, self._source(db, path, fmt, header))
             rejection = _rejection(header, typed, periods)
-            columns = [f"{expression} AS {identifier(name)}" for name, expression in typed.items()]
+            columns = [f"{typed[name]} AS {identifier(name)}" for name, _, _ in focus_schema.COLUMNS]
             columns += [
-                f"{_extensions(header)} AS {focus_schema.EXTENSIONS_COLUMN}",
+                f"{_extensions(header, typed)} AS {focus_schema.EXTENSIONS_COLUMN}",
                 f"{_warnings(header, typed)} AS {focus_schema.WARNINGS_COLUMN}",
                 f"{rejection} AS x_rejection",
-                f"CASE WHEN x_rejection IS NULL THEN strftime({typed['BillingPeriodStart']}, '%Y-%m') ELSE {literal(REJECTED)} END AS billing_period",
             ]
-            query = f"SELECT {', '.join(columns)} FROM {source}"
+            period = f"CASE WHEN x_rejection IS NULL THEN strftime(BillingPeriodStart, '%Y-%m') ELSE {literal(REJECTED)} END"
+            query = f"SELECT *, {period} AS billing_period FROM (SELECT {', '.join(columns)} FROM {source})"
             try:
                 db.execute(
                     f"COPY ({query}) TO {literal(str(out_dir))} "
                     "(FORMAT parquet, PARTITION_BY (billing_period), OVERWRITE_OR_IGNORE true)"
                 )
+            except duckdb.OutOfMemoryException:
+                raise ResourceExhausted(
+                    "the import needs more memory than DEVMESH_COST_DUCKDB_MEMORY_MB allows (and spilling "
+                    "to disk could not make up for it); nothing was imported",
+                    reason="IMPORT_OUT_OF_MEMORY",
+                    retry_after=10,
+                ) from None
+            except duckdb.IOException as exc:
+                raise Unavailable(
+                    f"the import could not write its files ({_first_line(exc)}); nothing was imported",
+                    reason="STORAGE_UNAVAILABLE",
+                    retry_after=10,
+                ) from None
             except duckdb.Error as exc:
                 raise InvalidArgument.for_field(
                     "body", f"the file cannot be read: {_first_line(exc)}", reason="UNREADABLE_FILE"

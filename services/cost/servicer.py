@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import re
 import time
@@ -378,6 +379,12 @@ class CostServicer(cost_pb2_grpc.CostServiceServicer):
         if cursor:
             version_text, _, offset_text = cursor.partition(":")
             at_version, offset = int(version_text), int(offset_text)
+        page_key = hashlib.sha256(f"{query.key()}|{size}|{request.page_token}".encode()).hexdigest()
+        current = await self._queries.version()
+        if at_version in (None, current):
+            cached = await self._queries.cached_page(current, page_key)
+            if cached is not None:
+                return pb.QueryCostResponse.FromString(cached)
         answer = await self._queries.answer(query, at_version)
         page = answer.rows[offset : offset + size]
         end = offset + len(page)
@@ -404,9 +411,12 @@ class CostServicer(cost_pb2_grpc.CostServiceServicer):
             pb.Money(currency=c if query.metric.money else "", amount=money(a))
             for c, a in sorted(answer.totals().items())
         ]
-        return pb.QueryCostResponse(
+        response = pb.QueryCostResponse(
             rows=rows, totals=totals, next_page_token=token, data_version=answer.version
         )
+        if answer.version == current:
+            await self._queries.keep_page(current, page_key, response.SerializeToString())
+        return response
 
     async def ImportUtilization(
         self, request_iterator: AsyncIterator[pb.ImportUtilizationRequest], context: aio.ServicerContext

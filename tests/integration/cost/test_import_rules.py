@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 
 import grpc
@@ -199,3 +200,19 @@ async def test_tags_as_key_value_pairs_group_like_json_tags(cost: CostServer) ->
 async def test_a_bad_source_is_invalid_argument(cost: CostServer, source: str) -> None:
     error = await refused(cost.stub.ImportCostData, upload(_csv(_row(1, "1")), source))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_parquet_export_imports_like_its_csv(
+    cost: CostServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tools.focus_generator import Spec, write_rows
+
+    directory = tmp_path_factory.mktemp("parquet")
+    spec = Spec(start=date(2024, 5, 1), days=3, resources=5)
+    write_rows(spec, directory / "focus.parquet")
+    write_rows(spec, directory / "focus.csv")
+    parquet = await cost.stub.ImportCostData(upload((directory / "focus.parquet").read_bytes(), "parquet"))
+    csv = await cost.stub.ImportCostData(upload((directory / "focus.csv").read_bytes(), "parquet-csv"))
+    assert parquet.format == pb.DATA_FORMAT_PARQUET and parquet.focus_version == "1.2"
+    assert (parquet.rows_stored, parquet.rows_rejected) == (spec.rows, 0)
+    assert parquet.effective_cost_totals == csv.effective_cost_totals
