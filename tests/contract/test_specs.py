@@ -78,7 +78,7 @@ def test_streaming_handlers_yield_their_messages(spec: ServiceSpec, service: str
     for method in POOL.FindServiceByName(service).methods:
         handler = getattr(servicer, method.name)
         if f"/{service}/{method.name}" in spec.unimplemented:
-            continue  # the generated base's method, which answers UNIMPLEMENTED
+            continue  # the generated base's handler, which answers UNIMPLEMENTED
         if method.server_streaming:
             assert inspect.isasyncgenfunction(handler), f"{method.name} must be an async generator"
         elif not method.client_streaming:

@@ -1,5 +1,5 @@
-"""The real mesh for end-to-end tests: Valkey, OpenBao, the config and secrets services over
-mTLS and the Envoy edge, started once per session on free loopback ports by the same code as `make run`."""
+"""The real mesh for end-to-end tests: Valkey, OpenBao, every service of the catalog over mTLS
+and the Envoy edge, started once per session on free loopback ports by the same code as `make run`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from devmesh.config.v1 import config_pb2_grpc
+from services import catalog
 from tools.stack.certs import CertPaths
 from tools.stack.channels import grpc_channel
 from tools.stack.local import Stack, local_stack
@@ -24,7 +25,7 @@ LIMITS = "admin=5000/10000,*=20/40"
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with local_stack(
         tmp_path_factory.mktemp("mesh"),
-        ["config", "secrets", "cost"],
+        list(catalog.SERVICES),  # the mesh grows with every service the catalog lists
         health_interval=HEALTH_INTERVAL,
         # High limits for the admin key: the load loops here must not trip the rate limiter.
         service_env={

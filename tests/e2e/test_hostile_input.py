@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services import catalog
+from tests.helpers import varint
 from tools.stack.certs import CertPaths
 from tools.stack.channels import grpc_channel
 from tools.stack.local import Stack
@@ -261,17 +262,8 @@ def test_corrupt_bytes_are_invalid_argument(
     assert call(channel, method, payload) == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _length_delimited(number: int, value: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
+    return varint(number << 3 | 2) + varint(len(value)) + value
 
 
 STRING_FIELDS = [

@@ -13,6 +13,7 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from devmesh.config.v1 import config_pb2
+from tests.helpers import varint
 from tools.stack.service_process import ServiceProcess, start_service
 from tools.stack.valkey import Valkey
 
@@ -35,15 +36,6 @@ def server(valkey: Valkey, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def channel(server: ServiceProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.addr, options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
         yield ch
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _update(content: struct_pb2.Struct) -> bytes:
@@ -79,16 +71,16 @@ def test_deep_nesting_is_refused(channel: grpc.Channel, levels: int, reason: str
     # Built as bytes: the protobuf runtime will not even build 200 levels of Struct.
     payload = b""
     for _ in range(levels):
-        value = b"\x2a" + _varint(len(payload)) + payload  # Value.struct_value = 5
-        entry = b"\x0a\x01a" + b"\x12" + _varint(len(value)) + value  # map entry key "a", value
-        payload = b"\x0a" + _varint(len(entry)) + entry  # Struct.fields = 1
+        value = b"\x2a" + varint(len(payload)) + payload  # Value.struct_value = 5
+        entry = b"\x0a\x01a" + b"\x12" + varint(len(value)) + value  # map entry key "a", value
+        payload = b"\x0a" + varint(len(entry)) + entry  # Struct.fields = 1
     assert _reason(channel, _raw_update(payload)) == reason
 
 
 def _raw_update(content: bytes) -> bytes:
     name = b"namespaces/ab/environments/default"
-    environment = b"\x0a" + _varint(len(name)) + name + b"\x12" + _varint(len(content)) + content
-    return b"\x0a" + _varint(len(environment)) + environment + b"\x10\x01"
+    environment = b"\x0a" + varint(len(name)) + name + b"\x12" + varint(len(content)) + content
+    return b"\x0a" + varint(len(environment)) + environment + b"\x10\x01"
 
 
 __all__ = ["Path"]

@@ -17,8 +17,7 @@ from devmesh.cost.v1 import cost_pb2 as pb
 from devmesh.cost.v1 import cost_pb2_grpc
 from services.cost.catalog import lease_key
 from services.runtime.leases import Lease
-from tests.conftest import error_info
-from tests.helpers import refused
+from tests.helpers import error_info, refused
 from tests.integration.cost.conftest import CostServer, upload
 
 HEADER = (

@@ -9,8 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from devmesh.cost.v1 import cost_pb2 as pb
 from services.cost import rightsizing
-from tests.conftest import error_info
-from tests.helpers import refused
+from tests.helpers import error_info, refused
 from tests.integration.cost.conftest import CostServer
 from tools.focus_generator import ContainerSamples, utilization
 

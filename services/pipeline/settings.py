@@ -1,0 +1,32 @@
+"""Settings of the pipeline service (`DEVMESH_PIPELINE_*`): the caps on what a caller may hand
+the generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.runtime.settings import parse_positive_int, setting
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    pipeline_max_snapshot_files: int = setting(
+        20000, "Files a repository snapshot (or archive) may list.", parse=parse_positive_int
+    )
+    pipeline_max_file_content_bytes: int = setting(
+        256 * 1024, "Largest content of one snapshot file detection reads.", parse=parse_positive_int
+    )
+    pipeline_max_snapshot_content_bytes: int = setting(
+        3 * 1024 * 1024, "Contents of all snapshot files together, in bytes.", parse=parse_positive_int
+    )
+    pipeline_max_archive_bytes: int = setting(
+        64 * 1024 * 1024,
+        "Largest .tar.gz GeneratePipelineFromArchive accepts, compressed.",
+        parse=parse_positive_int,
+    )
+    pipeline_max_archive_unpacked_bytes: int = setting(
+        512 * 1024 * 1024,
+        "Largest total size of an archive's entries once unpacked (a tar bomb stops here). Only "
+        "the files detection reads are kept in memory; the rest is counted and skipped.",
+        parse=parse_positive_int,
+    )
