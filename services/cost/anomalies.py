@@ -198,14 +198,20 @@ class Anomalies:
             z_threshold=monitor.z_threshold or anomaly_detection.DEFAULT_Z,
             min_daily_cost=float(monitor.min_daily_cost or 1),
         )
+        digest = hashlib.sha256(f"{value}|{currency}".encode()).hexdigest()[:10]
+        new = []
         for finding in findings:
             day = series.day(finding.index)
-            anomaly_id = (
-                f"{time.strftime('%Y%m%d', time.gmtime(day / 1e6))}-"
-                + hashlib.sha256(f"{value}|{currency}".encode()).hexdigest()[:10]
-            )
-            if anomaly_id in seen:
-                continue
+            anomaly_id = f"{time.strftime('%Y%m%d', time.gmtime(day / 1e6))}-{digest}"
+            if anomaly_id not in seen:
+                new.append((finding, day, anomaly_id))
+        if not new:
+            return
+        # The breakdowns root causes read, queried once for the series' new findings: a query
+        # per dimension and finding made a monitor that finds many outlast the edge's 15 s.
+        window = (new[0][1] - 7 * DAY_US, new[-1][1] + DAY_US)
+        breakdowns = await self._breakdowns(monitor, value, currency, window)
+        for finding, day, anomaly_id in new:
             impact = Decimal(str(round(finding.impact, 10)))
             record = AnomalyRecord(
                 id=anomaly_id,
@@ -218,7 +224,7 @@ class Anomalies:
                 impact=money(impact),
                 impact_percent=round(finding.impact_percent, 2),
                 z_score=round(finding.z_score, 3),
-                root_causes=await self._root_causes(monitor, value, currency, day, finding.impact),
+                root_causes=self._root_causes(breakdowns, day, finding.impact),
                 create_us=time.time_ns() // 1000,
             )
             record.notified = monitor.passes_gates(impact, record.impact_percent)
@@ -238,31 +244,44 @@ class Anomalies:
                     [Webhook(url, monitor.webhook_secret) for url in monitor.webhook_urls],
                 )
 
-    async def _root_causes(
-        self, monitor: Monitor, value: str, currency: str, day: int, impact: float
-    ) -> list[dict[str, Any]]:
-        """The dimension values whose spend rose most on the day, among the monitored value's."""
+    async def _breakdowns(
+        self, monitor: Monitor, value: str, currency: str, window: tuple[int, int]
+    ) -> dict[str, list[tuple[int, str, float]]]:
+        """The monitored value's daily spend by each other dimension over `window`:
+        dimension -> (day, the dimension's value, amount)."""
         filters = [*monitor.conditions(), Condition(DIMENSIONS["currency"], "EQUALS", (currency,))]
         if monitor.dimension:
             filters.append(Condition(dimension(monitor.dimension, "dimension"), "EQUALS", (value,)))
-        on_day: dict[tuple[str, str], float] = {}
-        before: dict[tuple[str, str], list[float]] = {}
+        found: dict[str, list[tuple[int, str, float]]] = {}
         for candidate in ROLLUP_DIMENSIONS:
             if candidate.name in (monitor.dimension, "currency"):
                 continue
             query = CostQuery(
                 group_by=(candidate,),
                 filters=tuple(filters),
-                start_us=day - 7 * DAY_US,
-                end_us=day + DAY_US,
+                start_us=window[0],
+                end_us=window[1],
                 granularity="DAY",
             )
-            for row in (await self.queries.answer(query)).rows:
-                key = (candidate.name, row.dimensions[0])
-                if row.bucket_us == day:
-                    on_day[key] = float(row.amount)
-                else:
-                    before.setdefault(key, []).append(float(row.amount))
+            found[candidate.name] = [
+                (row.bucket_us or 0, row.dimensions[0], float(row.amount))
+                for row in (await self.queries.answer(query)).rows
+            ]
+        return found
+
+    def _root_causes(
+        self, breakdowns: dict[str, list[tuple[int, str, float]]], day: int, impact: float
+    ) -> list[dict[str, Any]]:
+        """The dimension values whose spend rose most on the day, among the monitored value's."""
+        on_day: dict[tuple[str, str], float] = {}
+        before: dict[tuple[str, str], list[float]] = {}
+        for name, rows in breakdowns.items():
+            for bucket, candidate_value, amount in rows:
+                key = (name, candidate_value)
+                if bucket == day:
+                    on_day[key] = amount
+                elif day - 7 * DAY_US <= bucket < day:
+                    before.setdefault(key, []).append(amount)
         for key, history in before.items():
             before[key] = history + [0.0] * (7 - len(history))  # days without spend count as 0
         causes = anomaly_detection.root_causes(on_day, before, impact)
