@@ -214,7 +214,7 @@ class Budgets:
         else:
             try:
                 result = await asyncio.to_thread(
-                    forecast.forecast, history.values, remaining, forecast.DEFAULT_LEVEL
+                    forecast.remembered, history.values, remaining, forecast.DEFAULT_LEVEL
                 )
                 forecasted = actual + Decimal(str(round(float(result.mean.sum()), 10)))
             except FailedPrecondition:

@@ -69,7 +69,7 @@ async def project(
     if horizon_days < 0:
         raise InvalidArgument.for_field("horizon_days", "must not be negative")
     horizon = horizon_days or (month_end - start) // DAY_US
-    result = await asyncio.to_thread(forecast.forecast, history.values, horizon, level)
+    result = await asyncio.to_thread(forecast.remembered, history.values, horizon, level)
     month_start = _month_start(start)
     done = [v for i, v in enumerate(history.values) if history.day(i) >= month_start]
     remaining = (month_end - start) // DAY_US

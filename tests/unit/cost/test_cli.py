@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import pytest
 
 from devmesh.cost.v1 import cost_pb2 as pb
-from services.cost.cli import add_commands, build_query, render_table, rows_as_objects, source_from
+from services.cost.cli import Progress, add_commands, build_query, render_table, rows_as_objects, source_from
 
 
 def _query(*argv: str) -> argparse.Namespace:
@@ -50,3 +51,31 @@ def test_json_objects_carry_the_groups_values_the_amount_and_the_currency() -> N
 def test_a_table_right_aligns_amounts() -> None:
     table = render_table([{"service": "S3", "amount": "1.5"}, {"service": "EC2", "amount": "100.25"}])
     assert table.splitlines()[1:] == ["S3          1.5", "EC2      100.25"]
+
+
+class _Terminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_progress_bar_reaches_100_percent_on_a_terminal() -> None:
+    out = _Terminal(tty=True)
+    progress = Progress(4 << 20, out, enabled=True)
+    for _ in range(4):
+        progress.advance(1 << 20)
+    progress.finish("uploaded")
+    assert "100.0%" in out.getvalue() and "[" + "#" * 30 + "]" in out.getvalue()
+    assert out.getvalue().endswith("\n") and "uploaded" in out.getvalue()
+
+
+@pytest.mark.parametrize(("tty", "enabled"), [(False, True), (True, False)])
+def test_no_progress_bar_off_a_terminal_or_with_no_progress(tty: bool, enabled: bool) -> None:
+    out = _Terminal(tty=tty)
+    progress = Progress(1 << 20, out, enabled=enabled)
+    progress.advance(1 << 20)
+    progress.finish("uploaded")
+    assert out.getvalue() == ""
