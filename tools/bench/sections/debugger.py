@@ -38,4 +38,4 @@ def run(_duration: float) -> dict[str, Any]:
     return figures
 
 
-SECTION = Section("debugger", run, order=70)
+SECTION = Section("debugger", run, order=80)
