@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from grpc import aio
 
-from devmesh.debugger.v1 import debugger_pb2, debugger_pb2_grpc
+from devmesh.debugger.v1 import debugger_pb2, debugger_pb2_grpc, remediation_pb2, remediation_pb2_grpc
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.domain import Debugger
 from services.debugger.explainers import Explainer, OfflineExplainer
 from services.debugger.model_explainers import ModelExplainer, Provider
+from services.debugger.remediation_policy import Policy
+from services.debugger.remediation_servicer import RemediationServicer
+from services.debugger.remediation_store import RemediationStore
+from services.debugger.remediations import Remediations
 from services.debugger.secrets_client import ApiKeyFromSecrets
 from services.debugger.servicer import DebuggerServicer
 from services.debugger.settings import DebuggerSettings
@@ -19,7 +23,15 @@ from services.runtime.settings import SettingsError
 from services.runtime.spec import ServiceSpec
 
 _SERVICE = debugger_pb2.DESCRIPTOR.services_by_name["DebuggerService"].full_name
-_READS = ("debugger.diagnoses.get", "debugger.diagnoses.list", "debugger.templates.list")
+_REMEDIATION_SERVICE = remediation_pb2.DESCRIPTOR.services_by_name["RemediationService"].full_name
+_READS = (
+    "debugger.diagnoses.get",
+    "debugger.diagnoses.list",
+    "debugger.templates.list",
+    "debugger.remediations.get",
+    "debugger.remediations.list",
+    "debugger.remediations.watch",
+)
 
 
 def explainer(runtime: Runtime, settings: DebuggerSettings) -> Explainer:
@@ -49,19 +61,38 @@ def explainer(runtime: Runtime, settings: DebuggerSettings) -> Explainer:
     return ModelExplainer(provider, runtime.redis, cache_ttl_s=settings.debugger_explanation_cache_ttl)
 
 
+def policy(settings: DebuggerSettings) -> Policy:
+    """The remediation policy the settings describe."""
+    return Policy(
+        default_threshold=settings.debugger_remediation_threshold,
+        thresholds=dict(settings.debugger_remediation_thresholds),
+        production_environments=settings.debugger_production_environments,
+        approval_ttl_s=settings.debugger_approval_ttl,
+        automatic_per_target=settings.debugger_automatic_per_target,
+        automatic_window_s=settings.debugger_automatic_window,
+    )
+
+
 def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
+    diagnoses = DiagnosisStore(
+        runtime.redis, runtime.durable, retention_s=settings.debugger_diagnosis_retention
+    )
     debugger = Debugger(
         TemplateStore(runtime.redis, max_templates=settings.debugger_max_templates),
-        DiagnosisStore(runtime.redis, runtime.durable, retention_s=settings.debugger_diagnosis_retention),
+        diagnoses,
         explainer(runtime, settings),
         max_log_bytes=settings.debugger_max_log_bytes,
     )
     # AnalyzeJob is deliberately not built (the spec's `unimplemented`): the generated base
     # declares it abstract, and without it grpc answers UNIMPLEMENTED.
     servicer = DebuggerServicer(debugger)  # type: ignore[abstract]
+    remediations = Remediations(RemediationStore(runtime.redis, runtime.durable), diagnoses, policy(settings))
+    # ExecuteRemediation and WatchRemediations are not built yet (the spec's `unimplemented`).
+    remediation_servicer = RemediationServicer(remediations)  # type: ignore[abstract]
 
     def register(server: aio.Server) -> None:
         debugger_pb2_grpc.add_DebuggerServiceServicer_to_server(servicer, server)
+        remediation_pb2_grpc.add_RemediationServiceServicer_to_server(remediation_servicer, server)
 
     return ServiceBinding(register=register, dependencies=[runtime.redis_dependency])
 
@@ -72,7 +103,7 @@ SPEC = ServiceSpec(
     "mines log templates",
     settings=DebuggerSettings,
     build=build,
-    servicers={_SERVICE: DebuggerServicer},
+    servicers={_SERVICE: DebuggerServicer, _REMEDIATION_SERVICE: RemediationServicer},
     grants={
         roles.OPERATOR: ("debugger.*",),
         roles.VIEWER: _READS,
@@ -82,12 +113,22 @@ SPEC = ServiceSpec(
             "debugger.diagnoses.analyze",
             "debugger.templates.parse",
             "debugger.jobs.analyze",
+            # A service that sees a failure may propose its fix; people approve it.
+            "debugger.remediations.propose",
         ),
     },
-    read_verbs=frozenset({"get", "list"}),
+    read_verbs=frozenset({"get", "list", "watch"}),
     # AnalyzeJob reads runs from the pipeline service, which does not record them yet (pipeline
     # II); the pipeline becomes a peer when it joins the catalog.
-    unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob"}),
+    # ExecuteRemediation and WatchRemediations: the contract is there, the executors and the
+    # stream reader are not built yet.
+    unimplemented=frozenset(
+        {
+            f"/{_SERVICE}/AnalyzeJob",
+            f"/{_REMEDIATION_SERVICE}/ExecuteRemediation",
+            f"/{_REMEDIATION_SERVICE}/WatchRemediations",
+        }
+    ),
     # The model provider's API key, when one is configured, comes from the secrets service.
     peers=("secrets",),
     commands="services.debugger.cli",

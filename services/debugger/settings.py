@@ -4,7 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.runtime.settings import parse_choice, parse_positive_float, parse_positive_int, setting
+from services.runtime.settings import (
+    parse_choice,
+    parse_names,
+    parse_positive_float,
+    parse_positive_int,
+    setting,
+)
+
+
+def parse_threshold(raw: str) -> float:
+    """A risk threshold, 0 to 1."""
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
+def parse_thresholds(raw: str) -> tuple[tuple[str, float], ...]:
+    """`env=0.1,staging=0.5` -> ((env, 0.1), (staging, 0.5))."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        environment, sep, value = item.partition("=")
+        if not sep or not environment.strip():
+            raise ValueError(f"{item!r} is not environment=threshold")
+        pairs.append((environment.strip(), parse_threshold(value)))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -40,4 +65,33 @@ class DebuggerSettings:
     )
     debugger_explanation_cache_ttl: int = setting(
         7 * 24 * 3600, "Seconds a model's explanation stays cached.", parse=parse_positive_int
+    )
+    debugger_remediation_threshold: float = setting(
+        0.3,
+        "Risk under which a remediation is automatic (no approval), unless its environment has its own.",
+        parse=parse_threshold,
+    )
+    debugger_remediation_thresholds: tuple[tuple[str, float], ...] = setting(
+        (),
+        "Per-environment risk thresholds: `env=0.1,staging=0.5`.",
+        parse=parse_thresholds,
+        shown="",
+    )
+    debugger_production_environments: frozenset[str] = setting(
+        frozenset({"prod", "production"}),
+        "Environments (config environment ids, Kubernetes namespaces) that count as production: "
+        "risk weighs more and two distinct approvers are needed.",
+        parse=parse_names,
+        shown="prod,production",
+    )
+    debugger_approval_ttl: int = setting(
+        3600, "Seconds an approval of a remediation counts.", parse=parse_positive_int
+    )
+    debugger_automatic_per_target: int = setting(
+        3,
+        "Automatic remediations one target gets per window; more escalate to approval.",
+        parse=parse_positive_int,
+    )
+    debugger_automatic_window: int = setting(
+        3600, "Seconds of the automatic-remediation window per target.", parse=parse_positive_int
     )

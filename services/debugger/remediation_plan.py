@@ -1,0 +1,161 @@
+"""Plans of typed actions: what each kind acts on, the parameters it takes, and the plan a
+diagnosis's suggestions make. Bad plans are INVALID_ARGUMENT naming the field; actions this
+deployment cannot run are FAILED_PRECONDITION naming what is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from services.debugger.remediation import Action, ActionKind
+from services.debugger.taxonomy import Remediation as Suggestion
+from services.debugger.taxonomy import RemediationType
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.resource_names import NUMBER, ResourceName
+
+MAX_ACTIONS = 16
+MAX_PARAMETERS = 16
+MAX_PARAMETER_CHARS = 256
+MAX_REASON_CHARS = 1024
+# A memory limit is raised by at most this factor at once (an OOMKilled pod gets more
+# memory, never unbounded memory).
+MAX_MEMORY_FACTOR = 4.0
+MAX_REPLICAS = 1000
+
+PIPELINE_JOB = ResourceName("projects/{project}/pipelines/{pipeline}/runs/{run}/jobs/{job}")
+PIPELINE_RUN = ResourceName("projects/{project}/pipelines/{pipeline}/runs/{run}")
+ENVIRONMENT = ResourceName("namespaces/{namespace}/environments/{environment}")
+SECRET = ResourceName("secrets/{secret}")
+DEPLOYMENT = ResourceName("namespaces/{namespace}/deployments/{deployment}")
+
+TARGETS: dict[ActionKind, ResourceName] = {
+    ActionKind.PIPELINE_RERUN: PIPELINE_JOB,
+    ActionKind.PIPELINE_RERUN_WITH_BACKOFF: PIPELINE_JOB,
+    ActionKind.PIPELINE_CANCEL_RUN: PIPELINE_RUN,
+    ActionKind.CONFIG_ROLLBACK: ENVIRONMENT,
+    ActionKind.SECRET_ROTATE: SECRET,
+    ActionKind.SECRET_PROMOTE_VERSION: SECRET,
+    ActionKind.SECRET_DISABLE_VERSION: SECRET,
+    ActionKind.KUBERNETES_RESTART: DEPLOYMENT,
+    ActionKind.KUBERNETES_RAISE_MEMORY_LIMIT: DEPLOYMENT,
+    ActionKind.KUBERNETES_ROLLBACK: DEPLOYMENT,
+    ActionKind.KUBERNETES_SCALE: DEPLOYMENT,
+}
+# Parameters each kind needs; others it may take are in OPTIONAL.
+REQUIRED: dict[ActionKind, tuple[str, ...]] = {
+    ActionKind.CONFIG_ROLLBACK: ("revision",),
+    ActionKind.SECRET_PROMOTE_VERSION: ("version",),
+    ActionKind.SECRET_DISABLE_VERSION: ("version",),
+    ActionKind.KUBERNETES_RAISE_MEMORY_LIMIT: ("container", "current_limit"),
+    ActionKind.KUBERNETES_SCALE: ("replicas",),
+}
+OPTIONAL: dict[ActionKind, tuple[str, ...]] = {
+    ActionKind.PIPELINE_RERUN_WITH_BACKOFF: ("delay",),
+    ActionKind.KUBERNETES_RAISE_MEMORY_LIMIT: ("factor",),
+}
+# Every kind may say how many consumers or replicas it affects (the policy weighs it).
+BLAST_RADIUS = "blast_radius"
+PIPELINE_KINDS = frozenset(
+    {ActionKind.PIPELINE_RERUN, ActionKind.PIPELINE_RERUN_WITH_BACKOFF, ActionKind.PIPELINE_CANCEL_RUN}
+)
+# The executable kind each suggestion of a diagnosis becomes; the others (fix the code,
+# investigate, pin a dependency) are for people.
+FROM_SUGGESTION: dict[RemediationType, ActionKind] = {
+    RemediationType.RERUN: ActionKind.PIPELINE_RERUN,
+    RemediationType.RERUN_WITH_BACKOFF: ActionKind.PIPELINE_RERUN_WITH_BACKOFF,
+    RemediationType.ROLLBACK_CONFIG: ActionKind.CONFIG_ROLLBACK,
+    RemediationType.ROTATE_SECRET: ActionKind.SECRET_ROTATE,
+    RemediationType.RAISE_MEMORY_LIMIT: ActionKind.KUBERNETES_RAISE_MEMORY_LIMIT,
+}
+# Suggestion parameters that are not the action's (a memory suggestion's advice).
+_SUGGESTION_ONLY = frozenset({"suggested_limit", "secret"})
+
+
+def _positive_int(value: str, field: str, maximum: int) -> int:
+    if not NUMBER.matches(value) or int(value) > maximum:
+        raise InvalidArgument.for_field(field, f"must be a whole number from 1 to {maximum}")
+    return int(value)
+
+
+def _check_parameters(action: Action, field: str) -> None:
+    kind, parameters = action.kind, action.parameters
+    if len(parameters) > MAX_PARAMETERS:
+        raise InvalidArgument.for_field(f"{field}.parameters", f"at most {MAX_PARAMETERS}")
+    allowed = {*REQUIRED.get(kind, ()), *OPTIONAL.get(kind, ()), BLAST_RADIUS}
+    for name, value in parameters.items():
+        path = f"{field}.parameters[{name[:64]!r}]"
+        if name not in allowed:
+            raise InvalidArgument.for_field(path, f"is not a parameter of {kind.value}")
+        if len(value) > MAX_PARAMETER_CHARS:
+            raise InvalidArgument.for_field(path, f"longer than {MAX_PARAMETER_CHARS} characters")
+    for name in REQUIRED.get(kind, ()):
+        if not parameters.get(name):
+            raise InvalidArgument.for_field(f"{field}.parameters[{name!r}]", f"{kind.value} needs it")
+    for name in ("revision", "version"):
+        if name in parameters:
+            _positive_int(parameters[name], f"{field}.parameters[{name!r}]", 10**15)
+    if "replicas" in parameters:
+        _positive_int(parameters["replicas"], f"{field}.parameters['replicas']", MAX_REPLICAS)
+    if BLAST_RADIUS in parameters:
+        _positive_int(parameters[BLAST_RADIUS], f"{field}.parameters[{BLAST_RADIUS!r}]", 10**6)
+    if "factor" in parameters:
+        try:
+            factor = float(parameters["factor"])
+        except ValueError:
+            factor = 0.0
+        if not 1.0 < factor <= MAX_MEMORY_FACTOR:
+            raise InvalidArgument.for_field(
+                f"{field}.parameters['factor']", f"must be a number above 1 and at most {MAX_MEMORY_FACTOR}"
+            )
+
+
+def check_action(action: Action, field: str) -> None:
+    """INVALID_ARGUMENT naming the part of `field` that is wrong; FAILED_PRECONDITION for
+    actions on pipeline runs, which this deployment cannot run yet."""
+    if len(action.reason) > MAX_REASON_CHARS:
+        raise InvalidArgument.for_field(f"{field}.reason", f"longer than {MAX_REASON_CHARS} characters")
+    TARGETS[action.kind].parse(action.target, f"{field}.target")
+    _check_parameters(action, field)
+    if action.kind in PIPELINE_KINDS:
+        raise FailedPrecondition(
+            f"{action.kind.value} needs the pipeline service's runs (pipeline II), which this "
+            "deployment does not have yet",
+            reason="PIPELINE_RUNS_MISSING",
+            metadata={"action": action.kind.value, "missing": "devmesh.pipeline.v1 runs"},
+        )
+
+
+def check_plan(plan: Sequence[Action], field: str = "plan") -> None:
+    """Every action of a plan checked (at least one, at most MAX_ACTIONS)."""
+    if not plan:
+        raise InvalidArgument.for_field(field, "needs at least one action")
+    if len(plan) > MAX_ACTIONS:
+        raise InvalidArgument.for_field(field, f"at most {MAX_ACTIONS} actions")
+    for index, action in enumerate(plan):
+        check_action(action, f"{field}[{index}]")
+
+
+def from_suggestions(
+    diagnosis: str, suggestions: Sequence[Suggestion], target: str, parameters: Mapping[str, str]
+) -> list[Action]:
+    """The plan a diagnosis's executable suggestions make, acting on `target`. A diagnosis that
+    suggests nothing executable is FAILED_PRECONDITION (a person has to act)."""
+    actions = []
+    for suggestion in suggestions:
+        kind = FROM_SUGGESTION.get(suggestion.type)
+        if kind is None:
+            continue
+        merged = {k: v for k, v in suggestion.parameters.items() if k not in _SUGGESTION_ONLY}
+        merged.update(parameters)
+        allowed = {*REQUIRED.get(kind, ()), *OPTIONAL.get(kind, ()), BLAST_RADIUS}
+        actions.append(
+            Action(kind, target, {k: v for k, v in merged.items() if k in allowed}, suggestion.reason)
+        )
+        break  # the most useful suggestion only: the others are alternatives, not steps
+    if not actions:
+        raise FailedPrecondition(
+            f"{diagnosis} suggests nothing executable: "
+            + ", ".join(s.type.value for s in suggestions)
+            + "; propose a plan of your own",
+            reason="NOTHING_EXECUTABLE",
+        )
+    return actions

@@ -1,0 +1,214 @@
+"""Remediations in Redis, as JSON of our own, changed only by compare-and-set.
+
+A remediation is one hash (`devmesh:debugger:remediation:{id}`: its `version` and its JSON
+`body`) and entries in the indexes it is listed by: every remediation, its state's, each of
+its targets' (sorted sets scored by creation time). A transition is one Lua script: it
+checks the version the caller read, writes the new body, moves the remediation between state
+indexes and appends the event to the remediations' stream, all or nothing; a writer that
+lost the race is ABORTED and re-reads. Every transition is confirmed durable before it is
+answered. Automatic remediations per target are counted in a sorted set per target.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from services.debugger.remediation import (
+    Action,
+    ActionKind,
+    Approval,
+    Remediation,
+    Risk,
+    State,
+    Transition,
+)
+from services.runtime.errors import Aborted, NotFound
+from services.runtime.redis_client import DurableWriter, Redis
+
+PREFIX = "devmesh:debugger"
+INDEX = f"{PREFIX}:remediations"
+EVENTS = f"{PREFIX}:remediation-events"
+EVENTS_KEPT = 100_000  # events the stream keeps (approximately): a watcher resumes within them
+RESOURCE_TYPE = "debugger.devmesh.io/Remediation"
+
+# KEYS: record, all-index, old state index, new state index, events, then target indexes.
+# ARGV: expected version ('0': must not exist), new version, body, score, id, event JSON, maxlen.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if ARGV[1] == '0' then
+  if current then return 0 end
+elseif current ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'body', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+if KEYS[3] ~= KEYS[4] then redis.call('ZREM', KEYS[3], ARGV[5]) end
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+for i = 6, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5]) end
+return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[6])
+"""
+# KEYS: the target's automatic set. ARGV: now (us), window start (us), member, limit, ttl (s).
+# Counts the automatic remediations of the window and records one more if under the limit.
+_COUNT_AUTOMATIC = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def remediation_key(remediation_id: str) -> str:
+    return f"{PREFIX}:remediation:{remediation_id}"
+
+
+def _state_index(state: State) -> str:
+    return f"{INDEX}:state:{state.value}"
+
+
+def _target_index(target: str) -> str:
+    return f"{INDEX}:target:{target}"
+
+
+def _automatic_key(target: str) -> str:
+    return f"{PREFIX}:remediation-automatic:{target}"
+
+
+def to_json(r: Remediation) -> str:
+    """A remediation as stored."""
+    record = asdict(r)
+    record["state"] = r.state.value
+    record["plan"] = [{**asdict(a), "kind": a.kind.value} for a in r.plan]
+    record["history"] = [
+        {
+            **asdict(t),
+            "from_state": t.from_state.value if t.from_state else None,
+            "to_state": t.to_state.value,
+        }
+        for t in r.history
+    ]
+    return json.dumps(record, separators=(",", ":"))
+
+
+def from_json(raw: bytes | str) -> Remediation:
+    """A stored remediation (JSON only)."""
+    record: dict[str, Any] = json.loads(raw)
+    record["state"] = State(record["state"])
+    record["plan"] = tuple(Action(**{**a, "kind": ActionKind(a["kind"])}) for a in record["plan"])
+    record["risk"] = Risk(**{**record["risk"], "reasons": tuple(record["risk"]["reasons"])})
+    record["approvals"] = tuple(Approval(**a) for a in record["approvals"])
+    record["history"] = tuple(
+        Transition(
+            **{
+                **t,
+                "from_state": State(t["from_state"]) if t["from_state"] else None,
+                "to_state": State(t["to_state"]),
+            }
+        )
+        for t in record["history"]
+    )
+    return Remediation(**record)
+
+
+def not_found(remediation_id: str) -> NotFound:
+    return NotFound(
+        f"remediations/{remediation_id} does not exist",
+        resource_type=RESOURCE_TYPE,
+        resource_name=f"remediations/{remediation_id}",
+    )
+
+
+class RemediationStore:
+    """Remediations of the debugger, and the events of their transitions."""
+
+    def __init__(self, redis: Redis, durable: DurableWriter) -> None:
+        self._redis = redis
+        self._durable = durable
+
+    async def write(self, after: Remediation, before: Remediation | None) -> str:
+        """Write `after` if the stored remediation is still `before` (None: it must not exist);
+        ABORTED otherwise. Returns the transition's event id."""
+        old_state = before.state if before is not None else after.state
+        event = {"id": after.id, "version": after.version}
+        keys = [
+            remediation_key(after.id),
+            INDEX,
+            _state_index(old_state),
+            _state_index(after.state),
+            EVENTS,
+            *(_target_index(t) for t in after.targets()),
+        ]
+        written = await self._redis.eval(
+            _TRANSITION,
+            len(keys),
+            *keys,
+            str(before.version) if before is not None else "0",
+            str(after.version),
+            to_json(after),
+            str(after.create_time_us),
+            after.id,
+            json.dumps(event, separators=(",", ":")),
+            str(EVENTS_KEPT),
+        )
+        if not written:
+            raise Aborted(
+                f"remediations/{after.id} changed meanwhile; read it again and retry",
+                reason="CONCURRENT_CHANGE",
+            )
+        await self._durable.confirm()
+        return written.decode() if isinstance(written, bytes) else str(written)
+
+    async def get(self, remediation_id: str) -> Remediation:
+        """A remediation, or NOT_FOUND."""
+        raw = await self._redis.hget(remediation_key(remediation_id), "body")
+        if raw is None:
+            raise not_found(remediation_id)
+        return from_json(raw)
+
+    async def count_automatic(
+        self, target: str, remediation_id: str, now_us: int, window_s: int, limit: int
+    ) -> bool:
+        """Record an automatic remediation of `target` if it had fewer than `limit` in the last
+        `window_s` seconds; False when it had (the caller escalates to approval)."""
+        allowed = await self._redis.eval(
+            _COUNT_AUTOMATIC,
+            1,
+            _automatic_key(target),
+            str(now_us),
+            str(now_us - window_s * 1_000_000),
+            remediation_id,
+            str(limit),
+            str(window_s),
+        )
+        return bool(allowed)
+
+    async def page(
+        self, *, state: State | None, target: str, before_us: int | None, size: int
+    ) -> tuple[list[Remediation], int | None]:
+        """Up to `size` remediations created before `before_us`, newest first, and where the next
+        page starts (None on the last page)."""
+        index = _target_index(target) if target else _state_index(state) if state is not None else INDEX
+        top = f"({before_us}" if before_us is not None else "+inf"
+        found: list[Remediation] = []
+        while True:
+            entries = await self._redis.zrevrangebyscore(
+                index, top, "-inf", start=0, num=size + 1, withscores=True
+            )
+            if not entries:
+                return found, None
+            ids = [m.decode() if isinstance(m, bytes) else m for m, _ in entries]
+            for remediation_id in ids:
+                raw = await self._redis.hget(remediation_key(remediation_id), "body")
+                if raw is None:
+                    continue
+                remediation = from_json(raw)
+                if state is not None and remediation.state is not state:
+                    continue  # a target's index holds every state; a state index can lag a moment
+                if len(found) == size:
+                    return found, found[-1].create_time_us
+                found.append(remediation)
+            if len(entries) <= size:
+                return found, None
+            top = f"({int(entries[-1][1])}"
