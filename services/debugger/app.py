@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from grpc import aio
 
 from devmesh.debugger.v1 import debugger_pb2, debugger_pb2_grpc, remediation_pb2, remediation_pb2_grpc
@@ -9,6 +11,9 @@ from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.domain import Debugger
 from services.debugger.explainers import Explainer, OfflineExplainer
 from services.debugger.model_explainers import ModelExplainer, Provider
+from services.debugger.remediation_actions import DryRunKubernetes, Executor
+from services.debugger.remediation_config_client import ConfigRollback
+from services.debugger.remediation_execution import Execution
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_servicer import RemediationServicer
 from services.debugger.remediation_store import RemediationStore
@@ -73,6 +78,20 @@ def policy(settings: DebuggerSettings) -> Policy:
     )
 
 
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def executors(runtime: Runtime) -> list[Executor]:
+    """The executors of remediation actions: Kubernetes in dry run (no cluster here), config
+    rollbacks when the config service is a peer. Pipeline and secrets actions have none yet."""
+    found: list[Executor] = [DryRunKubernetes(_now_iso)]
+    config = runtime.peer_channel("config")
+    if config is not None:
+        found.append(ConfigRollback(config))
+    return found
+
+
 def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     diagnoses = DiagnosisStore(
         runtime.redis, runtime.durable, retention_s=settings.debugger_diagnosis_retention
@@ -86,8 +105,9 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     # AnalyzeJob is deliberately not built (the spec's `unimplemented`): the generated base
     # declares it abstract, and without it grpc answers UNIMPLEMENTED.
     servicer = DebuggerServicer(debugger)  # type: ignore[abstract]
-    remediations = Remediations(RemediationStore(runtime.redis, runtime.durable), diagnoses, policy(settings))
-    # ExecuteRemediation and WatchRemediations are not built yet (the spec's `unimplemented`).
+    store = RemediationStore(runtime.redis, runtime.durable)
+    remediations = Remediations(store, diagnoses, policy(settings), Execution(store, executors(runtime)))
+    # WatchRemediations is not built yet (the spec's `unimplemented`).
     remediation_servicer = RemediationServicer(remediations)  # type: ignore[abstract]
 
     def register(server: aio.Server) -> None:
@@ -120,16 +140,11 @@ SPEC = ServiceSpec(
     read_verbs=frozenset({"get", "list", "watch"}),
     # AnalyzeJob reads runs from the pipeline service, which does not record them yet (pipeline
     # II); the pipeline becomes a peer when it joins the catalog.
-    # ExecuteRemediation and WatchRemediations: the contract is there, the executors and the
-    # stream reader are not built yet.
-    unimplemented=frozenset(
-        {
-            f"/{_SERVICE}/AnalyzeJob",
-            f"/{_REMEDIATION_SERVICE}/ExecuteRemediation",
-            f"/{_REMEDIATION_SERVICE}/WatchRemediations",
-        }
-    ),
+    # WatchRemediations: the contract is there and every transition is on the stream, the
+    # stream's reader is not built yet.
+    unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob", f"/{_REMEDIATION_SERVICE}/WatchRemediations"}),
     # The model provider's API key, when one is configured, comes from the secrets service.
-    peers=("secrets",),
+    # Remediations roll config environments back through the config service.
+    peers=("secrets", "config"),
     commands="services.debugger.cli",
 )

@@ -17,10 +17,11 @@ class State(enum.Enum):
     FAILED = "FAILED"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
+    DRY_RUN = "DRY_RUN"
 
 
 # States a remediation never leaves.
-FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.REJECTED, State.CANCELLED})
+FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.REJECTED, State.CANCELLED, State.DRY_RUN})
 # States in which it has not started: it may still be approved, rejected or cancelled.
 NOT_STARTED = frozenset({State.AWAITING_APPROVAL, State.APPROVED})
 
@@ -84,6 +85,18 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class Step:
+    """What happened to one action: `status` is applied, dry_run, verified, undone or failed;
+    `undo` holds what undoing it needs (the revision it replaced...)."""
+
+    action: int
+    status: str
+    detail: str
+    idempotency_key: str
+    undo: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Remediation:
     """A remediation; `version` grows by one with every transition (the store's compare-and-set)."""
 
@@ -100,6 +113,7 @@ class Remediation:
     approvals: tuple[Approval, ...] = ()
     version: int = 1
     update_time_us: int = field(default=0)
+    steps: tuple[Step, ...] = ()
 
     def moved(self, to: State, actor: str, now_us: int, reason: str, **changes: object) -> Remediation:
         """This remediation after a transition to `to` (one more history entry and version)."""

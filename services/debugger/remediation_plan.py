@@ -4,6 +4,7 @@ deployment cannot run are FAILED_PRECONDITION naming what is missing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from services.debugger.remediation import Action, ActionKind
@@ -51,7 +52,10 @@ REQUIRED: dict[ActionKind, tuple[str, ...]] = {
 OPTIONAL: dict[ActionKind, tuple[str, ...]] = {
     ActionKind.PIPELINE_RERUN_WITH_BACKOFF: ("delay",),
     ActionKind.KUBERNETES_RAISE_MEMORY_LIMIT: ("factor",),
+    # `path.to.key=JSON value` the resolved config must hold afterwards (its verification).
+    ActionKind.CONFIG_ROLLBACK: ("expect",),
 }
+EXPECT = "expect"
 # Every kind may say how many consumers or replicas it affects (the policy weighs it).
 BLAST_RADIUS = "blast_radius"
 PIPELINE_KINDS = frozenset(
@@ -68,6 +72,17 @@ FROM_SUGGESTION: dict[RemediationType, ActionKind] = {
 }
 # Suggestion parameters that are not the action's (a memory suggestion's advice).
 _SUGGESTION_ONLY = frozenset({"suggested_limit", "secret"})
+
+
+def parse_expectation(raw: str, field: str) -> tuple[list[str], object]:
+    """`a.b=JSON` -> (["a", "b"], value); INVALID_ARGUMENT naming `field` otherwise."""
+    path, sep, value = raw.partition("=")
+    if not sep or not path or any(not part for part in path.split(".")):
+        raise InvalidArgument.for_field(field, "must be path.to.key=JSON value")
+    try:
+        return path.split("."), json.loads(value)
+    except ValueError:
+        raise InvalidArgument.for_field(field, "the value after '=' must be JSON") from None
 
 
 def _positive_int(value: str, field: str, maximum: int) -> int:
@@ -97,6 +112,8 @@ def _check_parameters(action: Action, field: str) -> None:
         _positive_int(parameters["replicas"], f"{field}.parameters['replicas']", MAX_REPLICAS)
     if BLAST_RADIUS in parameters:
         _positive_int(parameters[BLAST_RADIUS], f"{field}.parameters[{BLAST_RADIUS!r}]", 10**6)
+    if EXPECT in parameters:
+        parse_expectation(parameters[EXPECT], f"{field}.parameters[{EXPECT!r}]")
     if "factor" in parameters:
         try:
             factor = float(parameters["factor"])

@@ -91,6 +91,10 @@ def remediation_proto(r: model.Remediation) -> pb.RemediationRecord:
         create_time=protos.timestamp(r.create_time_us),
         update_time=protos.timestamp(r.update_time_us or r.create_time_us),
         etag=etags.of(r.version),
+        steps=[
+            pb.Step(action=s.action, status=s.status, detail=s.detail, idempotency_key=s.idempotency_key)
+            for s in r.steps
+        ],
     )
 
 
@@ -99,8 +103,8 @@ def _caller() -> str:
 
 
 class RemediationServicer(remediation_pb2_grpc.RemediationServiceServicer):
-    """The RemediationService RPCs; ExecuteRemediation and WatchRemediations are not built yet
-    (the spec lists them as unimplemented)."""
+    """The RemediationService RPCs; WatchRemediations is not built yet (the spec lists it as
+    unimplemented)."""
 
     def __init__(self, remediations: Remediations) -> None:
         self._remediations = remediations
@@ -150,6 +154,13 @@ class RemediationServicer(remediation_pb2_grpc.RemediationServiceServicer):
         self, request: pb.ApproveRemediationRequest, context: aio.ServicerContext
     ) -> pb.RemediationRecord:
         remediation = await self._remediations.approve(request.name, _caller(), request.reason, request.etag)
+        request_context.note_audit(resource=request.name, state=remediation.state.value)
+        return remediation_proto(remediation)
+
+    async def ExecuteRemediation(
+        self, request: pb.ExecuteRemediationRequest, context: aio.ServicerContext
+    ) -> pb.RemediationRecord:
+        remediation = await self._remediations.execute(request.name, _caller())
         request_context.note_audit(resource=request.name, state=remediation.state.value)
         return remediation_proto(remediation)
 

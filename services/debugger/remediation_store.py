@@ -22,9 +22,11 @@ from services.debugger.remediation import (
     Remediation,
     Risk,
     State,
+    Step,
     Transition,
 )
 from services.runtime.errors import Aborted, NotFound
+from services.runtime.leases import Lease
 from services.runtime.redis_client import DurableWriter, Redis
 
 PREFIX = "devmesh:debugger"
@@ -109,6 +111,7 @@ def from_json(raw: bytes | str) -> Remediation:
         )
         for t in record["history"]
     )
+    record["steps"] = tuple(Step(**step) for step in record.get("steps", ()))
     return Remediation(**record)
 
 
@@ -159,6 +162,10 @@ class RemediationStore:
             )
         await self._durable.confirm()
         return written.decode() if isinstance(written, bytes) else str(written)
+
+    def lease(self, remediation_id: str, ttl_s: float) -> Lease:
+        """The lease a replica holds while it executes a remediation (one executor at a time)."""
+        return Lease(self._redis, f"{PREFIX}:remediation-lease:{remediation_id}", ttl_s)
 
     async def get(self, remediation_id: str) -> Remediation:
         """A remediation, or NOT_FOUND."""

@@ -15,6 +15,7 @@ from dataclasses import replace
 from services.debugger import remediation_plan, remediation_policy
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.remediation import NOT_STARTED, Action, Remediation, State, Transition
+from services.debugger.remediation_execution import Execution
 from services.debugger.remediation_policy import POLICY_ACTOR, Policy
 from services.debugger.remediation_store import RemediationStore
 from services.runtime import etags
@@ -42,10 +43,13 @@ def _check_reason(reason: str, field: str = "reason") -> None:
 class Remediations:
     """Proposes remediations and moves them through their states."""
 
-    def __init__(self, store: RemediationStore, diagnoses: DiagnosisStore, policy: Policy) -> None:
+    def __init__(
+        self, store: RemediationStore, diagnoses: DiagnosisStore, policy: Policy, execution: Execution
+    ) -> None:
         self._store = store
         self._diagnoses = diagnoses
         self.policy = policy
+        self._execution = execution
 
     async def propose(
         self,
@@ -143,6 +147,10 @@ class Remediations:
         after = remediation_policy.approve(before, approver, reason, _now_us(), self.policy)
         await self._store.write(after, before)
         return after
+
+    async def execute(self, name: str, actor: str) -> Remediation:
+        """Execute an approved remediation (see `Execution.execute`)."""
+        return await self._execution.execute(await self.get(name), actor)
 
     async def reject(self, name: str, actor: str, reason: str, etag: str) -> Remediation:
         """A final rejection of a remediation that has not started."""

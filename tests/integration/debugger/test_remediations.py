@@ -277,19 +277,22 @@ async def test_a_malformed_action_is_refused_naming_its_field(
     assert field in violated_fields(error)
 
 
-async def test_execution_is_honestly_not_built_and_calls_need_credentials(mesh: Mesh) -> None:
+async def test_calls_need_credentials_and_an_awaiting_remediation_does_not_execute(mesh: Mesh) -> None:
     made = await mesh.remediations.ProposeRemediation(
         pb.ProposeRemediationRequest(
             plan=[pb.Action(kind=pb.ACTION_KIND_KUBERNETES_RESTART, target=_deployment())]
         ),
         metadata=mesh.alice,
     )
+    error = await refused(mesh.remediations.ExecuteRemediation, pb.ExecuteRemediationRequest(name=made.name))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    waiting = await mesh.remediations.ProposeRemediation(_rollback(_environment()), metadata=mesh.alice)
     error = await refused(
         mesh.remediations.ExecuteRemediation,
-        pb.ExecuteRemediationRequest(name=made.name),
-        metadata=mesh.alice,
+        pb.ExecuteRemediationRequest(name=waiting.name),
+        metadata=mesh.bob,
     )
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "NOT_APPROVED"
     error = await refused(mesh.remediations.GetRemediation, pb.GetRemediationRequest(name=made.name))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     error = await refused(

@@ -124,6 +124,10 @@ class _RemediationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reme
     """Rejected by an approver: final."""
     REMEDIATION_STATE_CANCELLED: _RemediationState.ValueType  # 7
     """Cancelled before it started."""
+    REMEDIATION_STATE_DRY_RUN: _RemediationState.ValueType  # 8
+    """Executed in dry-run: each action produced (and validated) what it would
+    apply, and nothing was applied. Never reported as succeeded.
+    """
 
 class RemediationState(_RemediationState, metaclass=_RemediationStateEnumTypeWrapper):
     """Where a remediation is in its life."""
@@ -144,7 +148,47 @@ REMEDIATION_STATE_REJECTED: RemediationState.ValueType  # 6
 """Rejected by an approver: final."""
 REMEDIATION_STATE_CANCELLED: RemediationState.ValueType  # 7
 """Cancelled before it started."""
+REMEDIATION_STATE_DRY_RUN: RemediationState.ValueType  # 8
+"""Executed in dry-run: each action produced (and validated) what it would
+apply, and nothing was applied. Never reported as succeeded.
+"""
 Global___RemediationState: _TypeAlias = RemediationState  # noqa: Y015
+
+@_typing.final
+class Step(_message.Message):
+    """What happened to one action of the plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    action: _builtins.int
+    """The action's index in the plan."""
+    status: _builtins.str
+    """`applied`, `dry_run` (produced, not applied), `verified`, `undone`,
+    `failed`.
+    """
+    detail: _builtins.str
+    """What it did or would do (a revision, a patch), or why it failed."""
+    idempotency_key: _builtins.str
+    """The key the calls to other services carried for this action."""
+    def __init__(
+        self,
+        *,
+        action: _builtins.int = ...,
+        status: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "detail", b"detail", "idempotency_key", b"idempotency_key", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Step: _TypeAlias = Step  # noqa: Y015
 
 @_typing.final
 class Action(_message.Message):
@@ -342,6 +386,7 @@ class RemediationRecord(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`remediations/{remediation}`."""
     diagnosis: _builtins.str
@@ -382,6 +427,10 @@ class RemediationRecord(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When it last changed."""
 
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
+        """What each executed action did, in order of execution."""
+
     def __init__(
         self,
         *,
@@ -398,10 +447,11 @@ class RemediationRecord(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        steps: _abc.Iterable[Global___Step] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "automatic", b"automatic", "create_time", b"create_time", "diagnosis", b"diagnosis", "etag", b"etag", "history", b"history", "name", b"name", "plan", b"plan", "proposer", b"proposer", "required_approvals", b"required_approvals", "risk", b"risk", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "automatic", b"automatic", "create_time", b"create_time", "diagnosis", b"diagnosis", "etag", b"etag", "history", b"history", "name", b"name", "plan", b"plan", "proposer", b"proposer", "required_approvals", b"required_approvals", "risk", b"risk", "state", b"state", "steps", b"steps", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,147 @@
+"""Executing remediations against the real config service: a rollback that verifies succeeds, one
+that does not is rolled forward again and FAILS with the reason; Kubernetes actions are
+validated dry runs that never claim success; one replica executes at a time."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from grpc import aio
+
+from devmesh.config.v1 import config_pb2 as cpb
+from devmesh.config.v1 import config_pb2_grpc
+from devmesh.debugger.v1 import remediation_pb2 as pb
+from devmesh.debugger.v1 import remediation_pb2_grpc
+from services.debugger import app as debugger_app
+from services.debugger.remediation_store import RemediationStore
+from services.runtime.server import Server
+from tests.conftest import ServerFactory
+from tests.helpers import error_info, refused
+from tests.integration.config.conftest import create, env_name, put
+from tools.stack.valkey import Valkey
+
+# Config rollbacks are automatic here: with auth off every caller is the same principal, who
+# may not approve their own proposals (approvals are tested with auth on elsewhere).
+AUTOMATIC = {"DEVMESH_DEBUGGER_REMEDIATION_THRESHOLD": "0.9"}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A config server, and a debugger that has it as its peer."""
+
+    config: config_pb2_grpc.ConfigServiceStub
+    remediations: remediation_pb2_grpc.RemediationServiceStub
+    debugger: Server
+
+
+@pytest.fixture(scope="module")
+async def stack(valkey: Valkey, start_config_server: ServerFactory) -> AsyncIterator[Stack]:
+    _, config_addr = await start_config_server(valkey.url)
+    debugger, debugger_addr = await start_config_server(
+        valkey.url, env=AUTOMATIC, specs=[debugger_app.SPEC], peers=(("config", config_addr),)
+    )
+    async with aio.insecure_channel(config_addr) as c, aio.insecure_channel(debugger_addr) as d:
+        yield Stack(
+            config_pb2_grpc.ConfigServiceStub(c), remediation_pb2_grpc.RemediationServiceStub(d), debugger
+        )
+
+
+async def _two_revisions(stack: Stack) -> tuple[str, int]:
+    """An environment whose last change broke it, and the revision before that change."""
+    ns = f"n{uuid.uuid4().hex[:10]}"
+    await create(stack.config, ns)
+    good = await put(stack.config, ns, "staging", {"db": {"host": "good"}})
+    await put(stack.config, ns, "staging", {"db": {"host": "broken"}})
+    return env_name(ns, "staging"), good.revision
+
+
+async def _content(stack: Stack, name: str) -> object:
+    env = await stack.config.GetEnvironment(cpb.GetEnvironmentRequest(name=name))
+    return json_format.MessageToDict(env.content)
+
+
+async def _propose_rollback(stack: Stack, name: str, revision: int, expect: str) -> pb.RemediationRecord:
+    action = pb.Action(
+        kind=pb.ACTION_KIND_CONFIG_ROLLBACK,
+        target=name,
+        parameters={"revision": str(revision), "expect": expect},
+    )
+    made = await stack.remediations.ProposeRemediation(pb.ProposeRemediationRequest(plan=[action]))
+    assert made.state == pb.REMEDIATION_STATE_APPROVED
+    return made
+
+
+async def test_a_config_rollback_executes_verifies_and_succeeds(stack: Stack) -> None:
+    name, good = await _two_revisions(stack)
+    made = await _propose_rollback(stack, name, good, 'db.host="good"')
+    done = await stack.remediations.ExecuteRemediation(pb.ExecuteRemediationRequest(name=made.name))
+    assert done.state == pb.REMEDIATION_STATE_SUCCEEDED, done.history[-1].reason
+    assert [s.status for s in done.steps] == ["applied"]
+    assert await _content(stack, name) == {"db": {"host": "good"}}
+    assert [t.to_state for t in done.history][-2:] == [
+        pb.REMEDIATION_STATE_EXECUTING,
+        pb.REMEDIATION_STATE_SUCCEEDED,
+    ]
+
+
+async def test_a_failed_verification_is_undone_and_the_remediation_fails_with_the_reason(
+    stack: Stack,
+) -> None:
+    name, good = await _two_revisions(stack)
+    made = await _propose_rollback(stack, name, good, 'db.host="elsewhere"')
+    done = await stack.remediations.ExecuteRemediation(pb.ExecuteRemediationRequest(name=made.name))
+    assert done.state == pb.REMEDIATION_STATE_FAILED
+    assert "verification of action 0 failed" in done.history[-1].reason
+    assert "undone in reverse order: [0]" in done.history[-1].reason
+    assert [s.status for s in done.steps] == ["applied", "undone"]
+    assert await _content(stack, name) == {"db": {"host": "broken"}}  # rolled forward again
+
+
+async def test_a_memory_limit_patch_runs_as_a_validated_dry_run_and_never_claims_success(
+    stack: Stack,
+) -> None:
+    action = pb.Action(
+        kind=pb.ACTION_KIND_KUBERNETES_RAISE_MEMORY_LIMIT,
+        target="namespaces/shop/deployments/api",
+        parameters={"container": "app", "current_limit": "256Mi", "factor": "2"},
+    )
+    made = await stack.remediations.ProposeRemediation(pb.ProposeRemediationRequest(plan=[action]))
+    done = await stack.remediations.ExecuteRemediation(pb.ExecuteRemediationRequest(name=made.name))
+    assert done.state == pb.REMEDIATION_STATE_DRY_RUN and "nothing was applied" in done.history[-1].reason
+    (step,) = done.steps
+    assert step.status == "dry_run"
+    detail = json.loads(step.detail)
+    assert detail["dryRun"] is True and detail["patchType"] == "strategic-merge"
+    container = detail["patch"]["spec"]["template"]["spec"]["containers"][0]
+    assert container == {"name": "app", "resources": {"limits": {"memory": "512Mi"}}}
+
+
+async def test_a_remediation_executes_once(stack: Stack) -> None:
+    action = pb.Action(kind=pb.ACTION_KIND_KUBERNETES_SCALE, target="namespaces/shop/deployments/api",
+                       parameters={"replicas": "3"})  # fmt: skip
+    made = await stack.remediations.ProposeRemediation(pb.ProposeRemediationRequest(plan=[action]))
+    store = RemediationStore(stack.debugger.runtime.redis, stack.debugger.runtime.durable)
+    held = store.lease(made.name.removeprefix("remediations/"), 30)
+    assert await held.acquire()  # another replica is executing it
+    error = await refused(stack.remediations.ExecuteRemediation, pb.ExecuteRemediationRequest(name=made.name))
+    assert error.code() == grpc.StatusCode.ABORTED and error_info(error).reason == "LEASED"
+    await held.release()
+    done = await stack.remediations.ExecuteRemediation(pb.ExecuteRemediationRequest(name=made.name))
+    assert done.state == pb.REMEDIATION_STATE_DRY_RUN
+    error = await refused(stack.remediations.ExecuteRemediation, pb.ExecuteRemediationRequest(name=made.name))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "NOT_APPROVED"
+
+
+async def test_an_action_without_an_executor_is_refused_before_anything_runs(stack: Stack) -> None:
+    action = pb.Action(kind=pb.ACTION_KIND_SECRET_ROTATE, target="secrets/db-password")
+    made = await stack.remediations.ProposeRemediation(pb.ProposeRemediationRequest(plan=[action]))
+    error = await refused(stack.remediations.ExecuteRemediation, pb.ExecuteRemediationRequest(name=made.name))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "NO_EXECUTOR"
+    read = await stack.remediations.GetRemediation(pb.GetRemediationRequest(name=made.name))
+    assert read.state == pb.REMEDIATION_STATE_APPROVED and not read.steps
