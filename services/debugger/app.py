@@ -15,6 +15,7 @@ from services.debugger.remediation_actions import DryRunKubernetes, Executor
 from services.debugger.remediation_config_client import ConfigRollback
 from services.debugger.remediation_execution import Execution
 from services.debugger.remediation_policy import Policy
+from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
 from services.debugger.remediation_store import RemediationStore
 from services.debugger.remediations import Remediations
@@ -84,11 +85,15 @@ def _now_iso() -> str:
 
 def executors(runtime: Runtime) -> list[Executor]:
     """The executors of remediation actions: Kubernetes in dry run (no cluster here), config
-    rollbacks when the config service is a peer. Pipeline and secrets actions have none yet."""
+    rollbacks and secret rotations when those services are peers. Pipeline actions and secret
+    promotion have none yet."""
     found: list[Executor] = [DryRunKubernetes(_now_iso)]
     config = runtime.peer_channel("config")
     if config is not None:
         found.append(ConfigRollback(config))
+    secrets = runtime.peer_channel("secrets")
+    if secrets is not None:
+        found.append(SecretActions(secrets))
     return found
 
 

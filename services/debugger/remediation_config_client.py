@@ -1,4 +1,5 @@
-"""Config rollbacks through the config service's stubs (RollbackEnvironment), with verify and undo.
+"""Config rollbacks through the config service's stubs (RollbackEnvironment), with verify and undo,
+as the caller who executes them.
 
 Execute reads the environment (its revision and etag), then rolls it back with that etag: the
 write is conditional, so a change that lands in between is never overwritten (the config
@@ -21,6 +22,7 @@ from devmesh.config.v1 import config_pb2, config_pb2_grpc
 from services.debugger.remediation import Action, ActionKind
 from services.debugger.remediation_actions import Applied
 from services.debugger.remediation_plan import EXPECT, parse_expectation
+from services.runtime import request_context
 from services.runtime.errors import FailedPrecondition
 from services.runtime.peers import PeerChannel
 
@@ -51,7 +53,9 @@ class ConfigRollback:
 
     async def _call(self, method: str, request: object) -> object:
         try:
-            return await getattr(self._stub(), method)(request, timeout=CALL_TIMEOUT_S)
+            return await getattr(self._stub(), method)(
+                request, metadata=request_context.forwardable.get(), timeout=CALL_TIMEOUT_S
+            )
         except grpc.aio.AioRpcError as error:
             raise FailedPrecondition(
                 f"config {method} refused: {error.code().name}: {(error.details() or '')[:300]}",

@@ -11,7 +11,7 @@ from services.debugger.remediation import Action, ActionKind
 from services.debugger.taxonomy import Remediation as Suggestion
 from services.debugger.taxonomy import RemediationType
 from services.runtime.errors import FailedPrecondition, InvalidArgument
-from services.runtime.resource_names import NUMBER, ResourceName
+from services.runtime.resource_names import NUMBER, IdRule, ResourceName
 
 MAX_ACTIONS = 16
 MAX_PARAMETERS = 16
@@ -25,7 +25,15 @@ MAX_REPLICAS = 1000
 PIPELINE_JOB = ResourceName("projects/{project}/pipelines/{pipeline}/runs/{run}/jobs/{job}")
 PIPELINE_RUN = ResourceName("projects/{project}/pipelines/{pipeline}/runs/{run}")
 ENVIRONMENT = ResourceName("namespaces/{namespace}/environments/{environment}")
-SECRET = ResourceName("secrets/{secret}")
+# The secrets service's id rule: 1-200 letters, digits, `.`, `_` and `-`, from a letter.
+SECRET = ResourceName(
+    "secrets/{secret}",
+    {
+        "secret": IdRule(
+            r"[A-Za-z][A-Za-z0-9._-]{0,199}", "1-200 letters, digits, '.', '_' and '-', from a letter"
+        )
+    },
+)
 DEPLOYMENT = ResourceName("namespaces/{namespace}/deployments/{deployment}")
 
 TARGETS: dict[ActionKind, ResourceName] = {
