@@ -112,14 +112,16 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     servicer = DebuggerServicer(debugger)  # type: ignore[abstract]
     store = RemediationStore(runtime.redis, runtime.durable)
     remediations = Remediations(store, diagnoses, policy(settings), Execution(store, executors(runtime)))
-    # WatchRemediations is not built yet (the spec's `unimplemented`).
-    remediation_servicer = RemediationServicer(remediations)  # type: ignore[abstract]
+    remediation_servicer = RemediationServicer(remediations)
 
     def register(server: aio.Server) -> None:
         debugger_pb2_grpc.add_DebuggerServiceServicer_to_server(servicer, server)
         remediation_pb2_grpc.add_RemediationServiceServicer_to_server(remediation_servicer, server)
 
-    return ServiceBinding(register=register, dependencies=[runtime.redis_dependency])
+    async def stop() -> None:
+        remediations.close()
+
+    return ServiceBinding(register=register, dependencies=[runtime.redis_dependency], stop=stop)
 
 
 SPEC = ServiceSpec(
@@ -145,9 +147,7 @@ SPEC = ServiceSpec(
     read_verbs=frozenset({"get", "list", "watch"}),
     # AnalyzeJob reads runs from the pipeline service, which does not record them yet (pipeline
     # II); the pipeline becomes a peer when it joins the catalog.
-    # WatchRemediations: the contract is there and every transition is on the stream, the
-    # stream's reader is not built yet.
-    unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob", f"/{_REMEDIATION_SERVICE}/WatchRemediations"}),
+    unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob"}),
     # The model provider's API key, when one is configured, comes from the secrets service.
     # Remediations roll config environments back through the config service.
     peers=("secrets", "config"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from grpc import aio
 
 from devmesh.debugger.v1 import remediation_pb2 as pb
@@ -12,6 +15,8 @@ from services.debugger.remediations import REMEDIATION, Remediations
 from services.runtime import etags, pagination, protos, request_context
 from services.runtime.errors import InvalidArgument
 
+# A quiet watch hears a progress event (no remediation, the cursor to resume after) this often.
+PROGRESS_INTERVAL_S = 5.0
 _STATE_PREFIX = "REMEDIATION_STATE_"
 _KIND_PREFIX = "ACTION_KIND_"
 
@@ -103,8 +108,7 @@ def _caller() -> str:
 
 
 class RemediationServicer(remediation_pb2_grpc.RemediationServiceServicer):
-    """The RemediationService RPCs; WatchRemediations is not built yet (the spec lists it as
-    unimplemented)."""
+    """The RemediationService RPCs."""
 
     def __init__(self, remediations: Remediations) -> None:
         self._remediations = remediations
@@ -177,3 +181,20 @@ class RemediationServicer(remediation_pb2_grpc.RemediationServiceServicer):
         remediation = await self._remediations.cancel(request.name, _caller(), request.reason, request.etag)
         request_context.note_audit(resource=request.name, state=remediation.state.value)
         return remediation_proto(remediation)
+
+    async def WatchRemediations(
+        self, request: pb.WatchRemediationsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.RemediationEvent]:
+        loop = asyncio.get_running_loop()
+        told = loop.time()
+        async for event_id, remediation in self._remediations.watch(request.after_event_id, block_ms=1000):
+            if remediation is not None:
+                told = loop.time()
+                yield pb.RemediationEvent(
+                    event_id=event_id,
+                    remediation=remediation_proto(remediation),
+                    transition=_transition_proto(remediation.history[-1]),
+                )
+            elif loop.time() - told >= PROGRESS_INTERVAL_S:
+                told = loop.time()
+                yield pb.RemediationEvent(event_id=event_id)

@@ -12,6 +12,8 @@ answered. Automatic remediations per target are counted in a sorted set per targ
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
@@ -25,18 +27,18 @@ from services.debugger.remediation import (
     Step,
     Transition,
 )
-from services.runtime.errors import Aborted, NotFound
+from services.runtime.errors import Aborted, InvalidArgument, NotFound, OutOfRange, Unavailable
 from services.runtime.leases import Lease
 from services.runtime.redis_client import DurableWriter, Redis
 
 PREFIX = "devmesh:debugger"
 INDEX = f"{PREFIX}:remediations"
 EVENTS = f"{PREFIX}:remediation-events"
-EVENTS_KEPT = 100_000  # events the stream keeps (approximately): a watcher resumes within them
+EVENTS_KEPT = 10_000  # events the stream keeps (approximately): a watcher resumes within them
 RESOURCE_TYPE = "debugger.devmesh.io/Remediation"
 
 # KEYS: record, all-index, old state index, new state index, events, then target indexes.
-# ARGV: expected version ('0': must not exist), new version, body, score, id, event JSON, maxlen.
+# ARGV: expected version ('0': must not exist), new version, body, score, id, event body, maxlen.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if ARGV[1] == '0' then
@@ -60,6 +62,14 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+
+
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
+def _event_order(event_id: str) -> tuple[int, int]:
+    ms, seq = event_id.split("-")
+    return int(ms), int(seq)
 
 
 def remediation_key(remediation_id: str) -> str:
@@ -129,12 +139,12 @@ class RemediationStore:
     def __init__(self, redis: Redis, durable: DurableWriter) -> None:
         self._redis = redis
         self._durable = durable
+        self.closing = False  # set when the server drains: watchers end instead of holding it up
 
     async def write(self, after: Remediation, before: Remediation | None) -> str:
         """Write `after` if the stored remediation is still `before` (None: it must not exist);
         ABORTED otherwise. Returns the transition's event id."""
         old_state = before.state if before is not None else after.state
-        event = {"id": after.id, "version": after.version}
         keys = [
             remediation_key(after.id),
             INDEX,
@@ -152,7 +162,7 @@ class RemediationStore:
             to_json(after),
             str(after.create_time_us),
             after.id,
-            json.dumps(event, separators=(",", ":")),
+            to_json(after),  # the event is the remediation as this transition left it
             str(EVENTS_KEPT),
         )
         if not written:
@@ -219,3 +229,44 @@ class RemediationStore:
             if len(entries) <= size:
                 return found, None
             top = f"({int(entries[-1][1])}"
+
+    async def last_event_id(self) -> str:
+        """The newest event's id ("0-0" when there is none)."""
+        entries = await self._redis.xrevrange(EVENTS, count=1)
+        return entries[0][0].decode() if entries else "0-0"
+
+    async def check_resumable(self, after_id: str, field: str) -> None:
+        """INVALID_ARGUMENT unless `after_id` is an event id; OUT_OF_RANGE when events after it
+        were trimmed away (the watcher re-reads the remediations instead)."""
+        if not _EVENT_ID.match(after_id):
+            raise InvalidArgument.for_field(field, "is not an event id (`<milliseconds>-<sequence>`)")
+        info = await self._redis.xinfo_stream(EVENTS) if await self._redis.exists(EVENTS) else {}
+        trimmed = info.get("max-deleted-entry-id", b"0-0")
+        trimmed = trimmed.decode() if isinstance(trimmed, bytes) else str(trimmed or "0-0")
+        if _EVENT_ID.match(trimmed) and _event_order(after_id) < _event_order(trimmed):
+            raise OutOfRange(
+                f"events after {after_id} are no longer kept (up to {trimmed} were trimmed): "
+                "list the remediations, then watch from the newest event",
+                reason="EVENTS_TRIMMED",
+                metadata={"trimmed_through": trimmed},
+            )
+
+    async def follow(self, after_id: str, block_ms: int) -> AsyncIterator[tuple[str, Remediation | None]]:
+        """(event id, the remediation as the transition left it) after `after_id`, forever;
+        (cursor, None) after each quiet `block_ms`. UNAVAILABLE once the server drains."""
+        cursor = after_id
+        while True:
+            if self.closing:
+                raise Unavailable(
+                    f"the server is shutting down; resume with after_event_id={cursor}",
+                    retry_after=0.1,
+                    reason="SHUTTING_DOWN",
+                    metadata={"after_event_id": cursor},
+                )
+            batches = await self._redis.xread({EVENTS: cursor}, count=100, block=block_ms)
+            if not batches:
+                yield cursor, None
+                continue
+            for entry_id, fields in batches[0][1]:
+                cursor = entry_id.decode()
+                yield cursor, from_json(fields[b"event"])

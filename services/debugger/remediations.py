@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 
 from services.debugger import remediation_plan, remediation_policy
@@ -151,6 +151,21 @@ class Remediations:
     async def execute(self, name: str, actor: str) -> Remediation:
         """Execute an approved remediation (see `Execution.execute`)."""
         return await self._execution.execute(await self.get(name), actor)
+
+    async def watch(
+        self, after_event_id: str, block_ms: int
+    ) -> AsyncIterator[tuple[str, Remediation | None]]:
+        """Every transition after `after_event_id` (empty: from now on), as the remediation it
+        left; (cursor, None) when nothing happened for `block_ms`."""
+        if after_event_id:
+            await self._store.check_resumable(after_event_id, "after_event_id")
+        after = after_event_id or await self._store.last_event_id()
+        async for item in self._store.follow(after, block_ms):
+            yield item
+
+    def close(self) -> None:
+        """End the watches (the server drains)."""
+        self._store.closing = True
 
     async def reject(self, name: str, actor: str, reason: str, etag: str) -> Remediation:
         """A final rejection of a remediation that has not started."""

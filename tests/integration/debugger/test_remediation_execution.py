@@ -145,3 +145,38 @@ async def test_an_action_without_an_executor_is_refused_before_anything_runs(sta
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "NO_EXECUTOR"
     read = await stack.remediations.GetRemediation(pb.GetRemediationRequest(name=made.name))
     assert read.state == pb.REMEDIATION_STATE_APPROVED and not read.steps
+
+
+async def _events_of(stack: Stack, name: str, after: str, count: int) -> list[pb.RemediationEvent]:
+    """The first `count` events of remediation `name` after event `after`."""
+    found: list[pb.RemediationEvent] = []
+    call = stack.remediations.WatchRemediations(pb.WatchRemediationsRequest(after_event_id=after))
+    async for event in call:
+        if event.remediation.name == name:
+            found.append(event)
+            if len(found) == count:
+                break
+    call.cancel()
+    return found
+
+
+async def test_every_transition_is_on_the_watch_which_resumes_after_an_event(stack: Stack) -> None:
+    action = pb.Action(kind=pb.ACTION_KIND_KUBERNETES_RESTART, target="namespaces/shop/deployments/web")
+    made = await stack.remediations.ProposeRemediation(pb.ProposeRemediationRequest(plan=[action]))
+    (proposed,) = await _events_of(stack, made.name, "0-0", 1)
+    assert proposed.remediation.state == pb.REMEDIATION_STATE_APPROVED
+    await stack.remediations.ExecuteRemediation(pb.ExecuteRemediationRequest(name=made.name))
+    later = await _events_of(stack, made.name, proposed.event_id, 3)
+    assert [e.remediation.state for e in later] == [
+        pb.REMEDIATION_STATE_EXECUTING,
+        pb.REMEDIATION_STATE_EXECUTING,  # the step, written before the verification
+        pb.REMEDIATION_STATE_DRY_RUN,
+    ]
+    assert [len(e.remediation.steps) for e in later] == [0, 1, 1]
+    assert later[-1].transition.to_state == pb.REMEDIATION_STATE_DRY_RUN
+
+
+async def test_a_watch_from_a_malformed_event_id_is_refused(stack: Stack) -> None:
+    call = stack.remediations.WatchRemediations(pb.WatchRemediationsRequest(after_event_id="yesterday"))
+    error = await refused(call.read)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

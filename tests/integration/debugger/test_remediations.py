@@ -314,3 +314,9 @@ async def test_a_diagnosis_that_suggests_nothing_executable_is_a_failed_precondi
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_info(error).reason == "NOTHING_EXECUTABLE"
+
+
+async def test_a_watch_needs_credentials(mesh: Mesh) -> None:
+    call = mesh.remediations.WatchRemediations(pb.WatchRemediationsRequest())
+    error = await refused(call.read)
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -747,7 +747,7 @@ Global___WatchRemediationsRequest: _TypeAlias = WatchRemediationsRequest  # noqa
 
 @_typing.final
 class RemediationEvent(_message.Message):
-    """One transition of one remediation."""
+    """One change of one remediation (or progress: no remediation)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -758,11 +758,11 @@ class RemediationEvent(_message.Message):
     """The event's id (resume after it)."""
     @_builtins.property
     def remediation(self) -> Global___RemediationRecord:
-        """The remediation after the transition."""
+        """The remediation as the change left it; unset in a progress event."""
 
     @_builtins.property
     def transition(self) -> Global___Transition:
-        """The transition."""
+        """Its latest transition (a step executed leaves it as it was)."""
 
     def __init__(
         self,

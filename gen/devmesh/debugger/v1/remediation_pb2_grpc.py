@@ -143,8 +143,8 @@ class RemediationServiceServicer:
         """Executes an approved remediation's plan, verifies it, and undoes what was
         applied, in reverse order, when verification fails.
         Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, FAILED_PRECONDITION
-        (not approved, or an approval expired), ABORTED (another replica holds
-        it), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+        (not approved, an approval expired, an action without an executor in this
+        deployment), ABORTED (another replica executes it), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,10 +161,12 @@ class RemediationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchRemediations(self, request, context):
-        """Streams remediation events (every transition), resumable after an event
-        id; NDJSON through the edge.
-        Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (the event is
-        older than the retained log), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+        """Streams remediation events (every transition and every executed step),
+        resumable after an event id; NDJSON through the edge. A quiet stream gets
+        a progress event (no remediation) every few seconds, whose id is where to
+        resume.
+        Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (events after
+        it are no longer kept), UNAVAILABLE (the server drains: resume).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -78,8 +78,8 @@ class RemediationServiceStub:
     """Executes an approved remediation's plan, verifies it, and undoes what was
     applied, in reverse order, when verification fails.
     Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, FAILED_PRECONDITION
-    (not approved, or an approval expired), ABORTED (another replica holds
-    it), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+    (not approved, an approval expired, an action without an executor in this
+    deployment), ABORTED (another replica executes it), UNAVAILABLE.
     """
     CancelRemediation: _grpc.UnaryUnaryMultiCallable[_remediation_pb2.CancelRemediationRequest, _remediation_pb2.RemediationRecord]
     """Cancels a remediation that has not started executing.
@@ -88,10 +88,12 @@ class RemediationServiceStub:
     meanwhile: retry), UNAVAILABLE.
     """
     WatchRemediations: _grpc.UnaryStreamMultiCallable[_remediation_pb2.WatchRemediationsRequest, _remediation_pb2.RemediationEvent]
-    """Streams remediation events (every transition), resumable after an event
-    id; NDJSON through the edge.
-    Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (the event is
-    older than the retained log), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+    """Streams remediation events (every transition and every executed step),
+    resumable after an event id; NDJSON through the edge. A quiet stream gets
+    a progress event (no remediation) every few seconds, whose id is where to
+    resume.
+    Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (events after
+    it are no longer kept), UNAVAILABLE (the server drains: resume).
     """
 
 @_typing.type_check_only
@@ -140,8 +142,8 @@ class RemediationServiceAsyncStub(RemediationServiceStub):
     """Executes an approved remediation's plan, verifies it, and undoes what was
     applied, in reverse order, when verification fails.
     Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, FAILED_PRECONDITION
-    (not approved, or an approval expired), ABORTED (another replica holds
-    it), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+    (not approved, an approval expired, an action without an executor in this
+    deployment), ABORTED (another replica executes it), UNAVAILABLE.
     """
     CancelRemediation: _aio.UnaryUnaryMultiCallable[_remediation_pb2.CancelRemediationRequest, _remediation_pb2.RemediationRecord]  # type: ignore[assignment]
     """Cancels a remediation that has not started executing.
@@ -150,10 +152,12 @@ class RemediationServiceAsyncStub(RemediationServiceStub):
     meanwhile: retry), UNAVAILABLE.
     """
     WatchRemediations: _aio.UnaryStreamMultiCallable[_remediation_pb2.WatchRemediationsRequest, _remediation_pb2.RemediationEvent]  # type: ignore[assignment]
-    """Streams remediation events (every transition), resumable after an event
-    id; NDJSON through the edge.
-    Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (the event is
-    older than the retained log), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+    """Streams remediation events (every transition and every executed step),
+    resumable after an event id; NDJSON through the edge. A quiet stream gets
+    a progress event (no remediation) every few seconds, whose id is where to
+    resume.
+    Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (events after
+    it are no longer kept), UNAVAILABLE (the server drains: resume).
     """
 
 class RemediationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -235,8 +239,8 @@ class RemediationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Executes an approved remediation's plan, verifies it, and undoes what was
         applied, in reverse order, when verification fails.
         Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, FAILED_PRECONDITION
-        (not approved, or an approval expired), ABORTED (another replica holds
-        it), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+        (not approved, an approval expired, an action without an executor in this
+        deployment), ABORTED (another replica executes it), UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
@@ -257,10 +261,12 @@ class RemediationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _remediation_pb2.WatchRemediationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_remediation_pb2.RemediationEvent], _abc.AsyncIterator[_remediation_pb2.RemediationEvent]]:
-        """Streams remediation events (every transition), resumable after an event
-        id; NDJSON through the edge.
-        Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (the event is
-        older than the retained log), UNIMPLEMENTED (not built yet), UNAVAILABLE.
+        """Streams remediation events (every transition and every executed step),
+        resumable after an event id; NDJSON through the edge. A quiet stream gets
+        a progress event (no remediation) every few seconds, whose id is where to
+        resume.
+        Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (events after
+        it are no longer kept), UNAVAILABLE (the server drains: resume).
         """
 
 def add_RemediationServiceServicer_to_server(servicer: RemediationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
