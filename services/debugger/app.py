@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import pathlib
 
 from grpc import aio
 
@@ -14,6 +15,7 @@ from services.debugger.model_explainers import ModelExplainer, Provider
 from services.debugger.remediation_actions import DryRunKubernetes, Executor
 from services.debugger.remediation_config_client import ConfigRollback
 from services.debugger.remediation_execution import Execution
+from services.debugger.remediation_notifications import RemediationWebhooks
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
@@ -23,6 +25,7 @@ from services.debugger.secrets_client import ApiKeyFromSecrets
 from services.debugger.servicer import DebuggerServicer
 from services.debugger.settings import DebuggerSettings
 from services.debugger.template_store import TemplateStore
+from services.runtime import notifications
 from services.runtime.identity import roles
 from services.runtime.server import Runtime, ServiceBinding
 from services.runtime.settings import SettingsError
@@ -97,6 +100,27 @@ def executors(runtime: Runtime) -> list[Executor]:
     return found
 
 
+def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> RemediationWebhooks | None:
+    """The webhook remediation events go to, when one is configured (with its signing secret)."""
+    url = settings.debugger_remediation_webhook_url
+    if not url:
+        return None
+    problem = notifications.check_url(url)
+    if problem:
+        raise SettingsError(f"DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_URL {problem}")
+    secret_file = settings.debugger_remediation_webhook_secret_file
+    try:
+        secret = pathlib.Path(secret_file).read_text().strip() if secret_file else ""
+    except OSError as error:
+        raise SettingsError(f"DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE: {error.strerror}") from None
+    if not secret:
+        raise SettingsError(
+            "a remediation webhook needs DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE (not empty)"
+        )
+    notifier = notifications.Notifier(runtime.redis, runtime.durable, "devmesh:debugger:notify:")
+    return RemediationWebhooks(notifier, [notifications.Webhook(url, secret)])
+
+
 def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     diagnoses = DiagnosisStore(
         runtime.redis, runtime.durable, retention_s=settings.debugger_diagnosis_retention
@@ -110,7 +134,8 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     # AnalyzeJob is deliberately not built (the spec's `unimplemented`): the generated base
     # declares it abstract, and without it grpc answers UNIMPLEMENTED.
     servicer = DebuggerServicer(debugger)  # type: ignore[abstract]
-    store = RemediationStore(runtime.redis, runtime.durable)
+    webhooks = remediation_webhooks(runtime, settings)
+    store = RemediationStore(runtime.redis, runtime.durable, webhooks.announce if webhooks else None)
     remediations = Remediations(store, diagnoses, policy(settings), Execution(store, executors(runtime)))
     remediation_servicer = RemediationServicer(remediations)
 
@@ -118,10 +143,16 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
         debugger_pb2_grpc.add_DebuggerServiceServicer_to_server(servicer, server)
         remediation_pb2_grpc.add_RemediationServiceServicer_to_server(remediation_servicer, server)
 
+    async def start() -> None:
+        if webhooks is not None:
+            await webhooks.notifier.start()
+
     async def stop() -> None:
         remediations.close()
+        if webhooks is not None:
+            await webhooks.notifier.stop()
 
-    return ServiceBinding(register=register, dependencies=[runtime.redis_dependency], stop=stop)
+    return ServiceBinding(register=register, dependencies=[runtime.redis_dependency], start=start, stop=stop)
 
 
 SPEC = ServiceSpec(

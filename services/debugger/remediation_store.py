@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -136,9 +136,15 @@ def not_found(remediation_id: str) -> NotFound:
 class RemediationStore:
     """Remediations of the debugger, and the events of their transitions."""
 
-    def __init__(self, redis: Redis, durable: DurableWriter) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        durable: DurableWriter,
+        announce: Callable[[Remediation, Remediation | None, str], Awaitable[None]] | None = None,
+    ) -> None:
         self._redis = redis
         self._durable = durable
+        self._announce = announce
         self.closing = False  # set when the server drains: watchers end instead of holding it up
 
     async def write(self, after: Remediation, before: Remediation | None) -> str:
@@ -171,7 +177,10 @@ class RemediationStore:
                 reason="CONCURRENT_CHANGE",
             )
         await self._durable.confirm()
-        return written.decode() if isinstance(written, bytes) else str(written)
+        event_id = written.decode() if isinstance(written, bytes) else str(written)
+        if self._announce is not None:
+            await self._announce(after, before, event_id)
+        return event_id
 
     def lease(self, remediation_id: str, ttl_s: float) -> Lease:
         """The lease a replica holds while it executes a remediation (one executor at a time)."""

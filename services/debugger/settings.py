@@ -95,3 +95,9 @@ class DebuggerSettings:
     debugger_automatic_window: int = setting(
         3600, "Seconds of the automatic-remediation window per target.", parse=parse_positive_int
     )
+    debugger_remediation_webhook_url: str = setting(
+        "", "Where remediation events are POSTed (signed, retried); empty: no webhook."
+    )
+    debugger_remediation_webhook_secret_file: str = setting(
+        "", "A file holding the secret that signs the webhook's POSTs (HMAC-SHA256)."
+    )

@@ -1,0 +1,65 @@
+"""Remediation webhooks: every proposal, approval, execution step, verification outcome and undo
+becomes a signed, retried POST through the runtime's notifications (HMAC-SHA256 over the
+timestamp and the body, exponential backoff, a dead-letter list), once per transition.
+
+The POST follows the transition it reports (written and durable first): a replica that dies in
+between loses that one POST, never a transition; the stream (WatchRemediations) has them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from services.debugger.remediation import Remediation
+from services.runtime.logging import get_logger
+from services.runtime.notifications import Notifier, Webhook
+
+log = get_logger(__name__)
+
+
+def event_type(after: Remediation, before: Remediation | None) -> str:
+    """`remediation.proposed`, `remediation.step` (an action executed or undone, no new state),
+    or `remediation.<state>` (approved, executing, succeeded, failed, dry_run...)."""
+    if before is None:
+        return "remediation.proposed"
+    if len(after.history) == len(before.history):
+        return "remediation.step"
+    if after.state is before.state:
+        return "remediation.approval"  # one approval of several
+    return f"remediation.{after.state.value.lower()}"
+
+
+def payload(after: Remediation, event_id: str) -> dict[str, Any]:
+    """What a receiver learns: which remediation, its state, the last transition and steps."""
+    last = after.history[-1]
+    return {
+        "remediation": f"remediations/{after.id}",
+        "event_id": event_id,
+        "state": after.state.value,
+        "actor": last.actor,
+        "reason": last.reason,
+        "risk": after.risk.score,
+        "plan": [{"kind": a.kind.value, "target": a.target} for a in after.plan],
+        "steps": [{"action": s.action, "status": s.status} for s in after.steps],
+    }
+
+
+class RemediationWebhooks:
+    """Announces remediation changes to the configured webhooks."""
+
+    def __init__(self, notifier: Notifier, webhooks: Sequence[Webhook]) -> None:
+        self.notifier = notifier
+        self._webhooks = list(webhooks)
+
+    async def announce(self, after: Remediation, before: Remediation | None, event_id: str) -> None:
+        """Queue the POSTs for one change (once per remediation version)."""
+        try:
+            await self.notifier.emit(
+                f"{after.id}:{after.version}",
+                event_type(after, before),
+                payload(after, event_id),
+                self._webhooks,
+            )
+        except Exception as error:  # the transition stands; only its POST is lost
+            log.warning("remediation.webhook_not_queued", remediation=after.id, error=type(error).__name__)
