@@ -15,7 +15,7 @@ from services.debugger.model_explainers import ModelExplainer, Provider
 from services.debugger.remediation_actions import DryRunKubernetes, Executor
 from services.debugger.remediation_config_client import ConfigRollback
 from services.debugger.remediation_execution import Execution
-from services.debugger.remediation_notifications import RemediationWebhooks
+from services.debugger.remediation_notifications import RemediationAudit, RemediationWebhooks
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
@@ -26,6 +26,7 @@ from services.debugger.servicer import DebuggerServicer
 from services.debugger.settings import DebuggerSettings
 from services.debugger.template_store import TemplateStore
 from services.runtime import notifications
+from services.runtime.audit import AuditLog
 from services.runtime.identity import roles
 from services.runtime.server import Runtime, ServiceBinding
 from services.runtime.settings import SettingsError
@@ -135,7 +136,9 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     # declares it abstract, and without it grpc answers UNIMPLEMENTED.
     servicer = DebuggerServicer(debugger)  # type: ignore[abstract]
     webhooks = remediation_webhooks(runtime, settings)
-    store = RemediationStore(runtime.redis, runtime.durable, webhooks.announce if webhooks else None)
+    audit = RemediationAudit(AuditLog(runtime.redis, retention=runtime.settings.audit_retention))
+    announcers = [audit.announce, *([webhooks.announce] if webhooks else [])]
+    store = RemediationStore(runtime.redis, runtime.durable, announcers)
     remediations = Remediations(store, diagnoses, policy(settings), Execution(store, executors(runtime)))
     remediation_servicer = RemediationServicer(remediations)
 

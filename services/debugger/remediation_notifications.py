@@ -1,4 +1,10 @@
-"""Remediation webhooks: every proposal, approval, execution step, verification outcome and undo
+"""Remediation audit events and webhooks.
+
+Audit: every change of a remediation (proposal, approval, execution, each step executed or
+undone, the verification's outcome) is an event in the runtime's audit log, beside the one the
+call itself makes, naming the remediation, the change and the transition's actor and reason.
+
+Webhooks: every proposal, approval, execution step, verification outcome and undo
 becomes a signed, retried POST through the runtime's notifications (HMAC-SHA256 over the
 timestamp and the body, exponential backoff, a dead-letter list), once per transition.
 
@@ -12,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.debugger.remediation import Remediation
+from services.runtime import request_context
+from services.runtime.audit import AuditLog
 from services.runtime.logging import get_logger
 from services.runtime.notifications import Notifier, Webhook
 
@@ -63,3 +71,30 @@ class RemediationWebhooks:
             )
         except Exception as error:  # the transition stands; only its POST is lost
             log.warning("remediation.webhook_not_queued", remediation=after.id, error=type(error).__name__)
+
+
+class RemediationAudit:
+    """Writes one audit event per remediation change."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    async def announce(self, after: Remediation, before: Remediation | None, event_id: str) -> None:
+        """The audit event of one change (never fails the change: the audit log logs its own failures)."""
+        last = after.history[-1]
+        step = after.steps[-1] if after.steps and event_type(after, before) == "remediation.step" else None
+        details = {"event_id": event_id, "transition_reason": last.reason, "transition_actor": last.actor}
+        if step is not None:
+            details.update(step=str(step.action), step_status=step.status)
+        await self._audit.record(
+            actor=request_context.principal_name(),
+            action=event_type(after, before).replace("remediation.", "debugger.remediations.", 1),
+            resource=f"remediations/{after.id}",
+            result=after.state.value,
+            reason=last.reason,
+            request_id=request_context.request_id.get(),
+            peer="",
+            method="",
+            service="debugger",
+            details=details,
+        )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -140,11 +140,11 @@ class RemediationStore:
         self,
         redis: Redis,
         durable: DurableWriter,
-        announce: Callable[[Remediation, Remediation | None, str], Awaitable[None]] | None = None,
+        announcers: Sequence[Callable[[Remediation, Remediation | None, str], Awaitable[None]]] = (),
     ) -> None:
         self._redis = redis
         self._durable = durable
-        self._announce = announce
+        self._announcers = list(announcers)  # told of every change once it is durable
         self.closing = False  # set when the server drains: watchers end instead of holding it up
 
     async def write(self, after: Remediation, before: Remediation | None) -> str:
@@ -178,8 +178,8 @@ class RemediationStore:
             )
         await self._durable.confirm()
         event_id = written.decode() if isinstance(written, bytes) else str(written)
-        if self._announce is not None:
-            await self._announce(after, before, event_id)
+        for announce in self._announcers:
+            await announce(after, before, event_id)
         return event_id
 
     def lease(self, remediation_id: str, ttl_s: float) -> Lease:

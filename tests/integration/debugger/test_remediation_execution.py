@@ -20,6 +20,7 @@ from devmesh.debugger.v1 import remediation_pb2 as pb
 from devmesh.debugger.v1 import remediation_pb2_grpc
 from services.debugger import app as debugger_app
 from services.debugger.remediation_store import RemediationStore
+from services.runtime import audit
 from services.runtime.server import Server
 from tests.conftest import ServerFactory
 from tests.helpers import error_info, refused
@@ -101,6 +102,23 @@ async def test_a_failed_verification_is_undone_and_the_remediation_fails_with_th
     assert "undone in reverse order: [0]" in done.history[-1].reason
     assert [s.status for s in done.steps] == ["applied", "undone"]
     assert await _content(stack, name) == {"db": {"host": "broken"}}  # rolled forward again
+
+
+async def test_the_proposal_execution_each_step_and_the_undo_are_audit_events(stack: Stack) -> None:
+    name, good = await _two_revisions(stack)
+    made = await _propose_rollback(stack, name, good, 'db.host="elsewhere"')
+    await stack.remediations.ExecuteRemediation(pb.ExecuteRemediationRequest(name=made.name))
+    entries = await stack.debugger.runtime.redis.xrevrange(audit.STREAM, count=1000)
+    events = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in reversed(entries)]
+    mine = [e for e in events if e["resource"] == made.name and e["method"] == ""]
+    assert [(e["action"], e.get("detail.step_status", "")) for e in mine] == [
+        ("debugger.remediations.proposed", ""),
+        ("debugger.remediations.executing", ""),
+        ("debugger.remediations.step", "applied"),
+        ("debugger.remediations.step", "undone"),
+        ("debugger.remediations.failed", ""),
+    ]
+    assert "verification of action 0 failed" in mine[-1]["reason"]
 
 
 async def test_a_memory_limit_patch_runs_as_a_validated_dry_run_and_never_claims_success(
