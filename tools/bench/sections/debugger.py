@@ -6,7 +6,8 @@ second in process (`tools.bench.log_grouping`); hit@10 and recall of the root-ca
 LogChunks against k8sgpt's log rule (`tools.bench.root_cause_lines`); category accuracy and
 confidence reliability on labelled fixtures (`tools.bench.category_accuracy`); ParseLog's rate
 against the in-process one and a 50 MiB streamed log's peak memory in a service process
-(`tools.bench.debugger_service`). Goals: mean GA >= 0.92, >= 50,000 lines/s in process and
+(`tools.bench.debugger_service`); an automatic remediation's proposal-to-execution latency,
+p50/p99 (`tools.bench.remediation_latency`). Goals: mean GA >= 0.92, >= 50,000 lines/s in process and
 half of it through ParseLog, hit@10 >= 0.8, recall >= 0.6, peak growth under three chunks
 plus the template set. Needs ../shared/data (each part is skipped with a reason when its
 data is absent).
@@ -16,7 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tools.bench import category_accuracy, debugger_service, log_grouping, root_cause_lines
+from tools.bench import (
+    category_accuracy,
+    debugger_service,
+    log_grouping,
+    remediation_latency,
+    root_cause_lines,
+)
 from tools.bench.sections import Section
 
 
@@ -35,6 +42,7 @@ def run(_duration: float) -> dict[str, Any]:
     figures["categories"] = category_accuracy.measure()
     if log_grouping.LOGHUB.is_dir():
         figures["service"] = debugger_service.measure()
+    figures["remediation"] = remediation_latency.measure()
     return figures
 
 
