@@ -1,0 +1,126 @@
+"""Running one step: a subprocess in its own process group, with resource limits, its output
+read as it comes; stopped with SIGTERM to the whole group, then SIGKILL after a grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+PR_SET_PDEATHSIG = 1
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_seconds: int
+    memory_bytes: int
+    open_files: int
+    processes: int  # absolute RLIMIT_NPROC (the user's count plus the step's allowance)
+
+
+def user_process_count() -> int:
+    """Processes of this user now (RLIMIT_NPROC counts them all, not just a step's)."""
+    uid = os.getuid()
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    count += 1
+    return count
+
+
+def _limit_child(limits: Limits) -> Callable[[], None]:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def apply() -> None:  # runs in the child between fork and exec: nothing but system calls
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the step dies with its worker (kill -9)
+        for kind, value in (
+            (resource.RLIMIT_CPU, limits.cpu_seconds),
+            (resource.RLIMIT_AS, limits.memory_bytes),
+            (resource.RLIMIT_NOFILE, limits.open_files),
+            (resource.RLIMIT_NPROC, limits.processes),
+        ):
+            _, hard = resource.getrlimit(kind)
+            cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(kind, (cap, cap))
+
+    return apply
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int  # negative: killed by that signal
+    timed_out: bool = False
+    stopped: bool = False  # stopped on request (cancel, lost lease, shutdown)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def run(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    limits: Limits,
+    timeout_s: float,
+    grace_s: float,
+    stop: asyncio.Event,
+    output: Callable[[bytes], Awaitable[None]],
+) -> Outcome:
+    """Run `argv` to its end, its time limit, or until `stop` is set; `output` gets its
+    stdout and stderr (merged) in chunks."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: a stop reaches every process it started
+        preexec_fn=_limit_child(limits),
+    )
+    pgid = process.pid
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    async def pump() -> None:
+        while chunk := await stdout.read(READ_CHUNK):
+            await output(chunk)
+
+    reader = asyncio.create_task(pump())
+    waiter = asyncio.create_task(process.wait())
+    stopper = asyncio.create_task(stop.wait())
+    timed_out = stopped = False
+    try:
+        done, _ = await asyncio.wait(
+            {waiter, stopper}, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            timed_out = stopper not in done
+            stopped = not timed_out
+            _signal_group(pgid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), grace_s)
+            except TimeoutError:
+                _signal_group(pgid, signal.SIGKILL)
+        code = await waiter
+    finally:
+        stopper.cancel()
+        _signal_group(pgid, signal.SIGKILL)  # what it left behind in its group goes with it
+        if not waiter.done():
+            await waiter
+    try:
+        await asyncio.wait_for(reader, grace_s + 5)
+    except TimeoutError:
+        reader.cancel()  # an escaped descendant holds the pipe open
+    return Outcome(exit_code=code, timed_out=timed_out, stopped=stopped)
