@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-import resource
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-PR_SET_PDEATHSIG = 1
 READ_CHUNK = 64 * 1024
 
 
@@ -36,22 +33,19 @@ def user_process_count() -> int:
     return count
 
 
-def _limit_child(limits: Limits) -> Callable[[], None]:
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def apply() -> None:  # runs in the child between fork and exec: nothing but system calls
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the step dies with its worker (kill -9)
-        for kind, value in (
-            (resource.RLIMIT_CPU, limits.cpu_seconds),
-            (resource.RLIMIT_AS, limits.memory_bytes),
-            (resource.RLIMIT_NOFILE, limits.open_files),
-            (resource.RLIMIT_NPROC, limits.processes),
-        ):
-            _, hard = resource.getrlimit(kind)
-            cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(kind, (cap, cap))
-
-    return apply
+def limited(argv: list[str], limits: Limits) -> list[str]:
+    """`argv` run under the limits and made to die with the worker (kill -9 included), through
+    util-linux's setpriv and prlimit: they set it up and exec, so no Python runs in the child
+    between fork and exec (a `preexec_fn` is unsafe once a process has threads)."""
+    return [
+        "setpriv", "--pdeathsig", "KILL", "--",
+        "prlimit",
+        f"--cpu={limits.cpu_seconds}",
+        f"--as={limits.memory_bytes}",
+        f"--nofile={limits.open_files}",
+        f"--nproc={limits.processes}",
+        "--", *argv,
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,14 +74,13 @@ async def run(
     """Run `argv` to its end, its time limit, or until `stop` is set; `output` gets its
     stdout and stderr (merged) in chunks."""
     process = await asyncio.create_subprocess_exec(
-        *argv,
+        *limited(argv, limits),
         cwd=cwd,
         env=dict(env),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,  # its own process group: a stop reaches every process it started
-        preexec_fn=_limit_child(limits),
     )
     pgid = process.pid
     assert process.stdout is not None
