@@ -3,6 +3,7 @@ both the coordinator (Python) and the transition scripts (Lua, cjson) read and w
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -26,15 +27,13 @@ class JobRecord:
     ap: int = 0  # 1: its gate was approved
 
     def dump(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self.__dict__, separators=(",", ":"))
 
     @classmethod
     def load(cls, raw: bytes | str | None) -> JobRecord:
         if not raw:
-            return cls()
-        data = json.loads(raw)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+            return _PENDING
+        return _load_job(raw if isinstance(raw, str) else raw.decode())
 
     def but(self, **changes: Any) -> JobRecord:
         return replace(self, **changes)
@@ -71,6 +70,17 @@ class AttemptRecord:
 
 
 _TIMES = ("qt", "st", "et")  # us: kept as strings in JSON (cjson keeps 14 digits of a number)
+
+
+_PENDING = JobRecord()
+_JOB_FIELDS = frozenset(JobRecord.__dataclass_fields__)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _load_job(raw: str) -> JobRecord:
+    # Records are immutable and a run's jobs share few distinct ones (1,000 `SUCCEEDED`
+    # attempts #1 are one string): one parse each, not one per job per decision.
+    return JobRecord(**{k: v for k, v in json.loads(raw).items() if k in _JOB_FIELDS})
 
 
 def attempt_field(key: str, number: int) -> str:

@@ -71,43 +71,38 @@ class RunRecord:
         }
 
 
-_PLANS: dict[tuple[str, int], Plan] = {}  # (run, len of its plan JSON): plans never change
+# Fields of the run hash other than its plan and definition (large, and never changed).
+SMALL_FIELDS = ("project", "pipeline", "revision", "state", "trigger", "inputs", "source", "ref", "started_by",
+                "group", "cancel", "cancel_state", "reruns", "ct", "et", "deadline")  # fmt: skip
+_PLANS: dict[str, Plan] = {}  # run id -> its plan, which never changes
+_MAX_PLANS = 1024
 
 
-def decode_run(run_id: str, raw: dict[bytes, bytes]) -> RunRecord | None:
-    if not raw:
+def decode_run(run_id: str, values: list[bytes | None], plan: Plan) -> RunRecord | None:
+    """A run from its SMALL_FIELDS values (in order) and its plan; None when it does not exist."""
+    if values[0] is None:
         return None
-    text = {k.decode(): v for k, v in raw.items()}
-
-    def s(name: str) -> str:
-        return text[name].decode() if name in text else ""
-
-    plan_json = text["plan"]
-    cached = _PLANS.get((run_id, len(plan_json)))
-    if cached is None:
-        cached = _PLANS[(run_id, len(plan_json))] = Plan.from_json(json.loads(plan_json))
-        if len(_PLANS) > 1024:
-            _PLANS.pop(next(iter(_PLANS)))
+    text = {name: (v.decode() if v is not None else "") for name, v in zip(SMALL_FIELDS, values, strict=True)}
     return RunRecord(
         id=run_id,
-        project=s("project"),
-        pipeline=s("pipeline"),
-        revision=int(s("revision") or 0),
-        state=s("state"),
-        plan=cached,
-        definition=text.get("definition", b""),
-        trigger=s("trigger"),
-        inputs=json.loads(s("inputs") or "{}"),
-        source=s("source"),
-        ref=s("ref"),
-        started_by=s("started_by"),
-        group=s("group"),
-        cancel=s("cancel") == "1",
-        cancel_state=s("cancel_state") or states.CANCELLED,
-        reruns=int(s("reruns") or 0),
-        create_time_us=int(s("ct") or 0),
-        end_time_us=int(s("et") or 0),
-        deadline_ms=int(s("deadline") or 0),
+        project=text["project"],
+        pipeline=text["pipeline"],
+        revision=int(text["revision"] or 0),
+        state=text["state"],
+        plan=plan,
+        definition=b"",
+        trigger=text["trigger"],
+        inputs=json.loads(text["inputs"] or "{}"),
+        source=text["source"],
+        ref=text["ref"],
+        started_by=text["started_by"],
+        group=text["group"],
+        cancel=text["cancel"] == "1",
+        cancel_state=text["cancel_state"] or states.CANCELLED,
+        reruns=int(text["reruns"] or 0),
+        create_time_us=int(text["ct"] or 0),
+        end_time_us=int(text["et"] or 0),
+        deadline_ms=int(text["deadline"] or 0),
     )
 
 
@@ -130,19 +125,38 @@ class RunStore:
             result = await self.redis.evalsha(_SCRIPTS[source], len(keys_), *keys_, *args)
         return [part.decode() if isinstance(part, bytes) else str(part) for part in result]
 
+    async def plan(self, run_id: str) -> Plan | None:
+        """The run's plan (read once per process: it never changes)."""
+        found = _PLANS.get(run_id)
+        if found is None:
+            raw = await self.redis.hget(keys.run(run_id), "plan")
+            if raw is None:
+                return None
+            found = _PLANS[run_id] = Plan.from_json(json.loads(raw))
+            if len(_PLANS) > _MAX_PLANS:
+                _PLANS.pop(next(iter(_PLANS)))
+        return found
+
     async def run(self, run_id: str) -> RunRecord | None:
-        return decode_run(run_id, await self.redis.hgetall(keys.run(run_id)))
+        values = await self.redis.hmget(keys.run(run_id), SMALL_FIELDS)
+        if values[0] is None:
+            return None
+        plan = await self.plan(run_id)
+        return decode_run(run_id, values, plan) if plan is not None else None
 
     async def jobs_raw(self, run_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(keys.jobs(run_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def run_with_jobs(self, run_id: str) -> tuple[RunRecord | None, dict[str, str]]:
+        """The run and its jobs' raw records, read together (one transaction)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.run(run_id))
+            pipe.hmget(keys.run(run_id), SMALL_FIELDS)
             pipe.hgetall(keys.jobs(run_id))
-            run_raw, jobs_raw = await pipe.execute()
-        return decode_run(run_id, run_raw), {k.decode(): v.decode() for k, v in jobs_raw.items()}
+            values, jobs_raw = await pipe.execute()
+        plan = await self.plan(run_id) if values[0] is not None else None
+        record = decode_run(run_id, values, plan) if plan is not None else None
+        return record, {k.decode(): v.decode() for k, v in jobs_raw.items()}
 
     async def attempts(self, run_id: str) -> dict[str, AttemptRecord]:
         raw = await self.redis.hgetall(keys.attempts(run_id))

@@ -63,6 +63,20 @@ def found_labels(extra: tuple[str, ...]) -> frozenset[str]:
     return frozenset(labels | set(extra))
 
 
+@dataclass(frozen=True)
+class KnownRun:
+    """What a worker keeps of a run it ran a job of: nothing of it changes once it exists."""
+
+    jobs: dict[str, JobPlan]
+    definition: model_pb2.PipelineDefinition
+    definition_jobs: dict[str, model_pb2.Job]
+    fields: dict[str, bytes]
+    inputs: dict[str, Any]
+
+
+MAX_KNOWN_RUNS = 64
+
+
 @dataclass
 class Taken:
     queue: str
@@ -88,6 +102,27 @@ class Worker:
         self._queues_at = 0.0
         self.jobs_done = 0
         self.current: set[_Attempt] = set()
+        self._runs: dict[str, KnownRun] = {}
+
+    async def run_of(self, run_id: str) -> KnownRun:
+        """The run's plan, definition and source (read once per run)."""
+        found = self._runs.get(run_id)
+        if found is None:
+            names = ("plan", "definition", "source", "ref", "inputs")
+            values = dict(zip(names, await self.redis.hmget(keys.run(run_id), names), strict=True))
+            plan = Plan.from_json(json.loads(values["plan"] or b"{}"))
+            definition = model_pb2.PipelineDefinition.FromString(values["definition"] or b"")
+            found = KnownRun(
+                jobs=plan.by_key(),
+                definition=definition,
+                definition_jobs={j.id: j for j in [*definition.jobs, *definition.finally_jobs]},
+                fields={k: v or b"" for k, v in values.items()},
+                inputs=json.loads(values["inputs"] or b"{}"),
+            )
+            self._runs[run_id] = found
+            if len(self._runs) > MAX_KNOWN_RUNS:
+                self._runs.pop(next(iter(self._runs)))
+        return found
 
     def eligible(self, labels: str) -> bool:
         wanted = set() if labels == keys.ANY_LABELS else set(labels.split(","))
@@ -253,13 +288,12 @@ class _Attempt:
                 self.stop.set()
 
     async def execute(self) -> tuple[str, str, int, str]:
-        run_raw = await self.worker.redis.hgetall(keys.run(self.taken.run))
-        text = {k.decode(): v for k, v in run_raw.items()}
-        plan = Plan.from_json(json.loads(text["plan"]))
-        job_plan = plan.by_key()[self.taken.key]
-        definition = model_pb2.PipelineDefinition.FromString(text["definition"])
-        job = next(j for j in [*definition.jobs, *definition.finally_jobs] if j.id == job_plan.job_id)
-        inputs = json.loads(text.get("inputs", b"{}"))
+        known = await self.worker.run_of(self.taken.run)
+        job_plan = known.jobs[self.taken.key]
+        job = known.definition_jobs[job_plan.job_id]
+        definition = known.definition
+        text = known.fields
+        inputs = known.inputs
         self.sink = LogSink(self._send, Masker([]), self.settings.worker_log_cap_bytes)
         self.sink.start()
         self.heartbeat_task = asyncio.create_task(self._heartbeat())

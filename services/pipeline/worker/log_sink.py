@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from services.pipeline.worker.masking import Masker
 
 MAX_LINE = 16 * 1024  # a longer line goes out in pieces
-BATCH_LINES = 1000
-BATCH_BYTES = 256 * 1024
+BATCH_LINES = 4000  # Lua's unpack takes at most ~8,000 values
+BATCH_BYTES = 512 * 1024
 MAX_PENDING_BYTES = 4 * 1024 * 1024
 FLUSH_INTERVAL_S = 0.05
 MARKER = "[devmesh: log truncated at {cap} bytes; the rest of the output was dropped]"
@@ -47,16 +47,22 @@ class LogSink:
         self._add(text)
 
     def _add(self, text: str) -> None:
+        self._add_lines([text])
+
+    def _add_lines(self, lines: list[str]) -> None:
         if self.truncated or self.stale:
             return
-        masked = self.masker(text)
-        self.recent.append(masked)
-        self.pending.append(masked)
-        size = len(masked.encode()) + 1
+        if self.masker.forms:
+            lines = [self.masker(line) for line in lines]
+        # Characters, not bytes: the store cuts at the cap in bytes exactly; this only stops
+        # the work here soon after.
+        size = sum(map(len, lines)) + len(lines)
+        self.pending.extend(lines)
+        self.recent.extend(lines[-20:])
         self.pending_bytes += size
         self.accepted_bytes += size
         if self.accepted_bytes > self.cap:
-            self.truncated = True  # the store cuts at the cap exactly and adds the marker
+            self.truncated = True  # the store adds the marker
         if len(self.pending) >= BATCH_LINES or self.pending_bytes >= BATCH_BYTES:
             self.wake.set()
         if self.pending_bytes >= MAX_PENDING_BYTES:
@@ -67,14 +73,18 @@ class LogSink:
         if self.truncated or self.stale:
             return
         data = self.partial + chunk
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
-        if len(self.partial) > MAX_LINE:
-            lines.append(self.partial)
-            self.partial = b""
-        for raw in lines:
-            for start in range(0, max(1, len(raw)), MAX_LINE):
-                self._add(raw[start : start + MAX_LINE].decode(errors="replace"))
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.partial = data
+            if len(data) > MAX_LINE:
+                self._add_lines(_pieces(data.decode(errors="replace")))
+                self.partial = b""
+        else:
+            self.partial = data[end + 1 :]
+            lines = data[:end].decode(errors="replace").split("\n")
+            if any(len(line) > MAX_LINE for line in lines):
+                lines = [piece for line in lines for piece in _pieces(line)]
+            self._add_lines(lines)
         await self.room.wait()
 
     def end_of_step(self) -> None:
@@ -86,7 +96,7 @@ class LogSink:
         while self.pending:
             batch = self.pending[:BATCH_LINES]
             del self.pending[:BATCH_LINES]
-            self.pending_bytes = sum(len(line) + 1 for line in self.pending)
+            self.pending_bytes = max(0, self.pending_bytes - sum(map(len, batch)) - len(batch))
             if self.pending_bytes < MAX_PENDING_BYTES:
                 self.room.set()
             result = await self.send(batch)
@@ -113,3 +123,8 @@ class LogSink:
             await self._flusher
         self.end_of_step()
         await self._flush()
+
+
+def _pieces(line: str) -> list[str]:
+    """A line longer than MAX_LINE, in pieces of at most MAX_LINE."""
+    return [line[i : i + MAX_LINE] for i in range(0, max(1, len(line)), MAX_LINE)] if line else [line]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -21,8 +22,16 @@ class Limits:
     processes: int  # absolute RLIMIT_NPROC (the user's count plus the step's allowance)
 
 
+_COUNTED: list[float] = [0.0, 0.0]  # when, how many: counting reads all of /proc
+COUNT_FOR_S = 2.0
+
+
 def user_process_count() -> int:
-    """Processes of this user now (RLIMIT_NPROC counts them all, not just a step's)."""
+    """Processes of this user (RLIMIT_NPROC counts them all, not just a step's), counted at
+    most every COUNT_FOR_S."""
+    now = time.monotonic()
+    if now - _COUNTED[0] < COUNT_FOR_S:
+        return int(_COUNTED[1])
     uid = os.getuid()
     count = 0
     for entry in os.scandir("/proc"):
@@ -30,6 +39,7 @@ def user_process_count() -> int:
             with contextlib.suppress(OSError):
                 if entry.stat().st_uid == uid:
                     count += 1
+    _COUNTED[:] = [now, float(count)]
     return count
 
 
