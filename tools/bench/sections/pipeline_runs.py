@@ -16,6 +16,7 @@ a line; p99 delay < 250 ms.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import os
 import statistics
 import subprocess
@@ -107,7 +108,7 @@ def _chain_parts(run: Any) -> dict[str, Any]:
     running = [(a.end_time.ToNanoseconds() - a.start_time.ToNanoseconds()) / 1e9 for a in attempts]
     deciding = [
         (later.queue_time.ToNanoseconds() - earlier.end_time.ToNanoseconds()) / 1e9
-        for earlier, later in zip(attempts, attempts[1:], strict=False)
+        for earlier, later in itertools.pairwise(attempts)
     ]
     return {"attempt_start_to_end": _quantiles_ms(running), "end_to_next_queued": _quantiles_ms(deciding)}
 
