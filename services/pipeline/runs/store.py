@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis import exceptions as redis_errors
+
 from services.pipeline.runs import keys, states
 from services.pipeline.runs.plan import Plan
 from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
@@ -118,9 +120,7 @@ class RunStore:
             sha = _SCRIPTS[source] = str(await self.redis.script_load(source))
         try:
             result = await self.redis.evalsha(sha, len(keys_), *keys_, *args)
-        except Exception as exc:  # NOSCRIPT after a Redis restart: load it again
-            if "NOSCRIPT" not in str(exc):
-                raise
+        except redis_errors.NoScriptError:  # Redis restarted (its script cache is not kept): again
             _SCRIPTS[source] = str(await self.redis.script_load(source))
             result = await self.redis.evalsha(_SCRIPTS[source], len(keys_), *keys_, *args)
         return [part.decode() if isinstance(part, bytes) else str(part) for part in result]

@@ -18,9 +18,12 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from redis import exceptions as redis_errors
 
 from devmesh.pipeline.v1 import model_pb2
 from services.pipeline import expressions
@@ -54,6 +57,9 @@ RESOURCE_HINTS = (
     "Too many open files",
 )
 QUEUE_REFRESH_S = 1.0
+REDIS_AWAY = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)
+REDIS_RETRY_S = 0.2
+T = TypeVar("T")
 
 
 def found_labels(extra: tuple[str, ...]) -> frozenset[str]:
@@ -166,9 +172,25 @@ class Worker:
     async def serve(self) -> None:
         """Take and run jobs until SIGTERM (or `shutting_down`)."""
         while not self.shutting_down.is_set():
-            taken = await self.take()
+            try:
+                taken = await self.take()
+            except REDIS_AWAY:
+                await asyncio.sleep(REDIS_RETRY_S)  # Redis restarting: its queues come back with it
+                continue
             if taken is not None:
                 await self.run_attempt(taken)
+
+    async def reliably(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` again while Redis is away, for as long as a lease: a report the worker gave up
+        on would leave its attempt to be reclaimed as lost."""
+        deadline = time.monotonic() + max(self.settings.worker_lease_seconds, 5.0) * 3
+        while True:
+            try:
+                return await call()
+            except REDIS_AWAY:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(REDIS_RETRY_S)
 
     async def _ack(self, taken: Taken) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -178,18 +200,16 @@ class Worker:
 
     async def run_attempt(self, taken: Taken) -> None:
         lease_ms = int(self.settings.worker_lease_seconds * 1000)
-        started, number = await self.store.script(
-            scripts.START,
-            [
-                keys.jobs(taken.run),
-                keys.attempts(taken.run),
-                keys.events(taken.run),
-                keys.lease(taken.run, taken.key),
-            ],
-            [taken.key, taken.fence, self.id, now_us(), lease_ms],
+        run_keys = [keys.jobs(taken.run), keys.attempts(taken.run), keys.events(taken.run)]
+        started, number = await self.reliably(
+            lambda: self.store.script(
+                scripts.START,
+                [*run_keys, keys.lease(taken.run, taken.key)],
+                [taken.key, taken.fence, self.id, now_us(), lease_ms],
+            )
         )
         if started != "ok":
-            await self._ack(taken)  # cancelled or superseded before it started
+            await self.reliably(lambda: self._ack(taken))  # cancelled or superseded before it started
             return
         attempt = _Attempt(self, taken, int(number))
         self.current.add(attempt)
@@ -211,19 +231,11 @@ class Worker:
             await attempt.finish_logs()
             await cancel_and_wait(attempt.heartbeat_task)
         if not attempt.lost:
-            await self.store.script(
-                scripts.FINISH,
-                [
-                    keys.jobs(taken.run),
-                    keys.attempts(taken.run),
-                    keys.events(taken.run),
-                    keys.WORK,
-                    keys.lease(taken.run, taken.key),
-                ],
-                [taken.key, taken.fence, state, reason, code, message[:500], now_us(), taken.run],
-            )
-            await self.durable.confirm()
-        await self._ack(taken)
+            report = [taken.key, taken.fence, state, reason, code, message[:500], now_us(), taken.run]
+            finish_keys = [*run_keys, keys.WORK, keys.lease(taken.run, taken.key)]
+            await self.reliably(lambda: self.store.script(scripts.FINISH, finish_keys, report))
+            await self.reliably(self.durable.confirm)
+        await self.reliably(lambda: self._ack(taken))
         attempt.clean()
         self.current.discard(attempt)
         self.jobs_done += 1
@@ -246,16 +258,18 @@ class _Attempt:
 
     async def _send(self, lines: list[str]) -> str:
         run = self.taken.run
-        result, _ = await self.worker.store.script(
-            scripts.APPEND_LOG,
-            [keys.jobs(run), keys.attempts(run), keys.events(run), keys.log(run, "")],
-            [
-                self.taken.key,
-                self.taken.fence,
-                self.settings.worker_log_cap_bytes,
-                MARKER.format(cap=self.settings.worker_log_cap_bytes),
-                *lines,
-            ],
+        result, _ = await self.worker.reliably(
+            lambda: self.worker.store.script(
+                scripts.APPEND_LOG,
+                [keys.jobs(run), keys.attempts(run), keys.events(run), keys.log(run, "")],
+                [
+                    self.taken.key,
+                    self.taken.fence,
+                    self.settings.worker_log_cap_bytes,
+                    MARKER.format(cap=self.settings.worker_log_cap_bytes),
+                    *lines,
+                ],
+            )
         )
         if result == "stale":
             self.lost = True

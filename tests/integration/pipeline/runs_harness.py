@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
+from grpc import aio
 
 from devmesh.pipeline.v1 import model_pb2, pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
 from tools.stack.valkey import Valkey
@@ -84,14 +86,23 @@ class Mesh:
     async def run(self, pipeline: str, **fields: Any) -> runs_pb2.Run:
         return await self.runs.RunPipeline(runs_pb2.RunPipelineRequest(parent=pipeline, **fields))
 
+    async def get(self, name: str) -> runs_pb2.Run | None:
+        """The run; None for UNAVAILABLE, which a client retries (Redis restarting)."""
+        try:
+            return await self.runs.GetRun(runs_pb2.GetRunRequest(name=name))
+        except aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return None
+
     async def until(self, name: str, *states: int, within: float = 30.0) -> runs_pb2.Run:
         """The run once it is in one of `states` (default: any final one)."""
         wanted = set(states) or FINAL
         loop = asyncio.get_running_loop()
         end = loop.time() + within
         while True:
-            run = await self.runs.GetRun(runs_pb2.GetRunRequest(name=name))
-            if run.state in wanted:
+            run = await self.get(name)
+            if run is not None and run.state in wanted:
                 return run
             if loop.time() > end:
                 raise AssertionError(f"run stayed {runs_pb2.RunState.Name(run.state)}: {run}")
