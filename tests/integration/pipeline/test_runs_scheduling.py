@@ -193,3 +193,13 @@ async def test_run_events_stream_state_changes_and_log_lines_and_resume_after_an
         )
     ]  # fmt: skip
     assert [e.id for e in resumed] == [e.id for e in events[middle + 1 :]]
+
+
+async def test_a_job_whose_env_references_a_secret_fails_setup_and_says_why(mesh: Mesh) -> None:
+    name = await mesh.pipeline({"jobs": [job("a", "true", env={"TOKEN": {"$secret": "deploy-token"}})]})
+    mesh.start_worker()
+    run = await mesh.run(name)
+    done = await mesh.until(run.name)
+    attempt = done.jobs[0].attempts[0]
+    assert attempt.reason == runs_pb2.ATTEMPT_REASON_SETUP_FAILED
+    assert "secret references" in attempt.message
