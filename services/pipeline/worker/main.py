@@ -32,6 +32,9 @@ async def run_worker(environ: Mapping[str, str]) -> int:
     loop.add_signal_handler(signal.SIGTERM, shut_down)
     loop.add_signal_handler(signal.SIGINT, shut_down)
     log.info("pipeline.worker.started", worker=worker.id, labels=sorted(worker.labels))
+    if os.geteuid() == 0:
+        # RLIMIT_NPROC does not bind root: a fork bomb would stop only at its time limit.
+        log.warning("pipeline.worker.runs_as_root", worker=worker.id)
     stopper = asyncio.create_task(worker.hand_back.wait())
     try:
         serving = asyncio.create_task(worker.serve())

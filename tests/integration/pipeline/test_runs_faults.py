@@ -1,6 +1,5 @@
 """Runs when things break, with real processes: a worker killed mid-step, a step that prints
-100 MB, one that forks or allocates without end, one that ignores SIGTERM, a worker told to
-shut down."""
+100 MB, one that allocates without end, one that ignores SIGTERM, a worker told to shut down."""
 
 from __future__ import annotations
 
@@ -85,17 +84,23 @@ async def test_a_step_printing_100_mb_is_truncated_at_the_cap_and_the_worker_sta
     assert _peak_memory_kib(worker.pid) < 200 * 1024
 
 
-async def test_a_fork_bomb_and_an_unbounded_allocation_are_contained_and_the_worker_lives(mesh: Mesh) -> None:
-    bomb = "bomb() { bomb | bomb & }; bomb"
+async def test_an_unbounded_allocation_is_stopped_by_its_limit_and_the_worker_lives(mesh: Mesh) -> None:
+    # No fork bomb here: these tests run as root on a shared machine, and RLIMIT_NPROC does not
+    # bind root (see the README); a bomb would be stopped only by its time limit.
     hog = "python3 -c 'x = []\nwhile True: x.append(bytearray(1 << 24))'"
     name = await mesh.pipeline(
-        {"jobs": [job("bomb", bomb, timeout="3s"), job("hog", hog), job("after", "echo still here", needs=["bomb", "hog"], condition={"when": "WHEN_ALWAYS"})]}
-    )  # fmt: skip
-    worker = mesh.start_worker(DEVMESH_WORKER_PROCESSES="64", DEVMESH_WORKER_MEMORY_BYTES=str(512 << 20))
+        {
+            "jobs": [
+                job("hog", hog),
+                job("after", "echo still here", needs=["hog"], condition={"when": "WHEN_ALWAYS"}),
+            ]
+        }
+    )
+    worker = mesh.start_worker(DEVMESH_WORKER_MEMORY_BYTES=str(512 << 20))
     run = await mesh.run(name)
     done = await mesh.until(run.name, within=60)
-    assert states_of(done) == {"bomb": "TIMED_OUT", "hog": "FAILED", "after": "SUCCEEDED"}, done
-    hog_attempt = next(j for j in done.jobs if j.key == "hog").attempts[0]
+    assert states_of(done) == {"hog": "FAILED", "after": "SUCCEEDED"}, done
+    hog_attempt = done.jobs[0].attempts[0]
     assert hog_attempt.reason == runs_pb2.ATTEMPT_REASON_RESOURCE_LIMIT, hog_attempt
     assert worker.poll() is None
 
