@@ -12,6 +12,7 @@ from services.runtime.spec import ServiceSpec
 SERVICES: dict[str, str] = {
     "config": "services.config.app",
     "secrets": "services.secrets.app",
+    "cost": "services.cost.app",
     "pipeline": "services.pipeline.app",
 }
 

@@ -55,12 +55,17 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         """The service's status now, then each change; SERVICE_UNKNOWN while none is reported."""
         last = None
         while True:
-            changed = self._changed
-            status = self._status.get(request.service, SERVICE_UNKNOWN)
+            # Read together, before the yield: a drain that starts while the message is being
+            # written must still get its NOT_SERVING written before the stream ends.
+            changed, status, draining = (
+                self._changed,
+                self._status.get(request.service, SERVICE_UNKNOWN),
+                self._draining,
+            )
             if status != last:
                 yield health_pb2.HealthCheckResponse(status=status)
                 last = status
-            if self._draining:
+            if draining:
                 raise Unavailable("the server is shutting down; watch another replica", retry_after=0.1,
                                   reason="SHUTTING_DOWN")  # fmt: skip
             await changed.wait()

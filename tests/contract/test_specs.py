@@ -81,7 +81,7 @@ def test_streaming_handlers_yield_their_messages(spec: ServiceSpec, service: str
             continue  # the generated base's handler, which answers UNIMPLEMENTED
         if method.server_streaming:
             assert inspect.isasyncgenfunction(handler), f"{method.name} must be an async generator"
-        elif not method.client_streaming and not method.server_streaming:
+        elif not method.client_streaming:
             assert inspect.iscoroutinefunction(handler), f"{method.name} must be a coroutine function"
 
 

@@ -31,6 +31,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         service_env={
             "DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3",
             "DEVMESH_SECRETS_WATCH_PROGRESS_INTERVAL": "0.3",
+            "DEVMESH_COST_WATCH_PROGRESS_INTERVAL": "0.3",
             "DEVMESH_RATE_LIMITS": LIMITS,
         },
     ) as stack:

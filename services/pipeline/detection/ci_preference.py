@@ -7,11 +7,12 @@ job's `working-directory`), and never when it depends on the CI system's variabl
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 
 from services.pipeline import commands
 from services.pipeline.detection import manifests
 from services.pipeline.detection.existing_ci import CiCommand, CiEvidence
-from services.pipeline.detection.report import Report
+from services.pipeline.detection.report import Evidence, Report
 from services.pipeline.detection.stack import TEST, Stack
 from services.pipeline.snapshot import Snapshot, join
 
@@ -77,3 +78,28 @@ def prefer(stack: Stack, ci: CiEvidence, snapshot: Snapshot, report: Report) -> 
         + f" (the existing CI's; detection proposed {' && '.join(stack.adopted[TEST])})",
         *(c.evidence for c in found),
     )
+
+
+def several_lockfiles(
+    found: Mapping[str, str],
+    priority: Sequence[str],
+    ci: CiEvidence,
+    directory: str,
+    report: Report,
+    advice: str,
+) -> str:
+    """The package manager of a project with lockfiles of several (`found`: manager → lockfile):
+    the one the existing CI runs, else the first in `priority`; a warning naming them either
+    way, never a silent guess."""
+    used = next(
+        (m for m in priority if m in found and any(c.command.startswith(f"{m} ") for c in ci.commands)),
+        None,
+    )
+    chosen = used or next(m for m in priority if m in found)
+    report.warn(
+        "SEVERAL_LOCKFILES",
+        f"{', '.join(sorted(found.values()))} are lockfiles of different package managers; {chosen} was chosen "
+        f"({'the existing CI uses it' if used else 'by precedence'}): {advice}",
+        *(Evidence(p) for p in sorted(found.values())),
+    )
+    return report.decide("package manager", directory, chosen, Evidence(found[chosen], 0, "lockfile"))

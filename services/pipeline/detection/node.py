@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from services.pipeline.detection import manifests
+from services.pipeline.detection import ci_preference, manifests
 from services.pipeline.detection.existing_ci import CiEvidence
 from services.pipeline.detection.report import Evidence, Report, evidence_in
 from services.pipeline.detection.stack import AUDIT, BUILD, INSTALL, LINT, TEST, TYPECHECK, Cache, Stack
@@ -69,18 +69,9 @@ def _manager(
             )
         return report.decide("package manager", directory, name, evidence_in(path, text, '"packageManager"'))
     if len(found) > 1:
-        used = next(
-            (m for m in PRIORITY if m in found and any(c.command.startswith(f"{m} ") for c in ci.commands)),
-            None,
+        return ci_preference.several_lockfiles(
+            found, PRIORITY, ci, directory, report, "delete the others or set packageManager"
         )
-        chosen = used or next(m for m in PRIORITY if m in found)
-        report.warn(
-            "SEVERAL_LOCKFILES",
-            f"{', '.join(sorted(found.values()))} are lockfiles of different package managers; {chosen} was chosen "
-            f"({'the existing CI uses it' if used else 'by precedence'}): delete the others or set packageManager",
-            *(Evidence(p) for p in sorted(found.values())),
-        )
-        return report.decide("package manager", directory, chosen, Evidence(found[chosen], 0, "lockfile"))
     if found:
         manager, lockfile = next(iter(found.items()))
         return report.decide("package manager", directory, manager, Evidence(lockfile, 0, "lockfile"))

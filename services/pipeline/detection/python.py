@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from services.pipeline import commands
-from services.pipeline.detection import manifests
+from services.pipeline.detection import ci_preference, manifests
 from services.pipeline.detection.existing_ci import CiEvidence
 from services.pipeline.detection.report import Evidence, Report, evidence_in
 from services.pipeline.detection.stack import (
@@ -148,19 +148,9 @@ def _package_manager(
         found["pipenv"] = join(directory, "Pipfile")
     text = snapshot.text(pyproject_path)
     if len(found) > 1:
-        used = next(
-            (m for m in PRIORITY if m in found and any(c.command.startswith(f"{m} ") for c in ci.commands)),
-            None,
+        return ci_preference.several_lockfiles(
+            found, PRIORITY, ci, directory, report, "delete the others or check the choice"
         )
-        chosen = used or next(m for m in PRIORITY if m in found)
-        report.warn(
-            "SEVERAL_LOCKFILES",
-            f"{', '.join(sorted(found.values()))} are lockfiles of different package managers; "
-            f"{chosen} was chosen ({'the existing CI uses it' if used else 'by precedence'}): delete the others "
-            "or check the choice",
-            *(Evidence(p) for p in sorted(found.values())),
-        )
-        return report.decide("package manager", directory, chosen, Evidence(found[chosen], 0, "lockfile"))
     if found:
         manager, path = next(iter(found.items()))
         return report.decide("package manager", directory, manager, Evidence(path, 0, "lockfile"))

@@ -243,4 +243,4 @@ def run(duration: float) -> dict[str, Any]:
     }
 
 
-SECTION = Section("pipeline_runs", run, order=70)
+SECTION = Section("pipeline_runs", run, order=80)

@@ -1,0 +1,418 @@
+"""Reading a spooled FOCUS export into Parquet partitions, in DuckDB, in one pass.
+
+Every column is read as text and converted by SQL (vectorised, in parallel), never row by
+row in Python: money and quantities become DECIMAL, times TIMESTAMPTZ in UTC, Tags a map. Each
+row gets its rejection (the first check it fails, with the column and the value) or its list
+of warnings. One COPY writes the rows partitioned by billing period, the rejected ones into
+a partition of their own; then the counts, totals and samples are read back from those files
+(one or two columns each), and the daily rollups are written from the stored rows.
+
+Rows that the CSV reader itself cannot split (a field too many, an unclosed quote) are kept
+by DuckDB's reject tables and counted with the others: rows_read = rows_stored + rows_rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from services.cost import focus_schema
+from services.cost.duck import DuckSettings, connect, identifier, literal
+from services.cost.focus_schema import DECIMAL_SCALE, Header, Kind
+from services.cost.spool import Format
+from services.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
+
+REJECTED = "_rejected"  # the partition that holds rejected rows while an import is staged
+MAX_SAMPLES = 20
+MAX_SAMPLE_VALUE = 200
+PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+DECIMAL_TYPE = f"DECIMAL(38,{DECIMAL_SCALE})"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One row with a problem."""
+
+    line: int
+    column: str
+    value: str
+    reason: str
+
+
+@dataclass
+class IngestResult:
+    """What one export held, once staged."""
+
+    focus_version: str
+    unknown_columns: list[str]
+    rows_read: int = 0
+    rows_stored: int = 0
+    rows_rejected: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)
+    rejected_samples: list[Issue] = field(default_factory=list)
+    warnings: dict[str, int] = field(default_factory=dict)
+    warning_samples: list[Issue] = field(default_factory=list)
+    # billing period -> rows stored in it
+    periods: dict[str, int] = field(default_factory=dict)
+    effective_cost: dict[str, Decimal] = field(default_factory=dict)  # currency -> total
+
+
+RAW, TYPED = "_devmesh_raw_", "_devmesh_typed_"  # prefixes of the stages' own columns
+
+
+def _raw(header: Header, column: str) -> str:
+    """The column's text (NULL when absent, empty or blank), as the first stage names it."""
+    return identifier(RAW + column) if column in header.focus else "NULL::VARCHAR"
+
+
+def _stages(header: Header, source: str) -> tuple[str, dict[str, str]]:
+    """The relation of every row with its text and stored values, and the names of the stored
+    values. Each value is computed once, in its own stage: text, then types, then checks."""
+    texts = [
+        f"nullif(trim(src.{identifier(header.focus[c])}), '') AS {identifier(RAW + c)}" for c in header.focus
+    ]
+    texts += [f"src.{identifier(name)} AS {identifier(name)}" for name in header.unknown]
+    values = [f"{expression} AS {identifier(TYPED + name)}" for name, expression in _typed(header).items()]
+    relation = f"(SELECT *, {', '.join(values)} FROM (SELECT {', '.join(texts)} FROM {source}))"
+    return relation, {name: identifier(TYPED + name) for name, _, _ in focus_schema.COLUMNS}
+
+
+def _allowed(raw: str, values: Sequence[str]) -> str:
+    """Allowed values matched without case, stored as the specification spells them."""
+    cases = " ".join(f"WHEN {literal(v.lower())} THEN {literal(v)}" for v in values)
+    return f"CASE lower({raw}) {cases} ELSE {raw} END"
+
+
+_KEY_VALUE = r"^\s*[^=,;{}]+=[^,;]*(\s*[,;]\s*[^=,;]+=[^,;]*)*\s*$"
+
+
+def _tags(raw: str) -> str:
+    """A JSON object, or `k=v` pairs separated by `,` or `;`, as a map; NULL when neither."""
+    pairs = (
+        f"map_from_entries(list_transform(regexp_split_to_array(trim({raw}), '\\s*[,;]\\s*'), "
+        "lambda kv: struct_pack(key := trim(split_part(kv, '=', 1)), value := trim(substr(kv, strpos(kv, '=') + 1)))))"
+    )
+    return (
+        f"CASE WHEN {raw} IS NULL THEN NULL "
+        f"WHEN starts_with({raw}, '{{') THEN try(json_transform({raw}, '\"MAP(VARCHAR, VARCHAR)\"')) "
+        f"WHEN regexp_matches({raw}, {literal(_KEY_VALUE)}) THEN try({pairs}) END"
+    )
+
+
+def _typed(header: Header) -> dict[str, str]:
+    """Each FOCUS column's stored value, as SQL over the text columns of `src`."""
+    typed: dict[str, str] = {}
+    for name, kind, _ in focus_schema.COLUMNS:
+        raw = _raw(header, name)
+        if kind is Kind.DECIMAL:
+            typed[name] = f"try_cast({raw} AS {DECIMAL_TYPE})"
+        elif kind is Kind.TIME:
+            typed[name] = f"try_cast({raw} AS TIMESTAMPTZ)"
+        elif kind is Kind.TAGS:
+            typed[name] = _tags(raw)
+        elif name == "ChargeCategory":
+            typed[name] = _allowed(raw, focus_schema.CHARGE_CATEGORIES)
+        elif name == "ChargeFrequency":
+            typed[name] = _allowed(raw, focus_schema.CHARGE_FREQUENCIES)
+        elif name == "ChargeClass":
+            typed[name] = _allowed(raw, focus_schema.CHARGE_CLASSES)
+        elif name == "BillingCurrency":
+            typed[name] = f"upper({raw})"
+        else:
+            typed[name] = raw
+    return typed
+
+
+def _issue(reason: str, column: str, raw: str) -> str:
+    return f'struct_pack(reason := {literal(reason)}, "column" := {literal(column)}, value := left({raw}, {MAX_SAMPLE_VALUE}))'
+
+
+def _rejection(header: Header, typed: dict[str, str], periods: Sequence[str]) -> str:
+    """The first check a row fails, as a struct (reason, column, value); NULL for a good row."""
+    checks: list[tuple[str, str]] = []
+    for column in focus_schema.REQUIRED:
+        checks.append((f"{_raw(header, column)} IS NULL", _issue("VALUE_MISSING", column, "NULL")))
+    for name, kind, _ in focus_schema.COLUMNS:
+        if name not in header.focus or kind not in (Kind.TIME, Kind.DECIMAL):
+            continue
+        raw = _raw(header, name)
+        reason = "TIMESTAMP_INVALID" if kind is Kind.TIME else "DECIMAL_INVALID"
+        checks.append((f"{raw} IS NOT NULL AND {typed[name]} IS NULL", _issue(reason, name, raw)))
+    categories = ", ".join(literal(c) for c in focus_schema.CHARGE_CATEGORIES)
+    checks.append(
+        (
+            f"{typed['ChargeCategory']} NOT IN ({categories})",
+            _issue("CHARGE_CATEGORY_UNKNOWN", "ChargeCategory", _raw(header, "ChargeCategory")),
+        )
+    )
+    checks.append(
+        (
+            f"NOT regexp_full_match({typed['BillingCurrency']}, '[A-Z]{{3}}')",
+            _issue("CURRENCY_INVALID", "BillingCurrency", _raw(header, "BillingCurrency")),
+        )
+    )
+    for prefix, reason in (
+        ("Charge", "CHARGE_PERIOD_END_BEFORE_START"),
+        ("Billing", "BILLING_PERIOD_END_BEFORE_START"),
+    ):
+        end, start = typed[f"{prefix}PeriodEnd"], typed[f"{prefix}PeriodStart"]
+        checks.append(
+            (f"{end} < {start}", _issue(reason, f"{prefix}PeriodEnd", _raw(header, f"{prefix}PeriodEnd")))
+        )
+    if periods:
+        declared = ", ".join(literal(p) for p in periods)
+        checks.append(
+            (
+                f"strftime({typed['BillingPeriodStart']}, '%Y-%m') NOT IN ({declared})",
+                _issue(
+                    "BILLING_PERIOD_NOT_DECLARED", "BillingPeriodStart", _raw(header, "BillingPeriodStart")
+                ),
+            )
+        )
+    cases = " ".join(f"WHEN {condition} THEN {issue}" for condition, issue in checks)
+    return f"CASE {cases} END"
+
+
+def _warnings(header: Header, typed: dict[str, str]) -> str:
+    """A row's warnings (a list of structs), NULL when it has none."""
+    checks: list[tuple[str, str]] = []
+    for column in focus_schema.MANDATORY_NOT_NULL:
+        checks.append((f"{_raw(header, column)} IS NULL", _issue("MANDATORY_VALUE_MISSING", column, "NULL")))
+    for column in ("ChargeCategory", "ChargeFrequency", "ChargeClass", "BillingCurrency"):
+        raw = _raw(header, column)
+        checks.append((f"{raw} IS DISTINCT FROM {typed[column]}", _issue("VALUE_NORMALIZED", column, raw)))
+    frequencies = ", ".join(literal(f) for f in focus_schema.CHARGE_FREQUENCIES)
+    raw = _raw(header, "ChargeFrequency")
+    checks.append(
+        (
+            f"{typed['ChargeFrequency']} NOT IN ({frequencies})",
+            _issue("CHARGE_FREQUENCY_UNKNOWN", "ChargeFrequency", raw),
+        )
+    )
+    for column in ("Tags", "AllocatedTags"):
+        raw = _raw(header, column)
+        checks.append(
+            (f"{raw} IS NOT NULL AND {typed[column]} IS NULL", _issue("TAGS_UNPARSEABLE", column, raw))
+        )
+    items = ", ".join(f"CASE WHEN {condition} THEN {issue} END" for condition, issue in checks)
+    listed = f"list_filter([{items}], lambda w: w IS NOT NULL)"
+    return f"CASE WHEN len({listed}) = 0 THEN NULL ELSE {listed} END"
+
+
+def _extensions(header: Header, typed: dict[str, str]) -> str:
+    """Columns FOCUS does not define, and tags that could not be read, as one map."""
+    entries = [f"struct_pack(key := {literal(name)}, value := {identifier(name)})" for name in header.unknown]
+    for column in ("Tags", "AllocatedTags"):
+        if column in header.focus:
+            raw = _raw(header, column)
+            entries.append(
+                f"struct_pack(key := {literal('x_Unparsed' + column)}, value := CASE WHEN {typed[column]} IS NULL THEN {raw} END)"
+            )
+    if not entries:
+        return "NULL::MAP(VARCHAR, VARCHAR)"
+    listed = f"list_filter([{', '.join(entries)}], lambda e: e.value IS NOT NULL)"
+    return f"CASE WHEN len({listed}) = 0 THEN NULL ELSE map_from_entries({listed}) END"
+
+
+class Ingest:
+    """Stages one spooled export as Parquet partitions under `staging`."""
+
+    def __init__(self, duck: DuckSettings, max_line_bytes: int) -> None:
+        self._duck = duck
+        self._max_line_bytes = max_line_bytes
+
+    def header_of(self, path: Path, fmt: str, first_line: bytes) -> Header:
+        """The export's columns mapped onto FOCUS (INVALID_ARGUMENT when it is not FOCUS)."""
+        if fmt == Format.PARQUET:
+            with connect(self._duck) as db:
+                try:
+                    names = [
+                        row[0]
+                        for row in db.execute(
+                            f"DESCRIBE SELECT * FROM read_parquet({literal(str(path))})"
+                        ).fetchall()
+                    ]
+                except duckdb.Error as exc:
+                    raise InvalidArgument.for_field(
+                        "body", f"not a readable Parquet file: {str(exc)[:200]}", reason="CORRUPT_PARQUET"
+                    ) from None
+            return focus_schema.read_header(names)
+        return focus_schema.read_header(focus_schema.csv_header(first_line))
+
+    def _source(self, db: duckdb.DuckDBPyConnection, path: Path, fmt: str, header: Header) -> str:
+        """A relation `src` with every column of the export as text."""
+        names = list(header.names)
+        if fmt == Format.PARQUET:
+            types = dict(
+                db.execute(
+                    f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({literal(str(path))}))"
+                ).fetchall()
+            )
+            selected = []
+            for name in names:
+                kind = str(types.get(name, "VARCHAR"))
+                if kind.startswith(("MAP", "STRUCT")) or kind.endswith("]"):
+                    selected.append(f"to_json({identifier(name)})::VARCHAR AS {identifier(name)}")
+                else:
+                    selected.append(f"CAST({identifier(name)} AS VARCHAR) AS {identifier(name)}")
+            return f"(SELECT {', '.join(selected)} FROM read_parquet({literal(str(path))})) AS src"
+        columns = "{" + ", ".join(f"{literal(n)}: 'VARCHAR'" for n in names) + "}"
+        options = (
+            f"header = true, auto_detect = false, columns = {columns}, delim = ',', quote = '\"', "
+            f"escape = '\"', nullstr = ['NULL', 'null', ''], store_rejects = true, "
+            f"max_line_size = {self._max_line_bytes + 2}, strict_mode = true"
+        )
+        return f"read_csv({literal(str(path))}, {options}) AS src"
+
+    def stage(
+        self, path: Path, fmt: str, header: Header, periods: Sequence[str], out_dir: Path
+    ) -> IngestResult:
+        """Write the export's rows under `out_dir/billing_period=<p>/` and count them."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = IngestResult(focus_version=header.version, unknown_columns=list(header.unknown))
+        with connect(self._duck) as db:
+            source, typed = _stages(header, self._source(db, path, fmt, header))
+            rejection = _rejection(header, typed, periods)
+            columns = [f"{typed[name]} AS {identifier(name)}" for name, _, _ in focus_schema.COLUMNS]
+            columns += [
+                f"{_extensions(header, typed)} AS {focus_schema.EXTENSIONS_COLUMN}",
+                f"{_warnings(header, typed)} AS {focus_schema.WARNINGS_COLUMN}",
+                f"{rejection} AS x_rejection",
+            ]
+            period = f"CASE WHEN x_rejection IS NULL THEN strftime(BillingPeriodStart, '%Y-%m') ELSE {literal(REJECTED)} END"
+            query = f"SELECT *, {period} AS billing_period FROM (SELECT {', '.join(columns)} FROM {source})"
+            try:
+                db.execute(
+                    f"COPY ({query}) TO {literal(str(out_dir))} "
+                    "(FORMAT parquet, PARTITION_BY (billing_period), OVERWRITE_OR_IGNORE true)"
+                )
+            except duckdb.OutOfMemoryException:
+                raise ResourceExhausted(
+                    "the import needs more memory than DEVMESH_COST_DUCKDB_MEMORY_MB allows (and spilling "
+                    "to disk could not make up for it); nothing was imported",
+                    reason="IMPORT_OUT_OF_MEMORY",
+                    retry_after=10,
+                ) from None
+            except duckdb.IOException as exc:
+                raise Unavailable(
+                    f"the import could not write its files ({_first_line(exc)}); nothing was imported",
+                    reason="STORAGE_UNAVAILABLE",
+                    retry_after=10,
+                ) from None
+            except duckdb.Error as exc:
+                raise InvalidArgument.for_field(
+                    "body", f"the file cannot be read: {_first_line(exc)}", reason="UNREADABLE_FILE"
+                ) from None
+            self._count(db, out_dir, result)
+            if fmt != Format.PARQUET:
+                self._csv_rejects(db, result)
+            if result.rejected_samples or result.warning_samples:
+                self._number_samples(db, source, header, typed, rejection, result)
+        return result
+
+    def _count(self, db: duckdb.DuckDBPyConnection, out_dir: Path, result: IngestResult) -> None:
+        for directory in sorted(out_dir.glob("billing_period=*")):
+            period = directory.name.partition("=")[2]
+            files = literal(str(directory / "*.parquet"))
+            if period == REJECTED:
+                rows = db.execute(
+                    f"SELECT x_rejection.reason, count(*) FROM read_parquet({files}) GROUP BY ALL"
+                ).fetchall()
+                for reason, count in rows:
+                    result.rejections[reason] = result.rejections.get(reason, 0) + int(count)
+                    result.rows_rejected += int(count)
+                samples = db.execute(
+                    f'SELECT x_rejection."column", x_rejection.value, x_rejection.reason FROM read_parquet({files}) LIMIT {MAX_SAMPLES}'
+                ).fetchall()
+                result.rejected_samples += [Issue(0, c or "", v or "", r) for c, v, r in samples]
+                continue
+            (count,) = db.execute(f"SELECT count(*) FROM read_parquet({files})").fetchone() or (0,)
+            result.periods[period] = int(count)
+            result.rows_stored += int(count)
+            for currency, total in db.execute(
+                f"SELECT BillingCurrency, sum(EffectiveCost) FROM read_parquet({files}) GROUP BY ALL"
+            ).fetchall():
+                result.effective_cost[currency] = result.effective_cost.get(currency, Decimal(0)) + Decimal(
+                    total or 0
+                )
+            for reason, count in db.execute(
+                f"SELECT w.reason, count(*) FROM (SELECT unnest({focus_schema.WARNINGS_COLUMN}) AS w "
+                f"FROM read_parquet({files}) WHERE {focus_schema.WARNINGS_COLUMN} IS NOT NULL) GROUP BY ALL"
+            ).fetchall():
+                result.warnings[reason] = result.warnings.get(reason, 0) + int(count)
+            if len(result.warning_samples) < MAX_SAMPLES:
+                samples = db.execute(
+                    f'SELECT w."column", w.value, w.reason FROM (SELECT unnest({focus_schema.WARNINGS_COLUMN}) AS w '
+                    f"FROM read_parquet({files}) WHERE {focus_schema.WARNINGS_COLUMN} IS NOT NULL) LIMIT {MAX_SAMPLES}"
+                ).fetchall()
+                room = MAX_SAMPLES - len(result.warning_samples)
+                result.warning_samples += [Issue(0, c or "", v or "", r) for c, v, r in samples[:room]]
+        result.rows_read = result.rows_stored + result.rows_rejected
+
+    def _csv_rejects(self, db: duckdb.DuckDBPyConnection, result: IngestResult) -> None:
+        """Lines the CSV reader could not split into the header's columns."""
+        try:
+            rows = db.execute(
+                "SELECT line, any_value(error_type), any_value(column_name), any_value(csv_line) "
+                "FROM reject_errors GROUP BY line ORDER BY line"
+            ).fetchall()
+        except duckdb.CatalogException:
+            return  # no reject table: nothing was rejected
+        for line, error_type, column, text in rows:
+            reason = "CSV_" + re.sub(r"[^A-Z0-9]+", "_", str(error_type).upper()).strip("_")
+            result.rejections[reason] = result.rejections.get(reason, 0) + 1
+            result.rows_rejected += 1
+            result.rows_read += 1
+            if len(result.rejected_samples) < MAX_SAMPLES:
+                result.rejected_samples.append(
+                    Issue(int(line), column or "", (text or "")[:MAX_SAMPLE_VALUE], reason)
+                )
+
+    def _number_samples(
+        self,
+        db: duckdb.DuckDBPyConnection,
+        source: str,
+        header: Header,
+        typed: dict[str, str],
+        rejection: str,
+        result: IngestResult,
+    ) -> None:
+        """Find the lines of the sampled rows: one more pass, only for files with problems, in
+        file order (row_number over the scan; the header is line 1)."""
+        db.execute("SET preserve_insertion_order = true")
+        warnings = _warnings(header, typed)
+        numbered = db.execute(
+            f"SELECT n, r, w FROM (SELECT row_number() OVER () + 1 AS n, {rejection} AS r, {warnings} AS w FROM {source}) "
+            f"WHERE r IS NOT NULL OR w IS NOT NULL LIMIT {4 * MAX_SAMPLES}"
+        ).fetchall()
+        rejected = [(n, r) for n, r, _ in numbered if r is not None]
+        warned = [(n, item) for n, r, w in numbered if r is None for item in (w or [])]
+        csv_level = [s for s in result.rejected_samples if s.line]
+        value_level = [
+            Issue(int(n), r["column"] or "", r["value"] or "", r["reason"]) for n, r in rejected[:MAX_SAMPLES]
+        ]
+        result.rejected_samples = sorted(csv_level + value_level, key=lambda s: s.line)[:MAX_SAMPLES]
+        result.warning_samples = [
+            Issue(int(n), w["column"] or "", w["value"] or "", w["reason"]) for n, w in warned[:MAX_SAMPLES]
+        ]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def check_periods(periods: Sequence[str]) -> list[str]:
+    """Declared billing periods (`2024-09`), each checked; INVALID_ARGUMENT names a bad one."""
+    for index, period in enumerate(periods):
+        if not PERIOD.fullmatch(period):
+            raise InvalidArgument.for_field(
+                f"billing_periods[{index}]", f"{period[:40]!r} is not a billing period (YYYY-MM)"
+            )
+    if len(periods) > 36:
+        raise InvalidArgument.for_field("billing_periods", "at most 36 billing periods per import")
+    return sorted(set(periods))
