@@ -9,8 +9,9 @@ idle. Queue-to-start is each attempt's time from queued to started (the attempts
 Goals: ratio >= 0.5; queue-to-start p99 < 50 ms with idle workers.
 
 Log streaming: one step prints lines carrying their print time; a StreamRunEvents client
-counts them and takes each line's delay to its arrival. Goals: 100,000 lines/s without losing
-a line; p99 delay < 250 ms.
+counts them and takes each line's delay to its arrival: as fast as the step prints (the
+throughput; the delay there is the backlog), and paced at the goal's 100,000 lines/s (the
+delay). Goals: 100,000 lines/s without losing a line; p99 delay < 250 ms.
 """
 
 from __future__ import annotations
@@ -160,9 +161,22 @@ def _log_lines(mesh: _Mesh, pipeline: str) -> dict[str, Any]:
 
 
 def _printer() -> str:
+    """As fast as Python prints: the throughput."""
     return (
         "python3 -c 'import sys, time\n"
         f"for _ in range({LOG_LINES}): sys.stdout.write(str(time.time_ns()) + chr(10))'"
+    )
+
+
+def _paced_printer() -> str:
+    """GOAL_LINES_PER_S, 1,000 lines every 10 ms: the delay at the goal's rate."""
+    ticks = LOG_LINES // 1000
+    return (
+        "python3 -c 'import sys, time\n"
+        "start = time.monotonic()\n"
+        f"for tick in range({ticks}):\n"
+        "    sys.stdout.write(chr(10).join([str(time.time_ns())] * 1000) + chr(10)); sys.stdout.flush()\n"
+        "    time.sleep(max(0.0, start + (tick + 1) * 0.01 - time.monotonic()))'"
     )
 
 
@@ -195,6 +209,9 @@ def run(duration: float) -> dict[str, Any]:
             independent = mesh.pipeline("independent", _independent_jobs())
             chain = mesh.pipeline("chain", _chain_jobs())
             logs = mesh.pipeline("logs", [{"id": "print", "steps": [{"run": {"command": _printer()}}]}])
+            paced = mesh.pipeline(
+                "paced", [{"id": "print", "steps": [{"run": {"command": _paced_printer()}}]}]
+            )
             mesh.run_to_end(chain)  # warm: every worker has started a process and read its queue
             service_s: list[float] = []
             pool_s: list[float] = []
@@ -206,6 +223,7 @@ def run(duration: float) -> dict[str, Any]:
                 pool_s.append(_pool(INDEPENDENT))
             chain_s, chain_run = mesh.run_to_end(chain)
             streaming = _log_lines(mesh, logs)
+            at_goal_rate = _log_lines(mesh, paced)
         finally:
             for worker in workers:
                 worker.stop()
@@ -234,6 +252,7 @@ def run(duration: float) -> dict[str, Any]:
             **_chain_parts(chain_run),
         },
         "log_streaming": streaming,
+        "log_streaming_at_100k_lines_per_s": at_goal_rate,
         "goals": {
             "ratio_to_pool": GOAL_RATIO,
             "queue_to_start_idle_p99_ms": GOAL_IDLE_P99_MS,
