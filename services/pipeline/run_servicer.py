@@ -116,7 +116,8 @@ def _event_id(value: str) -> str:
     if not value:
         return ""
     ms, sep, seq = value.partition("-")
-    if not (sep and ms.isdigit() and seq.isdigit() and len(value) <= 41):
+    fits = sep and ms.isdigit() and seq.isdigit() and len(value) <= 41 and max(int(ms), int(seq)) < 1 << 64
+    if not fits:
         raise InvalidArgument.for_field(
             "after_event_id", "an event id as StreamRunEvents sends them (`<ms>-<n>`)"
         )

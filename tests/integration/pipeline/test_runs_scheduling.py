@@ -203,3 +203,14 @@ async def test_a_job_whose_env_references_a_secret_fails_setup_and_says_why(mesh
     attempt = done.jobs[0].attempts[0]
     assert attempt.reason == runs_pb2.ATTEMPT_REASON_SETUP_FAILED
     assert "secret references" in attempt.message
+
+
+async def test_an_event_id_redis_could_not_hold_is_invalid_argument(mesh: Mesh) -> None:
+    name = await mesh.pipeline({"jobs": [job("a", "true")]})
+    run = await mesh.run(name)
+    request = runs_pb2.StreamRunEventsRequest(name=run.name, after_event_id="99999999999999999999-0")
+    with pytest.raises(aio.AioRpcError) as refused:
+        async for _ in mesh.runs.StreamRunEvents(request):
+            pass
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await mesh.runs.CancelRun(runs_pb2.CancelRunRequest(name=run.name))
