@@ -23,7 +23,7 @@ from tools.stack.model_server import MODEL_NAME, ModelServer, start_model_server
 from tools.stack.model_server import installed as model_installed
 from tools.stack.openbao import OpenBao, start_persistent_openbao
 from tools.stack.ports import PortPlan, check_listeners
-from tools.stack.processes import LOOPBACK
+from tools.stack.processes import LOOPBACK, stop_together
 from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
 from tools.stack.valkey import Valkey, start_valkey
 
@@ -89,8 +89,7 @@ class Stack:
     def stop(self) -> None:
         if self.envoy is not None:
             self.envoy.process.stop()
-        for sp in self.services.values():
-            sp.process.stop()
+        stop_together([sp.process for sp in self.services.values()])
         if self.model_server is not None:
             self.model_server.process.stop()
         if self.renewer is not None:
