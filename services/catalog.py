@@ -14,6 +14,7 @@ SERVICES: dict[str, str] = {
     "secrets": "services.secrets.app",
     "cost": "services.cost.app",
     "pipeline": "services.pipeline.app",
+    "debugger": "services.debugger.app",
 }
 
 

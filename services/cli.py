@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("services", nargs="*", default=["all"], help="service names, or all")
     for spec in catalog.every():
         if spec.commands:
-            commands = sub.add_parser(spec.name, help=f"{spec.name}: {spec.summary}")
-            importlib.import_module(spec.commands).add_commands(commands)
+            module = importlib.import_module(spec.commands)
+            # A commands module may offer shorter names too (`devmesh debug` for the debugger).
+            aliases = list(getattr(module, "ALIASES", ()))
+            commands = sub.add_parser(spec.name, aliases=aliases, help=f"{spec.name}: {spec.summary}")
+            module.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command != "serve":
         if not hasattr(args, "run"):

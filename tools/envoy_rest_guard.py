@@ -25,6 +25,8 @@ OPAQUE_TYPES = frozenset(
         "google.protobuf.Int64Value", "google.protobuf.UInt64Value", "google.protobuf.Int32Value",
         "google.protobuf.UInt32Value", "google.protobuf.BoolValue", "google.protobuf.StringValue",
         "google.protobuf.BytesValue",
+        # The raw HTTP body (`curl --data-binary @build.log`), not JSON at all.
+        "google.api.HttpBody",
     }
 )  # fmt: skip
 

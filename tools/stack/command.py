@@ -44,6 +44,8 @@ def _print_howto(stack: Stack, state: Path, elapsed: float) -> None:
     metrics = ", ".join(f"{name} http://{sp.metrics_addr}/metrics" for name, sp in stack.services.items())
     print(f"  metrics: {metrics}")
     print(f"  admin:   {stack.envoy.admin_url if stack.envoy else ''}   logs: {stack.state_dir / 'logs'}")
+    if stack.model_server is not None:
+        print(f"  model:   {stack.model_server.url} (llama.cpp, make llm) explains the debugger's diagnoses")
     print("A process that exits is restarted; Ctrl-C stops everything.", flush=True)
 
 
@@ -107,6 +109,7 @@ def _run_locked(state_dir: Path, services: list[str], ports: PortPlan) -> int:
             service_env={"DEVMESH_METRICS_ADDR": os.environ["DEVMESH_METRICS_ADDR"]}
             if "DEVMESH_METRICS_ADDR" in os.environ
             else None,
+            local_model=True,
         ) as stack:
             state = write_state(state_dir, stack.describe())
             _print_howto(stack, state, time.monotonic() - started)
@@ -141,6 +144,8 @@ def _supervised(stack: Stack) -> list[Supervised]:
     if stack.worker is not None:
         worker = stack.worker
         children.append(Supervised("worker", worker, lambda: worker.exit_code is None))
+    if stack.model_server is not None:
+        children.append(Supervised("llama-server", stack.model_server.process, stack.model_server.ready))
     return children
 
 

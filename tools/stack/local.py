@@ -20,9 +20,11 @@ from tools.stack import vault_bootstrap
 from tools.stack.certs import DEFAULT_TTL, CertDir, CertPaths, Identity, Renewer
 from tools.stack.channels import grpc_channel
 from tools.stack.envoy import Envoy, start_envoy
+from tools.stack.model_server import MODEL_NAME, ModelServer, start_model_server
+from tools.stack.model_server import installed as model_installed
 from tools.stack.openbao import OpenBao, start_persistent_openbao
 from tools.stack.ports import PortPlan, check_listeners
-from tools.stack.processes import LOOPBACK, ManagedProcess, spawn
+from tools.stack.processes import LOOPBACK, ManagedProcess, spawn, stop_together
 from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
 from tools.stack.valkey import Valkey, start_valkey
 
@@ -44,6 +46,7 @@ class Stack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     envoy: Envoy | None = None
     worker: ManagedProcess | None = None  # one `devmesh pipeline worker` when pipeline runs
+    model_server: ModelServer | None = None
     admin_api_key: str = field(default="", repr=False)  # kept in the state dir; never printed or logged
 
     @property
@@ -69,6 +72,7 @@ class Stack:
             **{name: sp.process for name, sp in self.services.items()},
             **({"envoy": self.envoy.process} if self.envoy else {}),
             **({"worker": self.worker} if self.worker else {}),
+            **({"llama-server": self.model_server.process} if self.model_server else {}),
         }
         return {
             "edge": self.envoy.edge_addr if self.envoy else "",
@@ -79,6 +83,7 @@ class Stack:
             "redis_url": self.redis_url,
             "ratelimit_redis_url": self.ratelimit_redis_url,
             "vault_addr": self.vault.addr if self.vault else "",
+            "model_url": self.model_server.url if self.model_server else "",
             "admin_api_key": self.admin_api_key,
             "pids": {name: p.pid for name, p in processes.items()},
             "logs": str(self.state_dir / "logs"),
@@ -89,8 +94,9 @@ class Stack:
             self.worker.stop()
         if self.envoy is not None:
             self.envoy.process.stop()
-        for sp in self.services.values():
-            sp.process.stop()
+        stop_together([sp.process for sp in self.services.values()])
+        if self.model_server is not None:
+            self.model_server.process.stop()
         if self.renewer is not None:
             self.renewer.stop()
         if self.vault is not None and self.vault.process is not None:
@@ -114,6 +120,7 @@ def local_stack(
     cert_ttl: int = DEFAULT_TTL,
     health_interval: float = 1.0,
     service_env: Mapping[str, str] | None = None,
+    local_model: bool = False,
 ) -> Iterator[Stack]:
     """The whole mesh on loopback, stopped on exit: Valkey (and one without AOF for rate limits)
     and OpenBao keeping their data in `state_dir` (unless given), Vault bootstrapped,
@@ -121,7 +128,11 @@ def local_stack(
     and the Envoy edge. Every address is checked free before anything starts.
 
     `service_env` applies to every service; a DEVMESH_METRICS_ADDR in it replaces the planned
-    per-service ones (and is refused when it would give two services one port)."""
+    per-service ones (and is refused when it would give two services one port).
+
+    `local_model`: when `make llm` installed the local model and the debugger runs, start
+    llama.cpp's server and point the debugger's OpenAI-compatible explainer at it (unless
+    DEVMESH_DEBUGGER_EXPLAINER chooses otherwise)."""
     from services import catalog
 
     specs = catalog.resolve(services)
@@ -132,7 +143,14 @@ def local_stack(
         s.name: {"DEVMESH_METRICS_ADDR": f"{LOOPBACK}:{ports.metrics[s.name]}", **(service_env or {})}
         for s in specs
     }
-    check_listeners(_listeners(ports, service_envs, redis_url=redis_url, vault_addr=vault_addr))
+    model_files = model_installed() if local_model else None
+    explainer_chosen = "DEVMESH_DEBUGGER_EXPLAINER" in {**os.environ, **(service_env or {})}
+    if "debugger" not in service_envs or explainer_chosen:
+        model_files = None
+    listeners = _listeners(ports, service_envs, redis_url=redis_url, vault_addr=vault_addr)
+    if model_files is not None:
+        listeners["llama-server"] = f"{LOOPBACK}:{ports.model_server}"
+    check_listeners(listeners)
     try:
         if not redis_url:
             stack.valkey = start_valkey(state_dir / "valkey", ports.valkey, logs)
@@ -152,6 +170,13 @@ def local_stack(
         for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, s.name) for s in specs)]:
             stack.certs[identity.name] = stack.renewer.add(identity, state_dir / "certs" / identity.name)
         stack.renewer.start()
+        if model_files is not None:
+            stack.model_server = start_model_server(model_files, ports.model_server, logs)
+            service_envs["debugger"] |= {
+                "DEVMESH_DEBUGGER_EXPLAINER": "openai",
+                "DEVMESH_DEBUGGER_MODEL_URL": stack.model_server.url,
+                "DEVMESH_DEBUGGER_MODEL_NAME": MODEL_NAME,
+            }
         service_ports = ports.services
         shared_env = {"DEVMESH_RATE_LIMIT_REDIS_URL": stack.ratelimit_redis_url}
         for spec in specs:

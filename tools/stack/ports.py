@@ -15,6 +15,7 @@ VALKEY_OFFSET = 79
 RATELIMIT_VALKEY_OFFSET = 80
 OPENBAO_OFFSET = 200
 OPENBAO_CLUSTER_OFFSET = 201
+MODEL_SERVER_OFFSET = 202  # the optional local model (`make llm`)
 EDGE_OFFSET = 443
 ENVOY_ADMIN_OFFSET = 901
 
@@ -32,6 +33,7 @@ class PortPlan:
     envoy_admin: int
     services: Mapping[str, int]
     metrics: Mapping[str, int]
+    model_server: int = 0
 
     @classmethod
     def from_base(cls, base: int, services: Sequence[str]) -> PortPlan:
@@ -56,6 +58,7 @@ class PortPlan:
             envoy_admin=port(ENVOY_ADMIN_OFFSET),
             services={name: port(SERVICE_OFFSET + i) for i, name in enumerate(services)},
             metrics={name: port(METRICS_OFFSET + i) for i, name in enumerate(services)},
+            model_server=port(MODEL_SERVER_OFFSET),
         )
 
 
