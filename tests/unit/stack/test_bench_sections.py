@@ -17,11 +17,8 @@ def test_make_bench_runs_the_sections_it_ran_before_in_the_same_order() -> None:
         "edge",
         "pipeline",
         "cost",
-<<<<<<< HEAD
-        "pipeline_runs",
-=======
         "debugger",
->>>>>>> main
+        "pipeline_runs",
     ]
 
 

@@ -262,4 +262,4 @@ def run(duration: float) -> dict[str, Any]:
     }
 
 
-SECTION = Section("pipeline_runs", run, order=80)
+SECTION = Section("pipeline_runs", run, order=90)
