@@ -135,15 +135,15 @@ def _check_parameters(action: Action, field: str) -> None:
 
 def check_action(action: Action, field: str) -> None:
     """INVALID_ARGUMENT naming the part of `field` that is wrong; FAILED_PRECONDITION for
-    actions on pipeline runs, which this deployment cannot run yet."""
+    actions on pipeline runs, which the debugger cannot run yet."""
     if len(action.reason) > MAX_REASON_CHARS:
         raise InvalidArgument.for_field(f"{field}.reason", f"longer than {MAX_REASON_CHARS} characters")
     TARGETS[action.kind].parse(action.target, f"{field}.target")
     _check_parameters(action, field)
     if action.kind in PIPELINE_KINDS:
         raise FailedPrecondition(
-            f"{action.kind.value} needs the pipeline service's runs (pipeline II), which this "
-            "deployment does not have yet",
+            f"{action.kind.value} needs an executor for the pipeline service's runs (pipeline II), "
+            "which the debugger does not have yet",
             reason="PIPELINE_RUNS_MISSING",
             metadata={"action": action.kind.value, "missing": "devmesh.pipeline.v1 runs"},
         )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from grpc import aio
 
-from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
+from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
 from services.pipeline.domain import PipelineDomain
+from services.pipeline.run_servicer import RunServicer
+from services.pipeline.runs.coordinator import Coordinator, CoordinatorSettings
+from services.pipeline.runs.service import RunDomain
 from services.pipeline.servicer import PipelineServicer
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import PipelineStore
@@ -14,6 +17,7 @@ from services.runtime.server import Runtime, ServiceBinding
 from services.runtime.spec import ServiceSpec
 
 SERVICE = pipeline_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name
+RUN_SERVICE = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 
 # Reading, generating, exporting and validating change nothing: every role may.
 _READS = (
@@ -25,31 +29,61 @@ _READS = (
     "pipeline.pipelines.generate",
     "pipeline.pipelines.export",
     "pipeline.pipelines.validate",
+    "pipeline.runs.get",
+    "pipeline.runs.list",
+    "pipeline.logs.get",
+    "pipeline.artifacts.list",
+    "pipeline.artifacts.get",
 )
 
 
 def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
-    domain = PipelineDomain(PipelineStore(runtime.redis, runtime.durable))
+    store = PipelineStore(runtime.redis, runtime.durable)
+    domain = PipelineDomain(store)
     servicer = PipelineServicer(domain, settings)
+    coordinator = Coordinator(
+        runtime.redis,
+        CoordinatorSettings(
+            lease_s=settings.pipeline_lease_seconds, claim_idle_s=settings.pipeline_claim_idle_seconds
+        ),
+    )
+    # ListArtifacts and GetArtifact are not built (the spec's `unimplemented`): the generated
+    # base answers them UNIMPLEMENTED, which its stubs declare abstract.
+    runs = RunServicer(RunDomain(coordinator, store, runtime.durable))  # type: ignore[abstract]
 
     def register(server: aio.Server) -> None:
         pipeline_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, server)
+        runs_pb2_grpc.add_RunServiceServicer_to_server(runs, server)
 
-    return ServiceBinding(register=register, dependencies=[runtime.redis_dependency])
+    return ServiceBinding(
+        register=register,
+        dependencies=[runtime.redis_dependency],
+        start=coordinator.start,
+        stop=coordinator.stop,
+    )
 
 
 SPEC = ServiceSpec(
     name="pipeline",
     summary="CI pipelines: detect a repository's stacks, generate a pipeline with its rationale, "
-    "export GitHub Actions and GitLab CI",
+    "export GitHub Actions and GitLab CI, run pipelines on workers",
     settings=PipelineSettings,
     build=build,
-    servicers={SERVICE: PipelineServicer},
+    servicers={SERVICE: PipelineServicer, RUN_SERVICE: RunServicer},
     grants={
-        roles.OPERATOR: ("pipeline.projects.*", "pipeline.pipelines.*", "pipeline.revisions.*"),
+        roles.OPERATOR: (
+            "pipeline.projects.*",
+            "pipeline.pipelines.*",
+            "pipeline.revisions.*",
+            "pipeline.runs.*",
+            "pipeline.gates.*",
+            "pipeline.logs.*",
+            "pipeline.artifacts.*",
+        ),
         roles.VIEWER: _READS,
         roles.SERVICE: _READS,
     },
     read_verbs=frozenset({"get", "list", "generate", "export", "validate"}),
+    unimplemented=frozenset({f"/{RUN_SERVICE}/ListArtifacts", f"/{RUN_SERVICE}/GetArtifact"}),
     commands="services.pipeline.cli",
 )

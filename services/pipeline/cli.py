@@ -1,6 +1,8 @@
 """`devmesh pipeline ...`: generate a CI pipeline for a repository on disk through the mesh.
 
     devmesh pipeline generate [DIR] [--target github-actions|gitlab-ci] [--json] [--write]
+    devmesh pipeline run [DIR] [--pipeline NAME] [--follow]      (runs_client.py)
+    devmesh pipeline worker                                      (runs_client.py)
 
 reads DIR (default: the current directory; .gitignore honoured, large and binary files
 listed without their contents), calls GeneratePipeline and ExportPipeline through the edge,
@@ -20,7 +22,7 @@ from google.protobuf import json_format
 
 from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
 from services import mesh_client
-from services.pipeline import local_repo
+from services.pipeline import local_repo, runs_client
 
 TARGETS = {
     "github-actions": pipeline_pb2.EXPORT_TARGET_GITHUB_ACTIONS,
@@ -59,6 +61,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     mesh_client.add_connection_arguments(generate)
     generate.set_defaults(run=run_generate)
+    runs_client.add_run_commands(sub)
 
 
 def _snapshot(directory: Path) -> tuple[pipeline_pb2.RepositorySnapshot, list[str]]:

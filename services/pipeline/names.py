@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.runtime.resource_names import NUMBER, ResourceName
+from services.runtime.resource_names import NUMBER, IdRule, ResourceName
 
 PROJECT = ResourceName("projects/{project}")
 PIPELINE = ResourceName("projects/{project}/pipelines/{pipeline}")
@@ -30,3 +30,25 @@ def pipeline_name(project: str, pipeline: str) -> str:
 
 def revision_name(project: str, pipeline: str, revision: int) -> str:
     return REVISION.format(project, pipeline, str(revision))
+
+
+RUN = ResourceName("projects/{project}/pipelines/{pipeline}/runs/{run}")
+JOB_KEY = IdRule(r"[a-z][a-z0-9_-]{0,62}(\.[0-9]{1,3})?", "a job id, and `.<n>` for a matrix combination")
+ATTEMPT = ResourceName(
+    "projects/{project}/pipelines/{pipeline}/runs/{run}/jobs/{job}/attempts/{attempt}",
+    {"job": JOB_KEY, "attempt": NUMBER},
+)
+
+
+def parse_run(name: str, field: str = "name") -> tuple[str, str, str]:
+    """(project, pipeline, run)."""
+    project, pipeline, run = RUN.parse(name, field)
+    return project, pipeline, run
+
+
+def run_name(project: str, pipeline: str, run: str) -> str:
+    return RUN.format(project, pipeline, run)
+
+
+def attempt_name(project: str, pipeline: str, run: str, job: str, number: int) -> str:
+    return ATTEMPT.format(project, pipeline, run, job, str(number))

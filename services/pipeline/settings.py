@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.runtime.settings import parse_positive_int, setting
+from services.runtime.settings import parse_positive_float, parse_positive_int, setting
 
 
 @dataclass(frozen=True)
@@ -29,4 +29,16 @@ class PipelineSettings:
         "Largest total size of an archive's entries once unpacked (a tar bomb stops here). Only "
         "the files detection reads are kept in memory; the rest is counted and skipped.",
         parse=parse_positive_int,
+    )
+    pipeline_lease_seconds: float = setting(
+        10.0,
+        "A worker that has not heartbeated its job for this long is lost: the job is reclaimed and "
+        "retried as a new attempt (WORKER_LOST). Workers heartbeat at a third of it.",
+        parse=parse_positive_float,
+    )
+    pipeline_claim_idle_seconds: float = setting(
+        5.0,
+        "Run decisions a replica took but did not finish (it died) are taken over by another "
+        "replica after this long.",
+        parse=parse_positive_float,
     )

@@ -141,6 +141,9 @@ def _supervised(stack: Stack) -> list[Supervised]:
         children.append(Supervised(name, service.process, service.serving))
     if stack.envoy is not None:
         children.append(Supervised("envoy", stack.envoy.process, stack.envoy.live))
+    if stack.worker is not None:
+        worker = stack.worker
+        children.append(Supervised("worker", worker, lambda: worker.exit_code is None))
     if stack.model_server is not None:
         children.append(Supervised("llama-server", stack.model_server.process, stack.model_server.ready))
     return children

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from tools.stack.model_server import MODEL_NAME, ModelServer, start_model_server
 from tools.stack.model_server import installed as model_installed
 from tools.stack.openbao import OpenBao, start_persistent_openbao
 from tools.stack.ports import PortPlan, check_listeners
-from tools.stack.processes import LOOPBACK
+from tools.stack.processes import LOOPBACK, ManagedProcess, spawn, stop_together
 from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
 from tools.stack.valkey import Valkey, start_valkey
 
@@ -44,6 +45,7 @@ class Stack:
     certs: dict[str, CertDir] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     envoy: Envoy | None = None
+    worker: ManagedProcess | None = None  # one `devmesh pipeline worker` when pipeline runs
     model_server: ModelServer | None = None
     admin_api_key: str = field(default="", repr=False)  # kept in the state dir; never printed or logged
 
@@ -69,6 +71,7 @@ class Stack:
             **({"openbao": self.vault.process} if self.vault and self.vault.process else {}),
             **{name: sp.process for name, sp in self.services.items()},
             **({"envoy": self.envoy.process} if self.envoy else {}),
+            **({"worker": self.worker} if self.worker else {}),
             **({"llama-server": self.model_server.process} if self.model_server else {}),
         }
         return {
@@ -87,10 +90,11 @@ class Stack:
         }
 
     def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
         if self.envoy is not None:
             self.envoy.process.stop()
-        for sp in self.services.values():
-            sp.process.stop()
+        stop_together([sp.process for sp in self.services.values()])
         if self.model_server is not None:
             self.model_server.process.stop()
         if self.renewer is not None:
@@ -200,6 +204,15 @@ def local_stack(
             Upstream(name, LOOPBACK, int(sp.addr.rpartition(":")[2])) for name, sp in stack.services.items()
         ]
         stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
+        if "pipeline" in stack.services:
+            (state_dir / "work").mkdir(exist_ok=True)
+            stack.worker = spawn(
+                "worker",
+                [sys.executable, "-m", "services.pipeline.worker"],
+                logs,
+                {"PATH": os.environ.get("PATH", ""), "DEVMESH_REDIS_URL": stack.redis_url,
+                 "DEVMESH_WORKER_ID": "local-worker", "DEVMESH_WORKER_DIR": str(state_dir / "work")},
+            )  # fmt: skip
         keys_host = next((s.name for s in specs if API_KEY_SERVICE in s.proto_services), None)
         if keys_host is not None:
             stack.admin_api_key = keep_admin_key(

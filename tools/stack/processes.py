@@ -78,9 +78,12 @@ class ManagedProcess:
 
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM, wait up to `grace` seconds, then SIGKILL. Returns the exit code."""
+        self.terminate()
+        return self._reap(grace)
+
+    def _reap(self, grace: float) -> int | None:
+        """Wait up to `grace` seconds for the process to exit, then SIGKILL; close its log."""
         if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:
@@ -89,6 +92,12 @@ class ManagedProcess:
                 self.popen.wait()
         self._log.close()
         return self.popen.returncode
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: `stop_together` sends it to several before waiting for any."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL at once: a crash, for tests that prove nothing acknowledged is lost."""
@@ -104,6 +113,17 @@ class ManagedProcess:
             raise StackError(f"{self.name} is still running (PID {self.pid})")
         self._log.close()
         self.popen, self._log = _start(self.name, self.argv, self.log_path, self.env, self.redact)
+
+
+def stop_together(processes: Sequence[ManagedProcess], grace: float = 10.0) -> None:
+    """Stop `processes` at once: SIGTERM to each, then one `grace` for all of them (each is
+    SIGKILLed past it). Services drain in parallel, so stopping five takes as long as the
+    slowest one, not the sum of their drains."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process._reap(max(0.0, deadline - time.monotonic()))
 
 
 def _dying_with_parent(argv: list[str]) -> list[str]:

@@ -42,10 +42,15 @@ def test_import_says_how_many_rows_it_read_stored_and_rejected(mesh: Stack, edge
     assert "14.97651418586 USD" in result.stdout
 
 
-def test_query_prints_one_json_object_per_service_with_a_decimal_amount(
-    mesh: Stack, edge: str, sample: Path
-) -> None:
-    devmesh(mesh, edge, "import", str(sample), "--source", "cli-query")
+@pytest.fixture(scope="module")
+def imported(mesh: Stack, edge: str, sample: Path) -> None:
+    """The sample imported once, for the queries (each query test needs it, whatever ran before)."""
+    result = devmesh(mesh, edge, "import", str(sample), "--source", "cli-query")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.usefixtures("imported")
+def test_query_prints_one_json_object_per_service_with_a_decimal_amount(mesh: Stack, edge: str) -> None:
     result = devmesh(
         mesh, edge, "query", "--group-by", "service", "--start", "2024-09-01", "--end", "2024-10-01",
         "--filter", "provider=AWS", "--output", "json",
@@ -56,6 +61,7 @@ def test_query_prints_one_json_object_per_service_with_a_decimal_amount(
     assert all(isinstance(o["amount"], str) and Decimal(o["amount"]) >= 0 for o in objects)
 
 
+@pytest.mark.usefixtures("imported")
 def test_query_as_a_table_has_a_header_and_a_row_per_group(mesh: Stack, edge: str) -> None:
     result = devmesh(
         mesh, edge, "query", "--group-by", "provider", "--start", "2024-09-01", "--end", "2024-10-01",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from google.protobuf import timestamp_pb2
 
 from devmesh.cost.v1 import cost_pb2 as pb
@@ -19,8 +20,15 @@ def _time(text: str) -> timestamp_pb2.Timestamp:
 SEPTEMBER = {"start_time": _time("2024-09-01T00:00:00Z"), "end_time": _time("2024-10-01T00:00:00Z")}
 
 
-async def test_the_real_sample_imports_with_every_row_accounted_for(cost: CostServer, sample: bytes) -> None:
-    imported = await cost.stub.ImportCostData(upload(sample, "sample"))
+@pytest.fixture(scope="module")
+async def imported(cost: CostServer, sample: bytes) -> pb.Import:
+    """The sample imported once; the queries below read it (each needs it, whatever ran before)."""
+    return await cost.stub.ImportCostData(upload(sample, "sample"))
+
+
+async def test_the_real_sample_imports_with_every_row_accounted_for(
+    cost: CostServer, imported: pb.Import
+) -> None:
     assert imported.rows_read == 1000
     assert imported.rows_stored + imported.rows_rejected == imported.rows_read
     assert imported.focus_version == "1.0"
@@ -33,6 +41,7 @@ async def test_the_real_sample_imports_with_every_row_accounted_for(cost: CostSe
     assert (await cost.stub.GetImport(pb.GetImportRequest(name=imported.name))) == imported
 
 
+@pytest.mark.usefixtures("imported")
 async def test_spend_by_service_in_september_sums_to_the_samples_effective_cost(cost: CostServer) -> None:
     answer = await cost.stub.QueryCost(pb.QueryCostRequest(group_by=["service"], **SEPTEMBER))
     total = sum(Decimal(row.amount) for row in answer.rows)
@@ -44,6 +53,7 @@ async def test_spend_by_service_in_september_sums_to_the_samples_effective_cost(
     assert amounts == sorted(amounts, reverse=True)
 
 
+@pytest.mark.usefixtures("imported")
 async def test_spend_by_tag_groups_the_rows_without_the_tag_under_an_empty_value(cost: CostServer) -> None:
     answer = await cost.stub.QueryCost(pb.QueryCostRequest(group_by=["tag:environment"], **SEPTEMBER))
     by_env = {row.dimensions["tag:environment"]: Decimal(row.amount) for row in answer.rows}

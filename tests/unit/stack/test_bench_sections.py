@@ -18,6 +18,7 @@ def test_make_bench_runs_the_sections_it_ran_before_in_the_same_order() -> None:
         "pipeline",
         "cost",
         "debugger",
+        "pipeline_runs",
     ]
 
 

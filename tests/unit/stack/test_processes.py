@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tools.stack.processes import spawn, stop_together, wait_until
+
 SPAWNER = """
 import sys, time
 from pathlib import Path
@@ -57,3 +59,31 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> None:
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+# Exits 0 on SIGTERM once the other process has had its SIGTERM too (it leaves a file then).
+WAITS_FOR_ITS_PEER = """
+import signal, sys, time
+from pathlib import Path
+mine, peers = Path(sys.argv[1]), Path(sys.argv[2])
+def stop(*_):
+    mine.touch()
+    while not peers.exists():
+        time.sleep(0.01)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_processes_stopped_together_all_get_sigterm_before_any_is_waited_for(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    pair = [
+        spawn(name, [sys.executable, "-c", WAITS_FOR_ITS_PEER, str(mine), str(peer)], tmp_path)
+        for name, mine, peer in (("a", a, b), ("b", b, a))
+    ]
+    for process in pair:
+        wait_until(lambda p=process: "ready" in p.log_path.read_text(), 10, f"{process.name} ready", process)
+    stop_together(pair, grace=5)
+    assert [p.exit_code for p in pair] == [0, 0]  # one at a time, the first would wait for good

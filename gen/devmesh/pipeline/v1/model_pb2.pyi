@@ -1095,10 +1095,15 @@ class RetryOn(_message.Message):
     EXIT_CODES_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     INFRASTRUCTURE_FIELD_NUMBER: _builtins.int
+    TRANSIENT_FIELD_NUMBER: _builtins.int
     timeout: _builtins.bool
     """A step or job that ran out of time."""
     infrastructure: _builtins.bool
     """Loss of the runner or its infrastructure (the machine went away)."""
+    transient: _builtins.bool
+    """Any failure the failure classifier (the debugger's diagnosis) calls
+    transient; without a classifier, none beyond the rules above.
+    """
     @_builtins.property
     def exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """These exit codes of a command (1 to 255)."""
@@ -1109,10 +1114,11 @@ class RetryOn(_message.Message):
         exit_codes: _abc.Iterable[_builtins.int] | None = ...,
         timeout: _builtins.bool = ...,
         infrastructure: _builtins.bool = ...,
+        transient: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_codes", b"exit_codes", "infrastructure", b"infrastructure", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_codes", b"exit_codes", "infrastructure", b"infrastructure", "timeout", b"timeout", "transient", b"transient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1153,13 +1159,23 @@ class Approval(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     REVIEWERS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PREVENT_SELF_APPROVAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
     environment: _builtins.str
     """The environment being deployed to (e.g. `production`). Never empty."""
     description: _builtins.str
     """What the reviewers are asked."""
+    prevent_self_approval: _builtins.bool
+    """The run's starter may not approve it (four eyes)."""
     @_builtins.property
     def reviewers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Who may approve (user or team names)."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The gate is rejected when nobody decides within this time. Unset: it
+        waits as long as the run may.
+        """
 
     def __init__(
         self,
@@ -1167,10 +1183,12 @@ class Approval(_message.Message):
         environment: _builtins.str = ...,
         reviewers: _abc.Iterable[_builtins.str] | None = ...,
         description: _builtins.str = ...,
+        prevent_self_approval: _builtins.bool = ...,
+        timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "environment", b"environment", "reviewers", b"reviewers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "environment", b"environment", "prevent_self_approval", b"prevent_self_approval", "reviewers", b"reviewers", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

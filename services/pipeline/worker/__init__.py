@@ -1,0 +1,1 @@
+"""`devmesh pipeline worker`: a process that takes jobs from the run queues and runs them."""

@@ -1,0 +1,510 @@
+"""The worker's loop: take an attempt whose labels it has from a queue, run its job in a
+workspace of its own, report the outcome under the attempt's fencing token.
+
+While a job runs the worker heartbeats it: the heartbeat renews the attempt's lease, keeps
+the queue entry from looking abandoned (XCLAIM to itself), and brings back a cancel request.
+A heartbeat that finds the attempt fenced off (the coordinator reclaimed it) stops the job
+at once: the new attempt is the only one that may run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from redis import exceptions as redis_errors
+
+from devmesh.pipeline.v1 import model_pb2
+from services.pipeline import expressions
+from services.pipeline.runs import keys, scripts, states
+from services.pipeline.runs.plan import JobPlan, Plan
+from services.pipeline.runs.records import JobRecord
+from services.pipeline.runs.store import RunStore, now_us
+from services.pipeline.validation import duration_seconds
+from services.pipeline.worker import process
+from services.pipeline.worker.log_sink import MARKER, LogSink
+from services.pipeline.worker.masking import Masker
+from services.pipeline.worker.settings import WorkerSettings
+from services.runtime.logging import get_logger
+from services.runtime.redis_client import DurableWriter, Redis
+from services.runtime.tasks import cancel_and_wait
+
+log = get_logger(__name__)
+
+TOOLS = ("bash", "git", "python3", "node", "npm", "go", "cargo", "java", "docker", "make", "uv")
+SHELLS = {
+    "": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"],
+    "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"],
+    "sh": ["sh", "-e", "-c"],
+    "python": ["python3", "-c"],
+    "pwsh": ["pwsh", "-command"],
+}
+RESOURCE_HINTS = (
+    "Resource temporarily unavailable",
+    "Cannot allocate memory",
+    "MemoryError",
+    "Too many open files",
+)
+QUEUE_REFRESH_S = 1.0
+REDIS_AWAY = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError)
+REDIS_RETRY_S = 0.2
+T = TypeVar("T")
+
+
+def found_labels(extra: tuple[str, ...]) -> frozenset[str]:
+    """os, arch, the tools on PATH, and the custom labels."""
+    labels = {platform.system().lower(), platform.machine().lower()}
+    labels |= {tool for tool in TOOLS if shutil.which(tool)}
+    return frozenset(labels | set(extra))
+
+
+@dataclass(frozen=True)
+class KnownRun:
+    """What a worker keeps of a run it ran a job of: nothing of it changes once it exists."""
+
+    jobs: dict[str, JobPlan]
+    definition: model_pb2.PipelineDefinition
+    definition_jobs: dict[str, model_pb2.Job]
+    fields: dict[str, bytes]
+    inputs: dict[str, Any]
+
+
+MAX_KNOWN_RUNS = 64
+
+
+@dataclass
+class Taken:
+    queue: str
+    entry_id: str
+    run: str
+    key: str
+    fence: str
+
+
+class Worker:
+    """One worker: one job at a time."""
+
+    def __init__(self, redis: Redis, durable: DurableWriter, settings: WorkerSettings) -> None:
+        self.redis = redis
+        self.durable = durable
+        self.settings = settings
+        self.store = RunStore(redis)
+        self.id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.labels = found_labels(settings.worker_labels)
+        self.shutting_down = asyncio.Event()
+        self.hand_back = asyncio.Event()
+        self._queues: list[str] = []
+        self._queues_at = 0.0
+        self.jobs_done = 0
+        self.current: set[_Attempt] = set()
+        self._runs: dict[str, KnownRun] = {}
+
+    async def run_of(self, run_id: str) -> KnownRun:
+        """The run's plan, definition and source (read once per run)."""
+        found = self._runs.get(run_id)
+        if found is None:
+            names = ("plan", "definition", "source", "ref", "inputs")
+            values = dict(zip(names, await self.redis.hmget(keys.run(run_id), names), strict=True))
+            plan = Plan.from_json(json.loads(values["plan"] or b"{}"))
+            definition = model_pb2.PipelineDefinition.FromString(values["definition"] or b"")
+            found = KnownRun(
+                jobs=plan.by_key(),
+                definition=definition,
+                definition_jobs={j.id: j for j in [*definition.jobs, *definition.finally_jobs]},
+                fields={k: v or b"" for k, v in values.items()},
+                inputs=json.loads(values["inputs"] or b"{}"),
+            )
+            self._runs[run_id] = found
+            if len(self._runs) > MAX_KNOWN_RUNS:
+                self._runs.pop(next(iter(self._runs)))
+        return found
+
+    def eligible(self, labels: str) -> bool:
+        wanted = set() if labels == keys.ANY_LABELS else set(labels.split(","))
+        return wanted <= self.labels
+
+    async def queues(self) -> list[str]:
+        if time.monotonic() - self._queues_at > QUEUE_REFRESH_S or not self._queues:
+            names = sorted(raw.decode() for raw in await self.redis.smembers(keys.QUEUES))
+            self._queues = [keys.queue(name) for name in names if self.eligible(name)]
+            self._queues_at = time.monotonic()
+        return self._queues
+
+    async def take(self) -> Taken | None:
+        queues = await self.queues()
+        if not queues:
+            await asyncio.sleep(0.2)
+            return None
+        found = await self.redis.xreadgroup(
+            keys.WORKER_GROUP, self.id, {q: ">" for q in queues}, count=1, block=500
+        )
+        taken: list[Taken] = []
+        for stream, entries in found or []:
+            for entry_id, fields in entries:
+                taken.append(
+                    Taken(
+                        stream.decode(),
+                        entry_id.decode(),
+                        fields[b"run"].decode(),
+                        fields[b"job"].decode(),
+                        fields[b"fence"].decode(),
+                    )
+                )
+        for extra in taken[1:]:  # one job at a time: the others go back for another worker
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(extra.queue, {"run": extra.run, "job": extra.key, "fence": extra.fence})
+                pipe.xack(extra.queue, keys.WORKER_GROUP, extra.entry_id)
+                pipe.xdel(extra.queue, extra.entry_id)
+                await pipe.execute()
+        return taken[0] if taken else None
+
+    async def serve(self) -> None:
+        """Take and run jobs until SIGTERM (or `shutting_down`)."""
+        while not self.shutting_down.is_set():
+            try:
+                taken = await self.take()
+            except REDIS_AWAY:
+                await asyncio.sleep(REDIS_RETRY_S)  # Redis restarting: its queues come back with it
+                continue
+            if taken is not None:
+                await self.run_attempt(taken)
+
+    async def reliably(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` again while Redis is away, for as long as a lease: a report the worker gave up
+        on would leave its attempt to be reclaimed as lost."""
+        deadline = time.monotonic() + max(self.settings.worker_lease_seconds, 5.0) * 3
+        while True:
+            try:
+                return await call()
+            except REDIS_AWAY:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(REDIS_RETRY_S)
+
+    async def _ack(self, taken: Taken) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(taken.queue, keys.WORKER_GROUP, taken.entry_id)
+            pipe.xdel(taken.queue, taken.entry_id)
+            await pipe.execute()
+
+    async def run_attempt(self, taken: Taken) -> None:
+        lease_ms = int(self.settings.worker_lease_seconds * 1000)
+        run_keys = [keys.jobs(taken.run), keys.attempts(taken.run), keys.events(taken.run)]
+        started, number = await self.reliably(
+            lambda: self.store.script(
+                scripts.START,
+                [*run_keys, keys.lease(taken.run, taken.key)],
+                [taken.key, taken.fence, self.id, now_us(), lease_ms],
+            )
+        )
+        if started != "ok":
+            await self.reliably(lambda: self._ack(taken))  # cancelled or superseded before it started
+            return
+        attempt = _Attempt(self, taken, int(number))
+        self.current.add(attempt)
+        if self.hand_back.is_set():
+            attempt.stop.set()
+        try:
+            state, reason, code, message = await attempt.execute()
+        except Exception as exc:  # the worker's own failure: the attempt fails, the worker lives
+            log.warning(
+                "pipeline.worker.attempt_failed", run=taken.run, job=taken.key, error=type(exc).__name__
+            )
+            state, reason, code, message = (
+                states.FAILED,
+                states.SETUP_FAILED,
+                0,
+                f"worker error: {type(exc).__name__}",
+            )
+        finally:
+            await attempt.finish_logs()
+            await cancel_and_wait(attempt.heartbeat_task)
+        if not attempt.lost:
+            report = [taken.key, taken.fence, state, reason, code, message[:500], now_us(), taken.run]
+            finish_keys = [*run_keys, keys.WORK, keys.lease(taken.run, taken.key)]
+            await self.reliably(lambda: self.store.script(scripts.FINISH, finish_keys, report))
+            await self.reliably(self.durable.confirm)
+        await self.reliably(lambda: self._ack(taken))
+        attempt.clean()
+        self.current.discard(attempt)
+        self.jobs_done += 1
+
+
+class _Attempt:
+    def __init__(self, worker: Worker, taken: Taken, number: int) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.taken = taken
+        self.number = number
+        self.stop = asyncio.Event()
+        self.cancelled = False
+        self.lost = False
+        self.workspace = Path(
+            tempfile.mkdtemp(prefix=f"{taken.run}-{taken.key}-", dir=self.settings.worker_dir or None)
+        )
+        self.heartbeat_task: asyncio.Task[None] | None = None
+        self.sink: LogSink | None = None
+
+    async def _send(self, lines: list[str]) -> str:
+        run = self.taken.run
+        result, _ = await self.worker.reliably(
+            lambda: self.worker.store.script(
+                scripts.APPEND_LOG,
+                [keys.jobs(run), keys.attempts(run), keys.events(run), keys.log(run, "")],
+                [
+                    self.taken.key,
+                    self.taken.fence,
+                    self.settings.worker_log_cap_bytes,
+                    MARKER.format(cap=self.settings.worker_log_cap_bytes),
+                    *lines,
+                ],
+            )
+        )
+        if result == "stale":
+            self.lost = True
+            self.stop.set()
+        return result
+
+    async def _heartbeat(self) -> None:
+        run, key = self.taken.run, self.taken.key
+        interval = self.settings.worker_lease_seconds / 3
+        lease_ms = int(self.settings.worker_lease_seconds * 1000)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                result, cancel = await self.worker.store.script(
+                    scripts.HEARTBEAT,
+                    [keys.jobs(run), keys.lease(run, key)],
+                    [key, self.taken.fence, lease_ms],
+                )
+                await self.worker.redis.xclaim(
+                    self.taken.queue, keys.WORKER_GROUP, self.worker.id, 0, [self.taken.entry_id], justid=True
+                )
+            except Exception:
+                continue  # Redis away a moment: the lease outlasts a few missed beats
+            if result != "ok":
+                self.lost = True  # fenced off: another attempt owns the job now
+                self.stop.set()
+                return
+            if cancel == "1":
+                self.cancelled = True
+                self.stop.set()
+
+    async def execute(self) -> tuple[str, str, int, str]:
+        known = await self.worker.run_of(self.taken.run)
+        job_plan = known.jobs[self.taken.key]
+        job = known.definition_jobs[job_plan.job_id]
+        definition = known.definition
+        text = known.fields
+        inputs = known.inputs
+        self.sink = LogSink(self._send, Masker([]), self.settings.worker_log_cap_bytes)
+        self.sink.start()
+        self.heartbeat_task = asyncio.create_task(self._heartbeat())
+        env = await self._environment(definition, job, job_plan, inputs, text)
+        if env is None:
+            return (
+                states.FAILED,
+                states.SETUP_FAILED,
+                0,
+                "secret references are not resolved by this worker yet",
+            )
+        source = text.get("source", b"").decode()
+        ref = text.get("ref", b"").decode()
+        deadline = time.monotonic() + job_plan.timeout_s
+        failed: tuple[str, str, int, str] | None = None
+        checkout = self.workspace / "src"
+        cwd = self.workspace
+        for index, step in enumerate(job.steps):
+            when = step.condition.when
+            if failed and when not in (model_pb2.WHEN_ON_FAILURE, model_pb2.WHEN_ALWAYS):
+                continue
+            if not failed and when == model_pb2.WHEN_ON_FAILURE:
+                continue
+            if self.stop.is_set():
+                break
+            name = step.name or step.id or f"step {index + 1}"
+            self.sink.line(f"== {name}")
+            kind = step.WhichOneof("action")
+            if kind == "checkout":
+                outcome = await self._checkout(source, ref, checkout, deadline)
+                if outcome is not None:
+                    failed = failed or outcome
+                    continue
+                cwd = checkout
+                continue
+            if kind != "run":
+                self.sink.line(f"({kind} steps are not run by this worker; skipped)")
+                continue
+            step_env = dict(env)
+            for name_, value in step.env.items():
+                step_env[name_] = _substitute(_env_text(value), job_plan, inputs)
+            workdir = step.run.working_directory or job.working_directory
+            step_cwd = (cwd / workdir) if workdir else cwd
+            command = _substitute(step.run.command, job_plan, inputs)
+            timeout = deadline - time.monotonic()
+            if step.HasField("timeout"):
+                timeout = min(timeout, duration_seconds(step.timeout) or timeout)
+            result = await process.run(
+                [*SHELLS.get(step.run.shell, SHELLS[""]), command],
+                cwd=str(step_cwd),
+                env=step_env,
+                limits=self._limits(),
+                timeout_s=timeout,
+                grace_s=self.settings.worker_kill_grace_seconds,
+                stop=self.stop,
+                output=self.sink.output,
+            )
+            self.sink.end_of_step()
+            outcome = self._outcome(name, result)
+            if outcome is not None and not step.continue_on_error:
+                failed = failed or outcome
+        return failed or (states.SUCCEEDED, "", 0, "")
+
+    def _outcome(self, name: str, result: process.Outcome) -> tuple[str, str, int, str] | None:
+        if result.stopped:
+            if self.worker.hand_back.is_set():
+                return (
+                    states.FAILED,
+                    states.HANDED_BACK,
+                    result.exit_code,
+                    "the worker shut down; handed back",
+                )
+            return states.CANCELLED, states.CANCELLED_REASON, result.exit_code, f"{name}: stopped (cancelled)"
+        if result.timed_out:
+            return (
+                states.TIMED_OUT,
+                states.TIMEOUT,
+                result.exit_code,
+                f"{name}: ran out of time (SIGTERM, then SIGKILL)",
+            )
+        if result.exit_code == 0:
+            return None
+        if result.exit_code == -signal.SIGXCPU:
+            return states.FAILED, states.RESOURCE_LIMIT, result.exit_code, f"{name}: CPU time limit reached"
+        tail = "\n".join(self.sink.recent) if self.sink else ""
+        if any(hint in tail for hint in RESOURCE_HINTS) or result.exit_code == -signal.SIGKILL:
+            return (
+                states.FAILED,
+                states.RESOURCE_LIMIT,
+                result.exit_code,
+                (
+                    f"{name}: exit status {result.exit_code}; a resource limit was reached (processes, memory or files)"
+                ),
+            )
+        return states.FAILED, states.EXIT_CODE, result.exit_code, f"{name}: exit status {result.exit_code}"
+
+    def _limits(self) -> process.Limits:
+        return process.Limits(
+            cpu_seconds=self.settings.worker_cpu_seconds,
+            memory_bytes=self.settings.worker_memory_bytes,
+            open_files=self.settings.worker_open_files,
+            processes=process.user_process_count() + self.settings.worker_processes,
+        )
+
+    async def _checkout(
+        self, source: str, ref: str, target: Path, deadline: float
+    ) -> tuple[str, str, int, str] | None:
+        assert self.sink is not None
+        if not source:
+            self.sink.line("no source to check out")
+            return states.FAILED, states.SETUP_FAILED, 0, "checkout: the run has no source"
+        argv = ["git", "clone", "--quiet", "--no-hardlinks", "--", source, str(target)]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.workspace),
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+        for command in [argv, *([["git", "-C", str(target), "checkout", "--quiet", ref]] if ref else [])]:
+            result = await process.run(
+                command,
+                cwd=str(self.workspace),
+                env=env,
+                limits=self._limits(),
+                timeout_s=deadline - time.monotonic(),
+                grace_s=self.settings.worker_kill_grace_seconds,
+                stop=self.stop,
+                output=self.sink.output,
+            )
+            self.sink.end_of_step()
+            if result.exit_code != 0:
+                return (
+                    states.FAILED,
+                    states.SETUP_FAILED,
+                    result.exit_code,
+                    f"checkout failed (exit status {result.exit_code})",
+                )
+        return None
+
+    async def _environment(
+        self,
+        definition: model_pb2.PipelineDefinition,
+        job: model_pb2.Job,
+        job_plan: JobPlan,
+        inputs: dict[str, Any],
+        run: dict[str, bytes],
+    ) -> dict[str, str] | None:
+        """What the steps see: a small base, then the pipeline's and the job's env."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.workspace),
+            "LANG": "C.UTF-8",
+            "CI": "true",
+            "DEVMESH_RUN": self.taken.run,
+            "DEVMESH_JOB": self.taken.key,
+            "DEVMESH_ATTEMPT": str(self.number),
+        }
+        if job_plan.finally_job:
+            env["DEVMESH_RUN_STATUS"] = await self._run_status(job_plan)
+        for source in (definition.env, job.env):
+            for name, value in source.items():
+                if value.HasField("struct_value"):
+                    return None
+                env[name] = _substitute(_env_text(value), job_plan, inputs)
+        return env
+
+    async def _run_status(self, job_plan: JobPlan) -> str:
+        raw = await self.worker.store.jobs_raw(self.taken.run)
+        records = [JobRecord.load(v) for k, v in raw.items()]
+        if any(r.s == states.CANCELLED for r in records):
+            return "Cancelled"
+        return "Failed" if any(r.s in states.FAILURES for r in records) else "Succeeded"
+
+    async def finish_logs(self) -> None:
+        if self.sink is not None:
+            await self.sink.close()
+
+    def clean(self) -> None:
+        shutil.rmtree(self.workspace, ignore_errors=True)
+
+
+def _env_text(value: Any) -> str:
+    kind = value.WhichOneof("kind")
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "number_value":
+        number = value.number_value
+        return str(int(number)) if float(number).is_integer() else str(number)
+    return str(value.string_value)
+
+
+def _substitute(text: str, job_plan: JobPlan, inputs: dict[str, Any]) -> str:
+    for placeholder in expressions.placeholders(text):
+        if placeholder.scope == "matrix":
+            text = text.replace(placeholder.text, job_plan.matrix.get(placeholder.name, ""))
+        elif placeholder.scope == "inputs":
+            value = inputs.get(placeholder.name, "")
+            text = text.replace(
+                placeholder.text, "true" if value is True else "false" if value is False else str(value)
+            )
+    return text

@@ -1,0 +1,61 @@
+"""Running a worker process: settings, Redis, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+from services.pipeline.worker.agent import Worker
+from services.pipeline.worker.settings import WorkerSettings
+from services.runtime import redis_client
+from services.runtime.logging import configure, get_logger
+from services.runtime.settings import SettingsError, load
+
+log = get_logger(__name__)
+
+
+async def run_worker(environ: Mapping[str, str]) -> int:
+    settings = load(WorkerSettings, environ)
+    client = redis_client.connect(settings.redis_url, settings.redis_timeout)
+    durable = redis_client.DurableWriter(client, settings.redis_wait_aof, settings.redis_timeout)
+    worker = Worker(client, durable, settings)
+    loop = asyncio.get_running_loop()
+
+    def shut_down() -> None:
+        # Stop taking jobs; the current one has the grace period to finish, then goes back.
+        worker.shutting_down.set()
+        loop.call_later(settings.worker_shutdown_grace_seconds, worker.hand_back.set)
+
+    loop.add_signal_handler(signal.SIGTERM, shut_down)
+    loop.add_signal_handler(signal.SIGINT, shut_down)
+    log.info("pipeline.worker.started", worker=worker.id, labels=sorted(worker.labels))
+    if os.geteuid() == 0:
+        # RLIMIT_NPROC does not bind root: a fork bomb would stop only at its time limit.
+        log.warning("pipeline.worker.runs_as_root", worker=worker.id)
+    stopper = asyncio.create_task(worker.hand_back.wait())
+    try:
+        serving = asyncio.create_task(worker.serve())
+        done, _ = await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if serving not in done:
+            for attempt in worker.current:
+                attempt.stop.set()
+            await serving
+        else:
+            await serving
+    finally:
+        stopper.cancel()
+        await client.aclose()
+    log.info("pipeline.worker.stopped", worker=worker.id, jobs=worker.jobs_done)
+    return 0
+
+
+def main() -> int:
+    configure(os.environ.get("DEVMESH_LOG_LEVEL", "info"))
+    try:
+        return asyncio.run(run_worker(os.environ))
+    except SettingsError as exc:
+        print(f"devmesh worker: {exc}", file=sys.stderr)
+        return 2
