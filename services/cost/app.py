@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -44,7 +45,16 @@ _READS = (
 NOT_BUILT: frozenset[str] = frozenset()
 
 
+def _load_statistics() -> None:
+    """Import statsmodels now: it takes seconds, which the service pays when it starts rather
+    than its first forecast or monitor (inside the edge's timeout); `devmesh` and the other
+    services, which read this spec, never pay it."""
+    importlib.import_module("statsmodels.tsa.seasonal")
+    importlib.import_module("statsmodels.tsa.holtwinters")
+
+
 def build(runtime: Runtime, settings: CostSettings) -> ServiceBinding:
+    _load_statistics()
     if not runtime.settings.data_dir:
         raise SettingsError("the cost service keeps its Parquet files on disk: set DEVMESH_DATA_DIR")
     layout = Layout(Path(runtime.settings.data_dir) / "cost")
