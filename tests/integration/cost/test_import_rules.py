@@ -194,6 +194,17 @@ async def test_a_file_of_two_periods_stores_each_in_its_own_and_the_rejected_row
     assert [m.amount for m in answer.totals] == ["3"]
 
 
+async def test_blanks_around_a_value_are_ignored_and_a_blank_value_is_missing(cost: CostServer) -> None:
+    data = _csv(_row(1, " 2.5 ", " Blanks "), _row(2, "   ", "Blanks"))
+    imported = await cost.stub.ImportCostData(upload(data, "blanks"))
+    assert (imported.rows_stored, imported.rows_rejected) == (1, 1)
+    assert (imported.rejections[0].reason, imported.rejected_samples[0].column) == (
+        "VALUE_MISSING",
+        "BilledCost",
+    )
+    assert await _total(cost, "Blanks") == Decimal("2.5")
+
+
 async def test_a_file_whose_every_row_is_rejected_changes_nothing(cost: CostServer) -> None:
     error = await refused(cost.stub.ImportCostData, upload(_csv(_row(1, "1")), "all-bad", ("2024-08",)))
     assert error_info(error).reason == "EVERY_ROW_REJECTED"
