@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from statsmodels.tsa.seasonal import STL  # with the service: it takes seconds to import
 
 MIN_HISTORY_DAYS = 14
 DEFAULT_Z = 3.5
@@ -57,6 +56,8 @@ TREND_SMOOTHER = 29
 
 def decompose(series: np.ndarray) -> np.ndarray:
     """The expected value of each day: trend plus weekly seasonality, robustly fitted."""
+    from statsmodels.tsa.seasonal import STL  # seconds to import: the service does it at start
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = STL(

@@ -30,8 +30,6 @@ import numpy as np
 
 # Imported with the service, not on the first forecast: it takes seconds, which a first
 # ForecastCost through the edge (15 s) should not pay.
-from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 
 MIN_HISTORY_DAYS = 28
@@ -65,6 +63,8 @@ Model = Callable[
 
 def _holt_winters(seasonal: str) -> Model:
     def fit(history: np.ndarray, horizon: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing  # imported at the service's start
+
         series = history if seasonal == "add" else np.maximum(history, 1e-6)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter on short series

@@ -3,9 +3,10 @@
 Every column is read as text and converted by SQL (vectorised, in parallel), never row by
 row in Python: money and quantities become DECIMAL, times TIMESTAMPTZ in UTC, Tags a map. Each
 row gets its rejection (the first check it fails, with the column and the value) or its list
-of warnings. One COPY writes the rows partitioned by billing period, the rejected ones into
-a partition of their own; then the counts, totals and samples are read back from those files
-(one or two columns each), and the daily rollups are written from the stored rows.
+of warnings. One COPY writes every row to one staged Parquet file; the counts, totals and
+samples are read back from it (one or two columns each); a file of one billing period without
+rejected rows is then moved into place as it is, any other is copied out period by period
+(the rejected rows stay behind). The daily rollups are written from the stored rows.
 
 Rows that the CSV reader itself cannot split (a field too many, an unclosed quote) are kept
 by DuckDB's reject tables and counted with the others: rows_read = rows_stored + rows_rejected.
@@ -13,6 +14,7 @@ by DuckDB's reject tables and counted with the others: rows_read = rows_stored +
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,9 @@ from services.cost.focus_schema import DECIMAL_SCALE, Header, Kind
 from services.cost.spool import Format
 from services.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
 
-REJECTED = "_rejected"  # the partition that holds rejected rows while an import is staged
+REJECTION_COLUMN = "x_rejection"  # why a row was rejected (NULL in every stored row)
+STAGED_FILE = "staged.parquet"  # every row of the export, typed, before it is split by period
+ROW_GROUP_ROWS = 50_000  # the Parquet writer buffers a row group per thread: bounded memory
 MAX_SAMPLES = 20
 MAX_SAMPLE_VALUE = 200
 PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
@@ -65,17 +69,38 @@ class IngestResult:
 RAW, TYPED = "_devmesh_raw_", "_devmesh_typed_"  # prefixes of the stages' own columns
 
 
+# Read by try_cast, which skips the blanks around a value itself: their text is not trimmed.
+_CAST = (Kind.DECIMAL, Kind.TIME)
+
+
 def _raw(header: Header, column: str) -> str:
-    """The column's text (NULL when absent, empty or blank), as the first stage names it."""
+    """The column's text as the first stage names it (NULL when absent or empty; blank only
+    for a column of _CAST, see `_missing`)."""
     return identifier(RAW + column) if column in header.focus else "NULL::VARCHAR"
+
+
+def _text(header: Header, column: str) -> str:
+    """The first stage's text of a column: trimmed, blank as NULL. Only a value that starts or
+    ends with a space is trimmed (trimming every value, a copy each, was a fifth of the
+    import), and the columns of _CAST not at all."""
+    value = f"src.{identifier(header.focus[column])}"
+    if focus_schema.KINDS[column] in _CAST:
+        return value
+    return f"CASE WHEN starts_with({value}, ' ') OR ends_with({value}, ' ') THEN nullif(trim({value}), '') ELSE {value} END"
+
+
+def _missing(header: Header, typed: dict[str, str], column: str) -> str:
+    """SQL true when the row has no value for `column` (absent, empty or blank)."""
+    raw = _raw(header, column)
+    if focus_schema.KINDS[column] in _CAST:
+        return f"({typed[column]} IS NULL AND ({raw} IS NULL OR trim({raw}) = ''))"
+    return f"{raw} IS NULL"
 
 
 def _stages(header: Header, source: str) -> tuple[str, dict[str, str]]:
     """The relation of every row with its text and stored values, and the names of the stored
     values. Each value is computed once, in its own stage: text, then types, then checks."""
-    texts = [
-        f"nullif(trim(src.{identifier(header.focus[c])}), '') AS {identifier(RAW + c)}" for c in header.focus
-    ]
+    texts = [f"{_text(header, c)} AS {identifier(RAW + c)}" for c in header.focus]
     texts += [f"src.{identifier(name)} AS {identifier(name)}" for name in header.unknown]
     values = [f"{expression} AS {identifier(TYPED + name)}" for name, expression in _typed(header).items()]
     relation = f"(SELECT *, {', '.join(values)} FROM (SELECT {', '.join(texts)} FROM {source}))"
@@ -129,20 +154,23 @@ def _typed(header: Header) -> dict[str, str]:
 
 
 def _issue(reason: str, column: str, raw: str) -> str:
-    return f'struct_pack(reason := {literal(reason)}, "column" := {literal(column)}, value := left({raw}, {MAX_SAMPLE_VALUE}))'
+    # trim: the text of a column of _CAST is not trimmed (only the rows with an issue get here)
+    return f'struct_pack(reason := {literal(reason)}, "column" := {literal(column)}, value := left(trim({raw}), {MAX_SAMPLE_VALUE}))'
 
 
 def _rejection(header: Header, typed: dict[str, str], periods: Sequence[str]) -> str:
     """The first check a row fails, as a struct (reason, column, value); NULL for a good row."""
     checks: list[tuple[str, str]] = []
     for column in focus_schema.REQUIRED:
-        checks.append((f"{_raw(header, column)} IS NULL", _issue("VALUE_MISSING", column, "NULL")))
+        checks.append((_missing(header, typed, column), _issue("VALUE_MISSING", column, "NULL")))
     for name, kind, _ in focus_schema.COLUMNS:
         if name not in header.focus or kind not in (Kind.TIME, Kind.DECIMAL):
             continue
         raw = _raw(header, name)
         reason = "TIMESTAMP_INVALID" if kind is Kind.TIME else "DECIMAL_INVALID"
-        checks.append((f"{raw} IS NOT NULL AND {typed[name]} IS NULL", _issue(reason, name, raw)))
+        checks.append(
+            (f"{typed[name]} IS NULL AND {raw} IS NOT NULL AND trim({raw}) <> ''", _issue(reason, name, raw))
+        )
     categories = ", ".join(literal(c) for c in focus_schema.CHARGE_CATEGORIES)
     checks.append(
         (
@@ -182,7 +210,7 @@ def _warnings(header: Header, typed: dict[str, str]) -> str:
     """A row's warnings (a list of structs), NULL when it has none."""
     checks: list[tuple[str, str]] = []
     for column in focus_schema.MANDATORY_NOT_NULL:
-        checks.append((f"{_raw(header, column)} IS NULL", _issue("MANDATORY_VALUE_MISSING", column, "NULL")))
+        checks.append((_missing(header, typed, column), _issue("MANDATORY_VALUE_MISSING", column, "NULL")))
     for column in ("ChargeCategory", "ChargeFrequency", "ChargeClass", "BillingCurrency"):
         raw = _raw(header, column)
         checks.append((f"{raw} IS DISTINCT FROM {typed[column]}", _issue("VALUE_NORMALIZED", column, raw)))
@@ -200,23 +228,27 @@ def _warnings(header: Header, typed: dict[str, str]) -> str:
             (f"{raw} IS NOT NULL AND {typed[column]} IS NULL", _issue("TAGS_UNPARSEABLE", column, raw))
         )
     items = ", ".join(f"CASE WHEN {condition} THEN {issue} END" for condition, issue in checks)
-    listed = f"list_filter([{items}], lambda w: w IS NOT NULL)"
-    return f"CASE WHEN len({listed}) = 0 THEN NULL ELSE {listed} END"
+    # The list is built only for the rows with a warning (few): building it for every row and
+    # dropping it when empty took a tenth of the import.
+    any_warning = " OR ".join(f"({condition})" for condition, _ in checks)
+    return f"CASE WHEN {any_warning} THEN list_filter([{items}], lambda w: w IS NOT NULL) END"
 
 
 def _extensions(header: Header, typed: dict[str, str]) -> str:
     """Columns FOCUS does not define, and tags that could not be read, as one map."""
-    entries = [f"struct_pack(key := {literal(name)}, value := {identifier(name)})" for name in header.unknown]
+    values = [(name, identifier(name)) for name in header.unknown]
     for column in ("Tags", "AllocatedTags"):
         if column in header.focus:
-            raw = _raw(header, column)
-            entries.append(
-                f"struct_pack(key := {literal('x_Unparsed' + column)}, value := CASE WHEN {typed[column]} IS NULL THEN {raw} END)"
+            values.append(
+                ("x_Unparsed" + column, f"CASE WHEN {typed[column]} IS NULL THEN {_raw(header, column)} END")
             )
-    if not entries:
+    if not values:
         return "NULL::MAP(VARCHAR, VARCHAR)"
-    listed = f"list_filter([{', '.join(entries)}], lambda e: e.value IS NOT NULL)"
-    return f"CASE WHEN len({listed}) = 0 THEN NULL ELSE map_from_entries({listed}) END"
+    entries = ", ".join(f"struct_pack(key := {literal(key)}, value := {value})" for key, value in values)
+    listed = f"list_filter([{entries}], lambda e: e.value IS NOT NULL)"
+    # As with the warnings: the map is built only for the rows that have an entry.
+    any_value = " OR ".join(f"({value}) IS NOT NULL" for _, value in values)
+    return f"CASE WHEN {any_value} THEN map_from_entries({listed}) END"
 
 
 class Ingest:
@@ -275,6 +307,7 @@ class Ingest:
         """Write the export's rows under `out_dir/billing_period=<p>/` and count them."""
         out_dir.mkdir(parents=True, exist_ok=True)
         result = IngestResult(focus_version=header.version, unknown_columns=list(header.unknown))
+        staged = out_dir / STAGED_FILE
         with connect(self._duck) as db:
             source, typed = _stages(header, self._source(db, path, fmt, header))
             rejection = _rejection(header, typed, periods)
@@ -282,77 +315,107 @@ class Ingest:
             columns += [
                 f"{_extensions(header, typed)} AS {focus_schema.EXTENSIONS_COLUMN}",
                 f"{_warnings(header, typed)} AS {focus_schema.WARNINGS_COLUMN}",
-                f"{rejection} AS x_rejection",
+                f"{rejection} AS {REJECTION_COLUMN}",
             ]
-            period = f"CASE WHEN x_rejection IS NULL THEN strftime(BillingPeriodStart, '%Y-%m') ELSE {literal(REJECTED)} END"
-            query = f"SELECT *, {period} AS billing_period FROM (SELECT {', '.join(columns)} FROM {source})"
-            try:
-                db.execute(
-                    f"COPY ({query}) TO {literal(str(out_dir))} "
-                    "(FORMAT parquet, PARTITION_BY (billing_period), OVERWRITE_OR_IGNORE true)"
-                )
-            except duckdb.OutOfMemoryException:
-                raise ResourceExhausted(
-                    "the import needs more memory than DEVMESH_COST_DUCKDB_MEMORY_MB allows (and spilling "
-                    "to disk could not make up for it); nothing was imported",
-                    reason="IMPORT_OUT_OF_MEMORY",
-                    retry_after=10,
-                ) from None
-            except duckdb.IOException as exc:
-                raise Unavailable(
-                    f"the import could not write its files ({_first_line(exc)}); nothing was imported",
-                    reason="STORAGE_UNAVAILABLE",
-                    retry_after=10,
-                ) from None
-            except duckdb.Error as exc:
-                raise InvalidArgument.for_field(
-                    "body", f"the file cannot be read: {_first_line(exc)}", reason="UNREADABLE_FILE"
-                ) from None
-            self._count(db, out_dir, result)
+            # One file, not a partitioned COPY: DuckDB's partitioned writer buffers every
+            # partition's rows and, under the memory limit, spilled them; it took some 60% of
+            # the import. The file is split by period afterwards only when it has to be.
+            self._write(db, f"SELECT {', '.join(columns)} FROM {source}", staged)
+            self._count(db, staged, result)
+            self._split(db, staged, out_dir, result)
             if fmt != Format.PARQUET:
                 self._csv_rejects(db, result)
             if result.rejected_samples or result.warning_samples:
                 self._number_samples(db, source, header, typed, rejection, result)
         return result
 
-    def _count(self, db: duckdb.DuckDBPyConnection, out_dir: Path, result: IngestResult) -> None:
-        for directory in sorted(out_dir.glob("billing_period=*")):
-            period = directory.name.partition("=")[2]
-            files = literal(str(directory / "*.parquet"))
-            if period == REJECTED:
-                rows = db.execute(
-                    f"SELECT x_rejection.reason, count(*) FROM read_parquet({files}) GROUP BY ALL"
-                ).fetchall()
-                for reason, count in rows:
-                    result.rejections[reason] = result.rejections.get(reason, 0) + int(count)
-                    result.rows_rejected += int(count)
-                samples = db.execute(
-                    f'SELECT x_rejection."column", x_rejection.value, x_rejection.reason FROM read_parquet({files}) LIMIT {MAX_SAMPLES}'
-                ).fetchall()
-                result.rejected_samples += [Issue(0, c or "", v or "", r) for c, v, r in samples]
+    def _write(self, db: duckdb.DuckDBPyConnection, query: str, out: Path) -> None:
+        """COPY `query` to the Parquet file `out`, failures as the contract's errors."""
+        try:
+            db.execute(
+                f"COPY ({query}) TO {literal(str(out))} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            )
+        except duckdb.OutOfMemoryException:
+            raise ResourceExhausted(
+                "the import needs more memory than DEVMESH_COST_DUCKDB_MEMORY_MB allows (and spilling "
+                "to disk could not make up for it); nothing was imported",
+                reason="IMPORT_OUT_OF_MEMORY",
+                retry_after=10,
+            ) from None
+        except duckdb.IOException as exc:
+            raise Unavailable(
+                f"the import could not write its files ({_first_line(exc)}); nothing was imported",
+                reason="STORAGE_UNAVAILABLE",
+                retry_after=10,
+            ) from None
+        except duckdb.Error as exc:
+            raise InvalidArgument.for_field(
+                "body", f"the file cannot be read: {_first_line(exc)}", reason="UNREADABLE_FILE"
+            ) from None
+
+    def _count(self, db: duckdb.DuckDBPyConnection, staged: Path, result: IngestResult) -> None:
+        """Rows per period and per rejection, totals, warnings and samples: a few columns of
+        the staged file, read back."""
+        rows = f"read_parquet({literal(str(staged))})"
+        rejection = REJECTION_COLUMN
+        for period, reason, currency, count, total in db.execute(
+            f"SELECT CASE WHEN {rejection} IS NULL THEN strftime(BillingPeriodStart, '%Y-%m') END, "
+            f"{rejection}.reason, CASE WHEN {rejection} IS NULL THEN BillingCurrency END, count(*), "
+            f"sum(EffectiveCost) FILTER (WHERE {rejection} IS NULL) FROM {rows} GROUP BY ALL ORDER BY ALL"
+        ).fetchall():
+            if reason is not None:
+                result.rejections[reason] = result.rejections.get(reason, 0) + int(count)
+                result.rows_rejected += int(count)
                 continue
-            (count,) = db.execute(f"SELECT count(*) FROM read_parquet({files})").fetchone() or (0,)
-            result.periods[period] = int(count)
+            result.periods[period] = result.periods.get(period, 0) + int(count)
             result.rows_stored += int(count)
-            for currency, total in db.execute(
-                f"SELECT BillingCurrency, sum(EffectiveCost) FROM read_parquet({files}) GROUP BY ALL"
-            ).fetchall():
-                result.effective_cost[currency] = result.effective_cost.get(currency, Decimal(0)) + Decimal(
-                    total or 0
-                )
-            for reason, count in db.execute(
-                f"SELECT w.reason, count(*) FROM (SELECT unnest({focus_schema.WARNINGS_COLUMN}) AS w "
-                f"FROM read_parquet({files}) WHERE {focus_schema.WARNINGS_COLUMN} IS NOT NULL) GROUP BY ALL"
-            ).fetchall():
-                result.warnings[reason] = result.warnings.get(reason, 0) + int(count)
-            if len(result.warning_samples) < MAX_SAMPLES:
-                samples = db.execute(
-                    f'SELECT w."column", w.value, w.reason FROM (SELECT unnest({focus_schema.WARNINGS_COLUMN}) AS w '
-                    f"FROM read_parquet({files}) WHERE {focus_schema.WARNINGS_COLUMN} IS NOT NULL) LIMIT {MAX_SAMPLES}"
-                ).fetchall()
-                room = MAX_SAMPLES - len(result.warning_samples)
-                result.warning_samples += [Issue(0, c or "", v or "", r) for c, v, r in samples[:room]]
+            result.effective_cost[currency] = result.effective_cost.get(currency, Decimal(0)) + Decimal(
+                total or 0
+            )
+        if result.rows_rejected:
+            samples = db.execute(
+                f'SELECT {rejection}."column", {rejection}.value, {rejection}.reason FROM {rows} '
+                f"WHERE {rejection} IS NOT NULL LIMIT {MAX_SAMPLES}"
+            ).fetchall()
+            result.rejected_samples += [Issue(0, c or "", v or "", r) for c, v, r in samples]
+        warned = (
+            f"(SELECT unnest({focus_schema.WARNINGS_COLUMN}) AS w FROM {rows} "
+            f"WHERE {focus_schema.WARNINGS_COLUMN} IS NOT NULL AND {rejection} IS NULL)"
+        )
+        for reason, count in db.execute(f"SELECT w.reason, count(*) FROM {warned} GROUP BY ALL").fetchall():
+            result.warnings[reason] = result.warnings.get(reason, 0) + int(count)
+        if result.warnings:
+            samples = db.execute(
+                f'SELECT w."column", w.value, w.reason FROM {warned} LIMIT {MAX_SAMPLES}'
+            ).fetchall()
+            result.warning_samples += [Issue(0, c or "", v or "", r) for c, v, r in samples]
         result.rows_read = result.rows_stored + result.rows_rejected
+
+    def _split(
+        self, db: duckdb.DuckDBPyConnection, staged: Path, out_dir: Path, result: IngestResult
+    ) -> None:
+        """The staged file as one directory per billing period: moved as it is when it holds
+        one period and no rejected row (the common export), else each period copied out."""
+        if len(result.periods) == 1 and not result.rows_rejected:
+            (period,) = result.periods
+            directory = out_dir / f"billing_period={period}"
+            directory.mkdir()
+            os.rename(staged, directory / "data_0.parquet")
+            return
+        rows = f"read_parquet({literal(str(staged))})"
+        for period in result.periods:
+            directory = out_dir / f"billing_period={period}"
+            directory.mkdir()
+            # A range of BillingPeriodStart (not its strftime), so that row groups of other
+            # periods are skipped by their statistics.
+            start = f"TIMESTAMPTZ {literal(period + '-01 00:00:00+00')}"
+            self._write(
+                db,
+                f"SELECT * FROM {rows} WHERE {REJECTION_COLUMN} IS NULL AND BillingPeriodStart >= {start} "
+                f"AND BillingPeriodStart < {start} + INTERVAL 1 MONTH",
+                directory / "data_0.parquet",
+            )
+        staged.unlink()
 
     def _csv_rejects(self, db: duckdb.DuckDBPyConnection, result: IngestResult) -> None:
         """Lines the CSV reader could not split into the header's columns."""

@@ -357,9 +357,11 @@ class CostServicer(cost_pb2_grpc.CostServiceServicer):
         token = pagination.encode_token(str(page[-1].create_us), query) if more else ""
         return pb.ListImportsResponse(imports=[import_proto(r) for r in page], next_page_token=token)
 
-    async def QueryCost(
+    async def QueryCost(  # type: ignore[override]  # bytes: see the docstring
         self, request: pb.QueryCostRequest, context: aio.ServicerContext
-    ) -> pb.QueryCostResponse:
+    ) -> pb.QueryCostResponse | bytes:
+        """The page asked for; a cached page is returned as the bytes it was cached as (the
+        service registers QueryCost with a serializer that sends bytes unchanged)."""
         query = cost_query.build(
             group_by=list(request.group_by),
             filters=filters_of(request.filters, "filters"),
@@ -384,7 +386,7 @@ class CostServicer(cost_pb2_grpc.CostServiceServicer):
         if at_version in (None, current):
             cached = await self._queries.cached_page(current, page_key)
             if cached is not None:
-                return pb.QueryCostResponse.FromString(cached)
+                return cached
         answer = await self._queries.answer(query, at_version)
         page = answer.rows[offset : offset + size]
         end = offset + len(page)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,13 +66,24 @@ class RunningStack:
         return grpc_channel(self.edge, self.tls, api_key or self.admin_key)
 
 
-def run_argv(state_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "tools.stack", "run", "--state-dir", str(state_dir), "--base-port", "0"]
+def run_argv(state_dir: Path, services: Sequence[str] = ()) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tools.stack",
+        "run",
+        "--state-dir",
+        str(state_dir),
+        "--base-port",
+        "0",
+        *services,
+    ]
 
 
-def start_run(state_dir: Path, log_dir: Path, name: str) -> RunningStack:
-    """`make run` on `state_dir`; returns once it has written stack.json (everything is up)."""
-    process = spawn(name, run_argv(state_dir), log_dir)
+def start_run(state_dir: Path, log_dir: Path, name: str, services: Sequence[str] = ()) -> RunningStack:
+    """`make run` on `state_dir` (every service, or `services`); returns once it has written
+    stack.json (everything is up)."""
+    process = spawn(name, run_argv(state_dir, services), log_dir)
     wait_until(lambda: (state_dir / "stack.json").exists(), 90, f"make run ({name})", process)
     return RunningStack(process, state_dir)
 
@@ -114,7 +125,9 @@ def make_a_secret_a_key_and_a_token(stack: RunningStack) -> MadeBeforeRestart:
 def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningStack, MadeBeforeRestart]]:
     """A stack run once, used, stopped, and run again on the same state directory."""
     state_dir, logs = tmp_path_factory.mktemp("state"), tmp_path_factory.mktemp("run-logs")
-    first = start_run(state_dir, logs, "first-run")
+    # The first run needs only what makes a secret, a key and a token; the second is the whole
+    # mesh, on the same state (what a user who adds services to their checkout does).
+    first = start_run(state_dir, logs, "first-run", ["config", "secrets"])
     try:
         made = make_a_secret_a_key_and_a_token(first)
     finally:

@@ -173,6 +173,38 @@ async def test_rows_of_an_undeclared_period_are_rejected(cost: CostServer) -> No
     assert list(imported.billing_periods) == ["2024-09"]
 
 
+async def test_a_file_of_two_periods_stores_each_in_its_own_and_the_rejected_rows_in_neither(
+    cost: CostServer,
+) -> None:
+    august = _row(1, "3", "Split").replace(
+        "2024-09-01,2024-10-01,2024-09-01", "2024-08-01,2024-09-01,2024-08-01", 1
+    )
+    data = _csv(_row(1, "5", "Split"), august, _row(2, "bad", "Split"), _row(3, "7", "Split"))
+    imported = await cost.stub.ImportCostData(upload(data, "split"))
+    assert (imported.rows_stored, imported.rows_rejected) == (3, 1)
+    assert list(imported.billing_periods) == ["2024-08", "2024-09"]
+    assert await _total(cost, "Split") == Decimal(12)
+    answer = await cost.stub.QueryCost(
+        pb.QueryCostRequest(
+            filters=[pb.Filter(dimension="service", values=["Split"])],
+            start_time=_time("2024-08-01T00:00:00Z"),
+            end_time=_time("2024-09-01T00:00:00Z"),
+        )
+    )
+    assert [m.amount for m in answer.totals] == ["3"]
+
+
+async def test_blanks_around_a_value_are_ignored_and_a_blank_value_is_missing(cost: CostServer) -> None:
+    data = _csv(_row(1, " 2.5 ", " Blanks "), _row(2, "   ", "Blanks"))
+    imported = await cost.stub.ImportCostData(upload(data, "blanks"))
+    assert (imported.rows_stored, imported.rows_rejected) == (1, 1)
+    assert (imported.rejections[0].reason, imported.rejected_samples[0].column) == (
+        "VALUE_MISSING",
+        "BilledCost",
+    )
+    assert await _total(cost, "Blanks") == Decimal("2.5")
+
+
 async def test_a_file_whose_every_row_is_rejected_changes_nothing(cost: CostServer) -> None:
     error = await refused(cost.stub.ImportCostData, upload(_csv(_row(1, "1")), "all-bad", ("2024-08",)))
     assert error_info(error).reason == "EVERY_ROW_REJECTED"
