@@ -57,6 +57,7 @@ def build(runtime: Runtime, settings: SecretsSettings) -> ServiceBinding:
         events,
         Envelope(vault, settings.secrets_max_payload_bytes),
         progress_interval=settings.secrets_watch_progress_interval,
+        delegates=settings.secrets_delegates,
     )
 
     def register(server: aio.Server) -> None:

@@ -12,7 +12,8 @@ from devmesh.secrets.v1 import secrets_pb2 as pb
 from devmesh.secrets.v1 import secrets_pb2_grpc
 from services.runtime import etags, pagination, protos
 from services.runtime.errors import FieldViolation, InvalidArgument
-from services.runtime.request_context import current_caller
+from services.runtime.identity import on_behalf
+from services.runtime.request_context import current_caller, note_audit
 from services.secrets import names
 from services.secrets.domain import DEFAULT_ALPHABET, Rotation, SecretsDomain
 from services.secrets.envelope import Envelope
@@ -101,7 +102,9 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
         envelope: Envelope,
         *,
         progress_interval: float,
+        delegates: on_behalf.Delegates = (),
     ) -> None:
+        self._delegates = delegates  # who may read on behalf of a principal of its own
         self._domain = domain
         self._policies = policies
         self._events = events
@@ -168,7 +171,10 @@ class SecretsServicer(secrets_pb2_grpc.SecretsServiceServicer):
         self, request: pb.AccessSecretVersionRequest, context: aio.ServicerContext
     ) -> pb.AccessSecretVersionResponse:
         sid, version = names.version_name(request.name)
-        number, data = await self._domain.access(current_caller(), sid, version)
+        reader = on_behalf.acting(current_caller(), context.invocation_metadata(), self._delegates)
+        if reader is not current_caller():
+            note_audit(on_behalf_of=reader.name)
+        number, data = await self._domain.access(reader, sid, version)
         return pb.AccessSecretVersionResponse(
             name=names.version_resource(sid, number), payload=pb.SecretPayload(data=data)
         )

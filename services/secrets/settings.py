@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.runtime.identity import on_behalf
 from services.runtime.settings import parse_positive_float, parse_positive_int, setting
+
+DELEGATES = "spiffe://devmesh.local/ns/*/sa/pipeline=pipelines/"
 
 
 @dataclass(frozen=True)
@@ -27,4 +30,12 @@ class SecretsSettings:
         5.0,
         "Seconds of silence after which a WatchSecretEvents stream gets a progress event.",
         parse=parse_positive_float,
+    )
+    secrets_delegates: tuple[tuple[str, str], ...] = setting(
+        on_behalf.parse_delegates(DELEGATES),
+        "Mesh identities that may read a secret on behalf of a principal of their own (header "
+        "x-devmesh-on-behalf-of): comma-separated `<SPIFFE id glob>=<principal prefix>`. The "
+        "pipeline service reads a job's secrets as `pipelines/<project>/<pipeline>`.",
+        parse=on_behalf.parse_delegates,
+        shown=DELEGATES,
     )
