@@ -8,7 +8,9 @@ from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_
 from services.pipeline.domain import PipelineDomain
 from services.pipeline.run_servicer import RunServicer
 from services.pipeline.runs.coordinator import Coordinator, CoordinatorSettings
+from services.pipeline.runs.job_secrets import JobSecrets
 from services.pipeline.runs.service import RunDomain
+from services.pipeline.secrets_client import PipelineSecrets
 from services.pipeline.servicer import PipelineServicer
 from services.pipeline.settings import PipelineSettings
 from services.pipeline.store import PipelineStore
@@ -49,7 +51,10 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
     )
     # ListArtifacts and GetArtifact are not built (the spec's `unimplemented`): the generated
     # base answers them UNIMPLEMENTED, which its stubs declare abstract.
-    runs = RunServicer(RunDomain(coordinator, store, runtime.durable))  # type: ignore[abstract]
+    run_domain = RunDomain(coordinator, store, runtime.durable)
+    secrets = runtime.peer_channel("secrets")
+    job_secrets = JobSecrets(run_domain, PipelineSecrets(secrets) if secrets is not None else None)
+    runs = RunServicer(run_domain, job_secrets)  # type: ignore[abstract]
 
     def register(server: aio.Server) -> None:
         pipeline_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, server)
@@ -82,8 +87,11 @@ SPEC = ServiceSpec(
         ),
         roles.VIEWER: _READS,
         roles.SERVICE: _READS,
+        # A `devmesh worker`: the secrets of the attempt it runs, nothing else (no reads either).
+        roles.WORKER: ("pipeline.attempts.resolve_secrets",),
     },
     read_verbs=frozenset({"get", "list", "generate", "export", "validate"}),
+    peers=("secrets",),
     unimplemented=frozenset({f"/{RUN_SERVICE}/ListArtifacts", f"/{RUN_SERVICE}/GetArtifact"}),
     commands="services.pipeline.cli",
 )

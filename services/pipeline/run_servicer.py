@@ -12,6 +12,7 @@ from grpc import aio
 from devmesh.pipeline.v1 import runs_pb2, runs_pb2_grpc
 from services.pipeline import names
 from services.pipeline.runs import states
+from services.pipeline.runs.job_secrets import JobSecrets
 from services.pipeline.runs.records import attempt_field
 from services.pipeline.runs.service import RunDomain, RunView
 from services.pipeline.runs.store import RunRecord
@@ -125,7 +126,8 @@ def _event_id(value: str) -> str:
 
 
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
-    def __init__(self, domain: RunDomain) -> None:
+    def __init__(self, domain: RunDomain, job_secrets: JobSecrets) -> None:
+        self.job_secrets = job_secrets
         self.domain = domain
 
     async def _run(self, name: str) -> RunRecord:
@@ -229,4 +231,18 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         )
         return runs_pb2.GetJobLogResponse(
             lines=page.lines, next_page_token=page.next_token, truncated=page.truncated
+        )
+
+    async def ResolveJobSecrets(
+        self, request: runs_pb2.ResolveJobSecretsRequest, context: aio.ServicerContext
+    ) -> runs_pb2.ResolveJobSecretsResponse:
+        note_audit(resource=request.name)
+        resolved = await self.job_secrets.resolve(request.name, request.fence)
+        if resolved.unresolved:
+            note_audit(unresolved=",".join(ref for ref, _ in resolved.unresolved))
+        return runs_pb2.ResolveJobSecretsResponse(
+            values=resolved.values,
+            unresolved=[
+                runs_pb2.UnresolvedSecret(reference=ref, reason=reason) for ref, reason in resolved.unresolved
+            ],
         )

@@ -25,14 +25,15 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
-from devmesh.pipeline.v1 import model_pb2
-from services.pipeline import expressions
+from devmesh.pipeline.v1 import model_pb2, runs_pb2_grpc
+from services.pipeline import expressions, names
 from services.pipeline.runs import keys, scripts, states
+from services.pipeline.runs.job_secrets import job_envs, reference_of, references
 from services.pipeline.runs.plan import JobPlan, Plan
 from services.pipeline.runs.records import JobRecord
 from services.pipeline.runs.store import RunStore, now_us
 from services.pipeline.validation import duration_seconds
-from services.pipeline.worker import process
+from services.pipeline.worker import process, secrets_client
 from services.pipeline.worker.log_sink import MARKER, LogSink
 from services.pipeline.worker.masking import Masker
 from services.pipeline.worker.settings import WorkerSettings
@@ -95,8 +96,17 @@ class Taken:
 class Worker:
     """One worker: one job at a time."""
 
-    def __init__(self, redis: Redis, durable: DurableWriter, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        durable: DurableWriter,
+        settings: WorkerSettings,
+        pipeline: runs_pb2_grpc.RunServiceStub | None = None,
+        run_as: process.RunAs | None = None,
+    ) -> None:
+        self.run_as = run_as  # whom steps run as (a root worker's: an unprivileged user)
         self.redis = redis
+        self.pipeline = pipeline  # the pipeline service, called with the worker's API key
         self.durable = durable
         self.settings = settings
         self.store = RunStore(redis)
@@ -114,8 +124,8 @@ class Worker:
         """The run's plan, definition and source (read once per run)."""
         found = self._runs.get(run_id)
         if found is None:
-            names = ("plan", "definition", "source", "ref", "inputs")
-            values = dict(zip(names, await self.redis.hmget(keys.run(run_id), names), strict=True))
+            fields = ("plan", "definition", "source", "ref", "inputs", "project", "pipeline")
+            values = dict(zip(fields, await self.redis.hmget(keys.run(run_id), fields), strict=True))
             plan = Plan.from_json(json.loads(values["plan"] or b"{}"))
             definition = model_pb2.PipelineDefinition.FromString(values["definition"] or b"")
             found = KnownRun(
@@ -253,6 +263,7 @@ class _Attempt:
         self.workspace = Path(
             tempfile.mkdtemp(prefix=f"{taken.run}-{taken.key}-", dir=self.settings.worker_dir or None)
         )
+        process.hand_over(str(self.workspace), worker.run_as)
         self.heartbeat_task: asyncio.Task[None] | None = None
         self.sink: LogSink | None = None
 
@@ -311,14 +322,24 @@ class _Attempt:
         self.sink = LogSink(self._send, Masker([]), self.settings.worker_log_cap_bytes)
         self.sink.start()
         self.heartbeat_task = asyncio.create_task(self._heartbeat())
-        env = await self._environment(definition, job, job_plan, inputs, text)
-        if env is None:
-            return (
-                states.FAILED,
-                states.SETUP_FAILED,
-                0,
-                "secret references are not resolved by this worker yet",
+        wanted = references(job_envs(definition, job))
+        secrets: dict[str, str] = {}
+        if wanted:
+            attempt = names.attempt_name(
+                text["project"].decode(),
+                text["pipeline"].decode(),
+                self.taken.run,
+                self.taken.key,
+                self.number,
             )
+            secrets, problem = await secrets_client.resolve(
+                self.worker.pipeline, attempt, self.taken.fence, wanted
+            )
+            if problem:
+                self.sink.line(problem)
+                return states.FAILED, states.SETUP_FAILED, 0, problem
+            self.sink.masker = Masker(list(secrets.values()))  # before any step's output
+        env = await self._environment(definition, job, job_plan, inputs, secrets)
         source = text.get("source", b"").decode()
         ref = text.get("ref", b"").decode()
         deadline = time.monotonic() + job_plan.timeout_s
@@ -348,7 +369,7 @@ class _Attempt:
                 continue
             step_env = dict(env)
             for name_, value in step.env.items():
-                step_env[name_] = _substitute(_env_text(value), job_plan, inputs)
+                step_env[name_] = _env_value(value, secrets, job_plan, inputs)
             workdir = step.run.working_directory or job.working_directory
             step_cwd = (cwd / workdir) if workdir else cwd
             command = _substitute(step.run.command, job_plan, inputs)
@@ -364,6 +385,7 @@ class _Attempt:
                 grace_s=self.settings.worker_kill_grace_seconds,
                 stop=self.stop,
                 output=self.sink.output,
+                user=self.worker.run_as,
             )
             self.sink.end_of_step()
             outcome = self._outcome(name, result)
@@ -409,7 +431,8 @@ class _Attempt:
             cpu_seconds=self.settings.worker_cpu_seconds,
             memory_bytes=self.settings.worker_memory_bytes,
             open_files=self.settings.worker_open_files,
-            processes=process.user_process_count() + self.settings.worker_processes,
+            processes=process.user_process_count(self.worker.run_as.uid if self.worker.run_as else None)
+            + self.settings.worker_processes,
         )
 
     async def _checkout(
@@ -444,6 +467,7 @@ class _Attempt:
                     result.exit_code,
                     f"checkout failed (exit status {result.exit_code})",
                 )
+        process.hand_over(str(target), self.worker.run_as)  # cloned by the worker, run by the steps' user
         return None
 
     async def _environment(
@@ -452,8 +476,8 @@ class _Attempt:
         job: model_pb2.Job,
         job_plan: JobPlan,
         inputs: dict[str, Any],
-        run: dict[str, bytes],
-    ) -> dict[str, str] | None:
+        secrets: dict[str, str],
+    ) -> dict[str, str]:
         """What the steps see: a small base, then the pipeline's and the job's env."""
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -468,9 +492,7 @@ class _Attempt:
             env["DEVMESH_RUN_STATUS"] = await self._run_status(job_plan)
         for source in (definition.env, job.env):
             for name, value in source.items():
-                if value.HasField("struct_value"):
-                    return None
-                env[name] = _substitute(_env_text(value), job_plan, inputs)
+                env[name] = _env_value(value, secrets, job_plan, inputs)
         return env
 
     async def _run_status(self, job_plan: JobPlan) -> str:
@@ -496,6 +518,15 @@ def _env_text(value: Any) -> str:
         number = value.number_value
         return str(int(number)) if float(number).is_integer() else str(number)
     return str(value.string_value)
+
+
+def _env_value(value: Any, secrets: dict[str, str], job_plan: JobPlan, inputs: dict[str, Any]) -> str:
+    """An env value as a step sees it: a secret's value as it is (no placeholder in it is
+    substituted), anything else as text with its placeholders substituted."""
+    reference = reference_of(value)
+    if reference:
+        return secrets[reference]
+    return _substitute(_env_text(value), job_plan, inputs)
 
 
 def _substitute(text: str, job_plan: JobPlan, inputs: dict[str, Any]) -> str:

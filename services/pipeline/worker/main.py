@@ -6,8 +6,10 @@ import asyncio
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Mapping
 
+from services.pipeline.worker import pipeline_client, process
 from services.pipeline.worker.agent import Worker
 from services.pipeline.worker.settings import WorkerSettings
 from services.runtime import redis_client
@@ -19,9 +21,11 @@ log = get_logger(__name__)
 
 async def run_worker(environ: Mapping[str, str]) -> int:
     settings = load(WorkerSettings, environ)
+    run_as = _run_as(settings)
+    channel = pipeline_client.channel(settings)
     client = redis_client.connect(settings.redis_url, settings.redis_timeout)
     durable = redis_client.DurableWriter(client, settings.redis_wait_aof, settings.redis_timeout)
-    worker = Worker(client, durable, settings)
+    worker = Worker(client, durable, settings, pipeline_client.runs(channel) if channel else None, run_as)
     loop = asyncio.get_running_loop()
 
     def shut_down() -> None:
@@ -32,7 +36,7 @@ async def run_worker(environ: Mapping[str, str]) -> int:
     loop.add_signal_handler(signal.SIGTERM, shut_down)
     loop.add_signal_handler(signal.SIGINT, shut_down)
     log.info("pipeline.worker.started", worker=worker.id, labels=sorted(worker.labels))
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and run_as is None:
         # RLIMIT_NPROC does not bind root: a fork bomb would stop only at its time limit.
         log.warning("pipeline.worker.runs_as_root", worker=worker.id)
     stopper = asyncio.create_task(worker.hand_back.wait())
@@ -48,8 +52,26 @@ async def run_worker(environ: Mapping[str, str]) -> int:
     finally:
         stopper.cancel()
         await client.aclose()
+        if channel is not None:
+            await channel.close()
     log.info("pipeline.worker.stopped", worker=worker.id, jobs=worker.jobs_done)
     return 0
+
+
+def _run_as(settings: WorkerSettings) -> process.RunAs | None:
+    """Whom steps run as; SettingsError when that user cannot reach the workspaces."""
+    try:
+        user = process.run_as(settings.worker_run_as)
+    except process.BadUser as exc:
+        raise SettingsError(f"DEVMESH_WORKER_RUN_AS: {exc}") from None
+    if user is not None:
+        blocked = process.unreachable_by(settings.worker_dir or tempfile.gettempdir(), user)
+        if blocked:
+            raise SettingsError(
+                f"steps run as {user.name} (DEVMESH_WORKER_RUN_AS), who cannot enter {blocked}: "
+                "give DEVMESH_WORKER_DIR a directory it can reach"
+            )
+    return user
 
 
 def main() -> int:

@@ -52,6 +52,9 @@ class Mesh:
             "DEVMESH_WORKER_SHUTDOWN_GRACE_SECONDS": "5",
             "DEVMESH_WORKER_DIR": str(self.workdir),
             "DEVMESH_LOG_LEVEL": "warning",
+            # These tests' steps share files with the test (pytest's directories are root's
+            # alone): they run as the worker's user. Running as `nobody` has its own tests.
+            "DEVMESH_WORKER_RUN_AS": "root" if os.geteuid() == 0 else "",
             **env,
         }
         worker = subprocess.Popen(

@@ -181,6 +181,7 @@ def _paced_printer() -> str:
 
 
 def _start_workers(redis_url: str, state: Path) -> list[ManagedProcess]:
+    state.chmod(0o711)  # a root worker runs steps as nobody, who must reach their workspaces
     env = {
         "PATH": os.environ.get("PATH", ""),
         "DEVMESH_REDIS_URL": redis_url,

@@ -88,8 +88,8 @@ class ApiKey(_message.Message):
     Defaults to the creator.
     """
     role: _builtins.str
-    """The role whose permissions the key grants: `admin`, `operator`, `viewer`
-    or `service`.
+    """The role whose permissions the key grants: `admin`, `operator`,
+    `viewer`, `service` or `worker` (a `devmesh worker`: its jobs' secrets).
     """
     rate_limit_per_second: _builtins.float
     """Requests per second this key may make, instead of its role's limit.

@@ -92,6 +92,11 @@ class RunServiceStub:
                 request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.GetArtifactRequest.SerializeToString,
                 response_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.ResolveJobSecrets = channel.unary_unary(
+                '/devmesh.pipeline.v1.RunService/ResolveJobSecrets',
+                request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsRequest.SerializeToString,
+                response_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -208,6 +213,22 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveJobSecrets(self, request, context):
+        """For workers: the values of the secret references the attempt's job
+        declares in its environment, read from the secrets service as the run's
+        pipeline (principal `pipelines/{project}/{pipeline}`), so a job reads
+        only what the access policies allow its pipeline. Only the worker
+        running the current attempt gets them: `fence` must be the attempt's
+        fencing token. A reference the pipeline may not read is listed in
+        `unresolved` with the reason, never with a value.
+        Errors: INVALID_ARGUMENT (malformed name or fence), NOT_FOUND (run,
+        job or attempt), FAILED_PRECONDITION (not the running attempt, or a
+        stale fence), UNAVAILABLE (the secrets service or Redis).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +286,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.GetArtifact,
                     request_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.GetArtifactRequest.FromString,
                     response_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'ResolveJobSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveJobSecrets,
+                    request_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsRequest.FromString,
+                    response_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -567,6 +593,33 @@ class RunService:
             '/devmesh.pipeline.v1.RunService/GetArtifact',
             devmesh_dot_pipeline_dot_v1_dot_runs__pb2.GetArtifactRequest.SerializeToString,
             devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveJobSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.pipeline.v1.RunService/ResolveJobSecrets',
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsRequest.SerializeToString,
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsResponse.FromString,
             options,
             channel_credentials,
             insecure,

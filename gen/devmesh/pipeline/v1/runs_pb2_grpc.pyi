@@ -106,6 +106,18 @@ class RunServiceStub:
     """Streams an artifact's content in chunks.
     Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
     """
+    ResolveJobSecrets: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ResolveJobSecretsRequest, _runs_pb2.ResolveJobSecretsResponse]
+    """For workers: the values of the secret references the attempt's job
+    declares in its environment, read from the secrets service as the run's
+    pipeline (principal `pipelines/{project}/{pipeline}`), so a job reads
+    only what the access policies allow its pipeline. Only the worker
+    running the current attempt gets them: `fence` must be the attempt's
+    fencing token. A reference the pipeline may not read is listed in
+    `unresolved` with the reason, never with a value.
+    Errors: INVALID_ARGUMENT (malformed name or fence), NOT_FOUND (run,
+    job or attempt), FAILED_PRECONDITION (not the running attempt, or a
+    stale fence), UNAVAILABLE (the secrets service or Redis).
+    """
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
@@ -178,6 +190,18 @@ class RunServiceAsyncStub(RunServiceStub):
     GetArtifact: _aio.UnaryStreamMultiCallable[_runs_pb2.GetArtifactRequest, _runs_pb2.ArtifactChunk]  # type: ignore[assignment]
     """Streams an artifact's content in chunks.
     Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+    """
+    ResolveJobSecrets: _aio.UnaryUnaryMultiCallable[_runs_pb2.ResolveJobSecretsRequest, _runs_pb2.ResolveJobSecretsResponse]  # type: ignore[assignment]
+    """For workers: the values of the secret references the attempt's job
+    declares in its environment, read from the secrets service as the run's
+    pipeline (principal `pipelines/{project}/{pipeline}`), so a job reads
+    only what the access policies allow its pipeline. Only the worker
+    running the current attempt gets them: `fence` must be the attempt's
+    fencing token. A reference the pipeline may not read is listed in
+    `unresolved` with the reason, never with a value.
+    Errors: INVALID_ARGUMENT (malformed name or fence), NOT_FOUND (run,
+    job or attempt), FAILED_PRECONDITION (not the running attempt, or a
+    stale fence), UNAVAILABLE (the secrets service or Redis).
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -314,6 +338,24 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_runs_pb2.ArtifactChunk], _abc.AsyncIterator[_runs_pb2.ArtifactChunk]]:
         """Streams an artifact's content in chunks.
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveJobSecrets(
+        self,
+        request: _runs_pb2.ResolveJobSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.ResolveJobSecretsResponse, _abc.Awaitable[_runs_pb2.ResolveJobSecretsResponse]]:
+        """For workers: the values of the secret references the attempt's job
+        declares in its environment, read from the secrets service as the run's
+        pipeline (principal `pipelines/{project}/{pipeline}`), so a job reads
+        only what the access policies allow its pipeline. Only the worker
+        running the current attempt gets them: `fence` must be the attempt's
+        fencing token. A reference the pipeline may not read is listed in
+        `unresolved` with the reason, never with a value.
+        Errors: INVALID_ARGUMENT (malformed name or fence), NOT_FOUND (run,
+        job or attempt), FAILED_PRECONDITION (not the running attempt, or a
+        stale fence), UNAVAILABLE (the secrets service or Redis).
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
