@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from tools.stack.ports import PortPlan, check_listeners
 from tools.stack.processes import LOOPBACK, ManagedProcess, spawn, stop_together
 from tools.stack.service_process import ServiceProcess, VaultLogin, start_service
 from tools.stack.valkey import Valkey, start_valkey
+from tools.stack.worker_identity import WORKER, WORKER_KEY_FILE, keep_worker_key
 
 SERVICE_NAMESPACE = envoy_config.SERVICE_NAMESPACE
 OPERATOR = Identity("operator", spiffe_id("ops", "operator"), ("operator.devmesh.local",))
@@ -46,6 +49,7 @@ class Stack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     envoy: Envoy | None = None
     worker: ManagedProcess | None = None  # one `devmesh pipeline worker` when pipeline runs
+    work_dir: Path | None = None  # its workspaces: reachable by the user its steps run as
     model_server: ModelServer | None = None
     admin_api_key: str = field(default="", repr=False)  # kept in the state dir; never printed or logged
 
@@ -92,6 +96,8 @@ class Stack:
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         if self.envoy is not None:
             self.envoy.process.stop()
         stop_together([sp.process for sp in self.services.values()])
@@ -167,7 +173,12 @@ def local_stack(
         client = stack.vault.client()
         approles = vault_bootstrap.bootstrap(client, [s.name for s in specs], state_dir / "vault")
         stack.renewer = Renewer(client, vault_bootstrap.root_ca(client), cert_ttl)
-        for identity in [OPERATOR, EDGE, *(Identity.workload(SERVICE_NAMESPACE, s.name) for s in specs)]:
+        for identity in [
+            OPERATOR,
+            EDGE,
+            WORKER,
+            *(Identity.workload(SERVICE_NAMESPACE, s.name) for s in specs),
+        ]:
             stack.certs[identity.name] = stack.renewer.add(identity, state_dir / "certs" / identity.name)
         stack.renewer.start()
         if model_files is not None:
@@ -204,23 +215,35 @@ def local_stack(
             Upstream(name, LOOPBACK, int(sp.addr.rpartition(":")[2])) for name, sp in stack.services.items()
         ]
         stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
-        if "pipeline" in stack.services:
-            (state_dir / "work").mkdir(exist_ok=True)
-            stack.worker = spawn(
-                "worker",
-                [sys.executable, "-m", "services.pipeline.worker"],
-                logs,
-                {"PATH": os.environ.get("PATH", ""), "DEVMESH_REDIS_URL": stack.redis_url,
-                 "DEVMESH_WORKER_ID": "local-worker", "DEVMESH_WORKER_DIR": str(state_dir / "work")},
-            )  # fmt: skip
         keys_host = next((s.name for s in specs if API_KEY_SERVICE in s.proto_services), None)
         if keys_host is not None:
             stack.admin_api_key = keep_admin_key(
                 stack.services[keys_host].addr, stack.operator_tls, state_dir / ADMIN_KEY_FILE
             )
+        if "pipeline" in stack.services:
+            stack.worker = _start_worker(stack, logs, keys_host)
         yield stack
     finally:
         stack.stop()
+
+
+def _start_worker(stack: Stack, logs: Path, keys_host: str | None) -> ManagedProcess:
+    """The local worker, with its certificate and `worker` API key (when a service issues keys)
+    to call the pipeline service, and a workspace directory the user its steps run as (nobody,
+    when the stack runs as root) can reach: the state dir is private."""
+    stack.work_dir = Path(tempfile.mkdtemp(prefix="devmesh-work-"))
+    stack.work_dir.chmod(0o711)
+    env = {"PATH": os.environ.get("PATH", ""), "DEVMESH_REDIS_URL": stack.redis_url,
+           "DEVMESH_WORKER_ID": "local-worker", "DEVMESH_WORKER_DIR": str(stack.work_dir)}  # fmt: skip
+    if keys_host is not None:
+        key_file = keep_worker_key(
+            stack.services[keys_host].addr, stack.operator_tls, stack.state_dir / WORKER_KEY_FILE
+        )
+        tls = stack.certs[WORKER.name].current
+        env |= {"DEVMESH_WORKER_PIPELINE_ADDR": stack.services["pipeline"].addr,
+                "DEVMESH_WORKER_API_KEY_FILE": str(key_file), "DEVMESH_WORKER_TLS_CERT_FILE": str(tls.cert),
+                "DEVMESH_WORKER_TLS_KEY_FILE": str(tls.key), "DEVMESH_WORKER_TLS_CA_FILE": str(tls.ca)}  # fmt: skip
+    return spawn("worker", [sys.executable, "-m", "services.pipeline.worker"], logs, env)
 
 
 def _listeners(
