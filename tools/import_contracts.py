@@ -30,9 +30,10 @@ def grpc_allowed(module: str) -> bool:
 
 
 def domain_modules(service: str) -> list[str]:
-    package = f"services.{service}"
-    found = pkgutil.iter_modules([str(ROOT / "services" / service)], prefix=f"{package}.")
-    return sorted(m.name for m in found if not grpc_allowed(m.name))
+    """The modules of a service that may not import grpc; a subpackage's by each of its
+    modules, so that it may hold clients too (the worker's calls to the pipeline service)."""
+    found = pkgutil.walk_packages([str(ROOT / "services" / service)], prefix=f"services.{service}.")
+    return sorted(m.name for m in found if not m.ispkg and not grpc_allowed(m.name))
 
 
 def config_text() -> str:

@@ -1,0 +1,48 @@
+"""Whom a worker's steps run as, and whether that user can reach the workspaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.pipeline.worker import process
+from services.pipeline.worker.settings import WorkerSettings
+from services.runtime.settings import SettingsError, load
+
+NOBODY = process.RunAs("nobody", 65534, 65534)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the default depends on the worker being root")
+def test_a_root_worker_runs_its_steps_as_nobody_unless_told_root() -> None:
+    assert process.run_as("") == NOBODY
+    assert process.run_as("root") is None
+
+
+def test_a_user_that_does_not_exist_is_refused() -> None:
+    with pytest.raises(process.BadUser):
+        process.run_as("no-such-user-here")
+
+
+def test_steps_run_as_another_user_drop_to_it_before_the_limits() -> None:
+    argv = process.limited(["true"], process.Limits(1, 2, 3, 4), NOBODY)
+    assert argv[:4] == ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    assert argv.index("prlimit") > argv.index("--clear-groups")
+
+
+def test_a_private_directory_on_the_way_is_found(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    (private / "work").mkdir(parents=True)
+    private.chmod(0o700)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o711)
+    assert process.unreachable_by(str(private / "work"), NOBODY) != ""
+    assert process.unreachable_by(str(open_dir), NOBODY) in ("", *(str(p) for p in open_dir.parents))
+
+
+def test_a_pipeline_address_needs_a_key_and_tls_off_loopback() -> None:
+    with pytest.raises(SettingsError) as found:
+        load(WorkerSettings, {"DEVMESH_WORKER_PIPELINE_ADDR": "10.0.0.1:443"})
+    assert "DEVMESH_WORKER_API_KEY_FILE" in str(found.value) and "DEVMESH_WORKER_TLS_" in str(found.value)
