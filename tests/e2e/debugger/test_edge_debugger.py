@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import grpc
@@ -51,9 +53,33 @@ def test_the_same_log_over_grpc_has_the_same_signature_as_over_rest(
     assert read.status_code == 200 and read.json()["name"] == over_grpc.name
 
 
-def test_a_job_analysis_is_501_over_rest(rest: Rest) -> None:
-    answer = rest("POST", "/v1/projects/p/pipelines/q/runs/r1/jobs/j:analyze", json={})
-    assert answer.status_code == 501
+def test_an_unknown_job_analysis_is_404_over_rest(rest: Rest) -> None:
+    answer = rest("POST", "/v1/projects/pp/pipelines/qq/runs/r1/jobs/j:analyze", json={})
+    assert answer.status_code == 404, answer.text
+
+
+def test_a_failed_job_of_the_stacks_worker_is_diagnosed_on_its_own_and_analysed_over_rest(rest: Rest) -> None:
+    project = f"e2e-{uuid.uuid4().hex[:10]}"
+    assert rest("POST", "/v1/projects", params={"projectId": project}, json={}).status_code == 200
+    check = {
+        "id": "check",
+        "steps": [{"run": {"command": f"{sys.executable} -c 'assert 2 + 3 == 6, 2 + 3'"}}],
+    }
+    created = rest("POST", f"/v1/projects/{project}/pipelines", params={"pipelineId": "ci"},
+                   json={"definition": {"jobs": [check]}})  # fmt: skip
+    assert created.status_code == 200, created.text
+    run = rest("POST", f"/v1/projects/{project}/pipelines/ci/runs", json={}).json()["name"]
+    deadline = time.monotonic() + 60
+    while rest("GET", f"/v1/{run}").json()["state"] != "RUN_STATE_FAILED":
+        assert time.monotonic() < deadline, rest("GET", f"/v1/{run}").text
+        time.sleep(0.1)
+    job = f"{run}/jobs/check"
+    analysed = rest("POST", f"/v1/{job}:analyze", json={})
+    assert analysed.status_code == 200, analysed.text
+    assert (analysed.json()["job"], analysed.json()["attempt"]) == (job, 1)
+    assert analysed.json()["category"] == "CATEGORY_TEST_FAILURE"
+    listed = rest("GET", "/v1/diagnoses", params={"job": job}).json()["diagnoses"]
+    assert [d["name"] for d in listed] == [analysed.json()["name"]]  # the attempt's own, made once
 
 
 def _devmesh(
