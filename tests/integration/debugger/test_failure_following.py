@@ -4,6 +4,7 @@ decides its runs)."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -77,3 +78,25 @@ async def test_without_a_debugger_the_rules_alone_decide_and_the_run_ends(
         done = await lonely.mesh.until(run.name, within=60)
         assert done.state == runs_pb2.RUN_STATE_FAILED
         assert len(done.jobs[0].attempts) == 1
+
+
+async def test_an_attempt_whose_worker_was_killed_is_diagnosed_as_worker_lost(
+    valkey: Valkey, tmp_path: Path
+) -> None:
+    async with job_mesh(valkey, tmp_path) as jobs:
+        doomed = jobs.mesh.start_worker()
+        name = await jobs.mesh.pipeline({"jobs": [job("long", "echo started; exec sleep 60")]})
+        run = await jobs.mesh.run(name)
+        await jobs.mesh.job_in(run.name, "long", runs_pb2.JOB_STATE_RUNNING)
+        attempt = runs_pb2.GetJobLogRequest(name=f"{run.name}/jobs/long/attempts/1")
+
+        async def printed() -> bool:
+            return "started" in (await jobs.mesh.runs.GetJobLog(attempt)).lines
+
+        await eventually(printed, "the step to print")  # a log that does not say the worker was lost
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        done = await jobs.mesh.until(run.name, within=60)
+        assert done.jobs[0].attempts[0].reason == runs_pb2.ATTEMPT_REASON_WORKER_LOST
+        [diagnosis] = await eventually(lambda: _diagnoses_of(jobs, f"{run.name}/jobs/long"), "its diagnosis")
+        assert diagnosis.category == pb.CATEGORY_WORKER_LOST and diagnosis.transient
