@@ -11,7 +11,7 @@ alone (line 1 is then that line, not a log line).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -61,7 +61,7 @@ class JobSource(Protocol):
         """The job (NOT_FOUND for an unknown run or job)."""
         ...
 
-    def log(self, attempt: Attempt, credentials: Credentials) -> AsyncIterator[list[str]]:
+    def log(self, attempt: Attempt, credentials: Credentials) -> AsyncGenerator[list[str], None]:
         """The attempt's log lines, page after page, to the end."""
         ...
 
@@ -165,9 +165,13 @@ class JobAnalyzer:
         existing = await self._wait_for(job.name, attempt.number, held)
         if existing is None:  # the replica making it is slow or gone: make one anyway
             return await self._make(job, attempt, credentials, diagnosis_id, claimed=False)
-        # The caller reads the log through the diagnosis: it must be allowed to read it.
-        async for _ in self.source.log(attempt, credentials):
-            break
+        if credentials:
+            # The caller reads the log through the diagnosis: the pipeline must let it read the
+            # log itself (a caller without credentials was checked for `pipeline.logs.get`).
+            pages = self.source.log(attempt, credentials)
+            async for _ in pages:
+                break
+            await pages.aclose()
         return existing
 
     async def diagnose_claimed(self, name: str, attempt_number: int, diagnosis_id: str) -> Diagnosis:

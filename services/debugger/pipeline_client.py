@@ -9,7 +9,7 @@ service is down or slow.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import grpc
 
@@ -129,7 +129,7 @@ class PipelineJobs:
             ),
         )
 
-    async def log(self, attempt: Attempt, credentials: Credentials) -> AsyncIterator[list[str]]:
+    async def log(self, attempt: Attempt, credentials: Credentials) -> AsyncGenerator[list[str], None]:
         token = ""
         while True:
             try:

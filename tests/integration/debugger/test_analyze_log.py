@@ -122,7 +122,7 @@ async def test_a_job_analysis_without_the_pipeline_as_a_peer_is_a_failed_precond
     debugger: debugger_pb2_grpc.DebuggerServiceStub,
 ) -> None:
     error = await refused(
-        debugger.AnalyzeJob, pb.AnalyzeJobRequest(job="projects/p/pipelines/q/runs/r1/jobs/j")
+        debugger.AnalyzeJob, pb.AnalyzeJobRequest(job="projects/pp/pipelines/qq/runs/r1/jobs/j")
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "DEVMESH_PEERS" in (error.details() or "")
