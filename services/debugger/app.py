@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import socket
+import uuid
 
 from grpc import aio
 
 from devmesh.debugger.v1 import debugger_pb2, debugger_pb2_grpc, remediation_pb2, remediation_pb2_grpc
+from services.debugger.diagnosis_hooks import DiagnosisHooks
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.domain import Debugger
 from services.debugger.explainers import Explainer, OfflineExplainer
+from services.debugger.failure_follower import FailureFollower
+from services.debugger.jobs import JobAnalyzer
 from services.debugger.model_explainers import ModelExplainer, Provider
+from services.debugger.pipeline_client import PipelineJobs
 from services.debugger.remediation_actions import DryRunKubernetes, Executor
 from services.debugger.remediation_config_client import ConfigRollback
 from services.debugger.remediation_execution import Execution
@@ -126,15 +132,29 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     diagnoses = DiagnosisStore(
         runtime.redis, runtime.durable, retention_s=settings.debugger_diagnosis_retention
     )
+    # Code that reacts to new diagnoses (remediation triggers) subscribes here.
+    hooks = DiagnosisHooks(runtime.redis)
     debugger = Debugger(
         TemplateStore(runtime.redis, max_templates=settings.debugger_max_templates),
         diagnoses,
         explainer(runtime, settings),
         max_log_bytes=settings.debugger_max_log_bytes,
+        hooks=hooks,
     )
-    # AnalyzeJob is deliberately not built (the spec's `unimplemented`): the generated base
-    # declares it abstract, and without it grpc answers UNIMPLEMENTED.
-    servicer = DebuggerServicer(debugger)  # type: ignore[abstract]
+    pipeline = runtime.peer_channel("pipeline")
+    jobs = JobAnalyzer(debugger, PipelineJobs(pipeline)) if pipeline is not None else None
+    # Without the pipeline there is nothing to follow: AnalyzeJob says so (FAILED_PRECONDITION).
+    follower = (
+        FailureFollower(
+            runtime.redis,
+            jobs,
+            f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+            claim_idle_s=settings.debugger_failures_claim_idle,
+        )
+        if jobs is not None and settings.debugger_follow_failures
+        else None
+    )
+    servicer = DebuggerServicer(debugger, jobs)
     webhooks = remediation_webhooks(runtime, settings)
     audit = RemediationAudit(AuditLog(runtime.redis, retention=runtime.settings.audit_retention))
     announcers = [audit.announce, *([webhooks.announce] if webhooks else [])]
@@ -149,8 +169,12 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     async def start() -> None:
         if webhooks is not None:
             await webhooks.notifier.start()
+        if follower is not None:
+            await follower.start()
 
     async def stop() -> None:
+        if follower is not None:
+            await follower.stop()
         remediations.close()
         if webhooks is not None:
             await webhooks.notifier.stop()
@@ -179,11 +203,9 @@ SPEC = ServiceSpec(
         ),
     },
     read_verbs=frozenset({"get", "list", "watch"}),
-    # AnalyzeJob reads runs from the pipeline service, which does not record them yet (pipeline
-    # II); the pipeline becomes a peer when it joins the catalog.
-    unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob"}),
     # The model provider's API key, when one is configured, comes from the secrets service.
-    # Remediations roll config environments back through the config service.
-    peers=("secrets", "config"),
+    # Remediations roll config environments back through the config service. AnalyzeJob and
+    # the automatic diagnosis of failed jobs read runs and logs from the pipeline service.
+    peers=("secrets", "config", "pipeline"),
     commands="services.debugger.cli",
 )

@@ -2,7 +2,9 @@
 
 A log file (or standard input) is streamed to StreamAnalyzeLog in chunks, so any size the
 service accepts works; `--pod pod.json [--events events.json] [--previous-log prev.log]
-[--log current.log]` sends a pod's diagnostics to AnalyzePod instead. The diagnosis prints
+[--log current.log]` sends a pod's diagnostics to AnalyzePod instead; `--job NAME` alone
+(`projects/P/pipelines/Q/runs/R/jobs/J`, `--attempt N` for another than the latest) has the
+debugger read a pipeline job's log and history itself (AnalyzeJob). The diagnosis prints
 as its category, confidence, the root-cause lines with a few lines of context around them
 (masked of secrets here as the service masks them) and the explanation; `--json` prints the
 Diagnosis as JSON for scripts. Exit status 0 with a diagnosis, 1 when the call fails, 2 for
@@ -40,7 +42,15 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="debugger_command", required=True)
     analyze = sub.add_parser("analyze", help="diagnose a failed build log or a pod")
     analyze.add_argument("file", nargs="?", help="the log file, or - for standard input")
-    analyze.add_argument("--job", default="", help="the pipeline job the log is of")
+    analyze.add_argument(
+        "--job",
+        default="",
+        help="the pipeline job (projects/P/pipelines/Q/runs/R/jobs/J): without FILE, the debugger reads "
+        "its log and history from the pipeline; with FILE, the job FILE is the log of",
+    )
+    analyze.add_argument(
+        "--attempt", type=int, default=0, help="with --job alone: the attempt (default: the latest)"
+    )
     analyze.add_argument("--commit", default="", help="the commit it ran on")
     analyze.add_argument(
         "--kind",
@@ -113,8 +123,12 @@ def run_analyze(args: argparse.Namespace) -> int:
                 request.current_log = args.log.read_text(errors="replace")
             kept.extend((request.previous_log + request.current_log).encode())
             diagnosis = stub.AnalyzePod(request, timeout=TIMEOUT_S)
+        elif args.file is None and args.job:
+            diagnosis = stub.AnalyzeJob(
+                pb.AnalyzeJobRequest(job=args.job, attempt=args.attempt), timeout=TIMEOUT_S
+            )
         elif args.file is None:
-            print("devmesh: give a log FILE (or - for standard input), or --pod", file=sys.stderr)
+            print("devmesh: give a log FILE (or - for standard input), --job NAME or --pod", file=sys.stderr)
             return 2
         else:
             options = pb.StreamAnalyzeLogRequest(
@@ -152,6 +166,8 @@ def render(diagnosis: pb.Diagnosis, lines: list[str]) -> str:
         f"{category}  (confidence {diagnosis.confidence:.2f}{', transient: a retry may pass' if diagnosis.transient else ''})",
         f"signature {diagnosis.signature}  {diagnosis.name}",
     ]
+    if diagnosis.job:
+        out.append(f"job {diagnosis.job}" + (f", attempt {diagnosis.attempt}" if diagnosis.attempt else ""))
     if diagnosis.HasField("pod") and diagnosis.pod.reason:
         pod = diagnosis.pod
         out.append(

@@ -89,6 +89,7 @@ class Diagnosis:
     from_feedback: bool = False
     evidence: dict[str, float] = field(default_factory=dict)
     pod: PodFindings | None = None
+    attempt: int = 0  # the job's attempt, for a job's diagnosis
 
 
 def signature_of(lines: list[str]) -> str:

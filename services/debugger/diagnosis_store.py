@@ -3,7 +3,9 @@
 A diagnosis is one key (`devmesh:debugger:diagnosis:{id}`, kept for `retention` seconds)
 and an entry in the indexes it is listed by: every diagnosis, its job's, its category's
 (sorted sets scored by creation time). Feedback is one key per signature: the category a
-person gave for that failure, which later diagnoses with the signature take.
+person gave for that failure, which later diagnoses with the signature take. A job attempt's
+own diagnosis (the first made of it) is named by one key per attempt, claimed with SET NX so
+that replicas following the same failures make it once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ def _job_index(job: str) -> str:
 
 def _category_index(category: Category) -> str:
     return f"{INDEX}:category:{category.value}"
+
+
+def attempt_key(job: str, attempt: int) -> str:
+    """Which diagnosis is a job attempt's own (or `pending:{id}` while one is being made)."""
+    return f"{PREFIX}:attempt:{job}#{attempt}"
+
+
+PENDING = "pending:"
 
 
 def to_json(diagnosis: Diagnosis) -> str:
@@ -135,3 +145,38 @@ class DiagnosisStore:
         """The feedback given for a signature, if any."""
         raw = await self._redis.get(f"{FEEDBACK_PREFIX}:{signature}")
         return json.loads(raw) if raw is not None else None
+
+    async def claim_attempt(self, job: str, attempt: int, diagnosis_id: str, lease_s: int) -> str | None:
+        """Claim the making of an attempt's own diagnosis (as `diagnosis_id`, for `lease_s` seconds
+        unless it is attached sooner). None: claimed; else what holds the attempt (a diagnosis
+        id, or `pending:{id}` while another replica makes it)."""
+        key = attempt_key(job, attempt)
+        if await self._redis.set(key, PENDING + diagnosis_id, nx=True, ex=lease_s):
+            return None
+        held = await self._redis.get(key)
+        if held is None:  # expired in between: try once more
+            if await self._redis.set(key, PENDING + diagnosis_id, nx=True, ex=lease_s):
+                return None
+            held = await self._redis.get(key)
+        return held.decode() if isinstance(held, bytes) else str(held or "")
+
+    async def release_attempt(self, job: str, attempt: int, diagnosis_id: str) -> None:
+        """Give up a claim (the diagnosis could not be made)."""
+        key = attempt_key(job, attempt)
+        if await self._redis.get(key) == (PENDING + diagnosis_id).encode():
+            await self._redis.delete(key)
+
+    async def attach(self, job: str, attempt: int, diagnosis_id: str, *, only_if_free: bool) -> bool:
+        """Make `diagnosis_id` the attempt's own diagnosis (`only_if_free`: unless it has one or
+        one is being made); whether it now is."""
+        done = await self._redis.set(
+            attempt_key(job, attempt), diagnosis_id, nx=only_if_free, ex=self._retention_s
+        )
+        if done:
+            await self._durable.confirm()
+        return bool(done)
+
+    async def of_attempt(self, job: str, attempt: int) -> str:
+        """The id of the attempt's own diagnosis, `pending:{id}` while it is made, or ''."""
+        held = await self._redis.get(attempt_key(job, attempt))
+        return held.decode() if isinstance(held, bytes) else ""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from services.debugger.diagnosis import Context, Diagnosis, diagnose
+from services.debugger.diagnosis_hooks import LOG, POD, DiagnosisHooks, NewDiagnosis
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.explainers import Explainer
 from services.debugger.log_reader import LogReader
@@ -54,6 +55,7 @@ class LogOptions:
     kind: str
     context: Context
     template_set: str
+    announce: bool = True  # tell the hooks (a job's analysis tells them itself, knowing more)
 
 
 class LogAnalysis:
@@ -84,21 +86,35 @@ class LogAnalysis:
             self._reader.feed_text(text[start : start + SLICE])
             await asyncio.sleep(0)
 
-    async def finish(self) -> Diagnosis:
-        """The diagnosis of what was fed, stored."""
+    async def finish(
+        self,
+        *,
+        diagnosis_id: str = "",
+        extra_evidence: list[str] | None = None,
+        refine: Callable[[Diagnosis], Diagnosis] | None = None,
+    ) -> Diagnosis:
+        """The diagnosis of what was fed, stored. `extra_evidence`: lines that are not in the
+        log but count for the category; `refine`: a last change by what the caller knows (a
+        job's facts), before feedback on the signature applies."""
         read = self._reader.finish()
         if read.line_count == 0:
             raise InvalidArgument.for_field("text", "the log is empty", reason="EMPTY_LOG")
         options = self._options
         diagnosis = diagnose(
             read,
-            diagnosis_id=new_diagnosis_id(),
+            diagnosis_id=diagnosis_id or new_diagnosis_id(),
             kind=options.kind,
             context=options.context,
             template_set=TEMPLATE_SET.format(options.template_set),
             now_us=_now_us(),
+            extra_evidence=extra_evidence,
         )
-        return await self._debugger.complete(diagnosis, options.template_set, self._reader.miner)
+        if refine is not None:
+            diagnosis = refine(diagnosis)
+        diagnosis = await self._debugger.complete(diagnosis, options.template_set, self._reader.miner)
+        if options.announce:
+            await self._debugger.hooks.fire(NewDiagnosis(diagnosis, LOG))
+        return diagnosis
 
 
 class Debugger:
@@ -111,11 +127,13 @@ class Debugger:
         explainer: Explainer,
         *,
         max_log_bytes: int,
+        hooks: DiagnosisHooks | None = None,
     ) -> None:
         self.templates = templates
         self.diagnoses = diagnoses
         self.explainer = explainer
         self.max_log_bytes = max_log_bytes
+        self.hooks = hooks or DiagnosisHooks(None)
 
     def template_set_id(self, name: str, field: str = "template_set") -> str:
         """The id of a template set name (`templateSets/{id}`; empty: the default set)."""
@@ -178,7 +196,9 @@ class Debugger:
             template_set=TEMPLATE_SET.format(template_set),
             now_us=_now_us(),
         )
-        return await self.complete(diagnosis, template_set, miner)
+        diagnosis = await self.complete(diagnosis, template_set, miner)
+        await self.hooks.fire(NewDiagnosis(diagnosis, POD))
+        return diagnosis
 
     async def parse(self, template_set: str, lines: Sequence[str]) -> tuple[list[Template | None], int]:
         """Each line's template (None: the set is full), and how many lines got none."""

@@ -10,10 +10,11 @@ from devmesh.debugger.v1 import debugger_pb2 as pb
 from devmesh.debugger.v1 import debugger_pb2_grpc
 from services.debugger import diagnosis as model
 from services.debugger.domain import DIAGNOSIS, TEMPLATE_SET, Debugger, LogOptions, template_name
+from services.debugger.jobs import Credentials, JobAnalyzer, parse_job
 from services.debugger.pod_collector import PodDiagnostics
 from services.debugger.taxonomy import Category
 from services.runtime import pagination, protos, request_context
-from services.runtime.errors import InvalidArgument, ResourceExhausted
+from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 
 _KINDS: dict[int, str] = {
     pb.LOG_KIND_UNSPECIFIED: "CI_JOB",
@@ -23,6 +24,9 @@ _KINDS: dict[int, str] = {
 }
 MAX_CONTEXT_CHARS = 1024
 MAX_PREVIOUS_ATTEMPTS = 100
+# What a caller needs in the pipeline to have a job analysed when its credentials cannot be
+# forwarded (a mesh identity): the debugger then reads as itself, on the caller's behalf.
+JOB_READS = ("pipeline.runs.get", "pipeline.runs.list", "pipeline.logs.get")
 
 
 def _kind(value: int, field: str) -> str:
@@ -91,6 +95,7 @@ def diagnosis_proto(d: model.Diagnosis) -> pb.Diagnosis:
         create_time=protos.timestamp(d.create_time_us),
         from_feedback=d.from_feedback,
         template_set=d.template_set,
+        attempt=d.attempt,
     )
     if d.pod is not None:
         pod = d.pod
@@ -109,9 +114,27 @@ def diagnosis_proto(d: model.Diagnosis) -> pb.Diagnosis:
     return message
 
 
+def job_credentials() -> Credentials:
+    """The credentials to read a job with, as the caller: the API key or token it presented,
+    forwarded; for a caller that presented none (a mesh identity, or auth off), none (the
+    debugger reads as itself) once the caller is seen to hold the pipeline reads it needs."""
+    forwarded = request_context.forwardable.get()
+    if forwarded:
+        return forwarded
+    caller = request_context.current_caller()
+    missing = [permission for permission in JOB_READS if not caller.allows(permission)]
+    if missing:
+        raise PermissionDenied(
+            f"{caller.name} lacks permission {', '.join(missing)} to have a pipeline job analysed",
+            metadata={"permission": missing[0]},
+        )
+    return ()
+
+
 class DebuggerServicer(debugger_pb2_grpc.DebuggerServiceServicer):
-    def __init__(self, debugger: Debugger) -> None:
+    def __init__(self, debugger: Debugger, jobs: JobAnalyzer | None = None) -> None:
         self.debugger = debugger
+        self.jobs = jobs
 
     def _options(self, kind: int, context: pb.AnalysisContext, template_set: str) -> LogOptions:
         return LogOptions(
@@ -159,6 +182,21 @@ class DebuggerServicer(debugger_pb2_grpc.DebuggerServiceServicer):
                 "chunk", "no log: the stream ended before its first message", reason="EMPTY_LOG"
             )
         diagnosis = await analysis.finish()
+        request_context.note_audit(resource=DIAGNOSIS.format(diagnosis.id))
+        return diagnosis_proto(diagnosis)
+
+    async def AnalyzeJob(self, request: pb.AnalyzeJobRequest, context: aio.ServicerContext) -> pb.Diagnosis:
+        parse_job(request.job)
+        if request.attempt < 0:
+            raise InvalidArgument.for_field("attempt", "an attempt number from 1 (0: the latest)")
+        if self.jobs is None:
+            raise FailedPrecondition(
+                "this debugger has no pipeline service to read jobs from (DEVMESH_PEERS)",
+                reason="PIPELINE_NOT_CONFIGURED",
+            )
+        diagnosis = await self.jobs.analyze(
+            request.job, request.attempt, job_credentials(), fresh=request.fresh
+        )
         request_context.note_audit(resource=DIAGNOSIS.format(diagnosis.id))
         return diagnosis_proto(diagnosis)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.runtime.settings import (
+    parse_bool,
     parse_choice,
     parse_names,
     parse_positive_float,
@@ -100,4 +101,16 @@ class DebuggerSettings:
     )
     debugger_remediation_webhook_secret_file: str = setting(
         "", "A file holding the secret that signs the webhook's POSTs (HMAC-SHA256)."
+    )
+    debugger_follow_failures: bool = setting(
+        True,
+        "Diagnose every failed pipeline job attempt on its own (from the pipeline's failures "
+        "stream), once across replicas; needs the pipeline in DEVMESH_PEERS.",
+        parse=parse_bool,
+    )
+    debugger_failures_claim_idle: float = setting(
+        30.0,
+        "Seconds after which a failure another replica took and did not finish (it died, or the "
+        "pipeline was down) is taken over.",
+        parse=parse_positive_float,
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from grpc import aio
 
 from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
+from services.pipeline.debugger_client import DebuggerClassifier
 from services.pipeline.domain import PipelineDomain
 from services.pipeline.run_servicer import RunServicer
+from services.pipeline.runs import retries
 from services.pipeline.runs.coordinator import Coordinator, CoordinatorSettings
 from services.pipeline.runs.job_secrets import JobSecrets
 from services.pipeline.runs.service import RunDomain
@@ -39,6 +41,15 @@ _READS = (
 )
 
 
+def classifier(runtime: Runtime, settings: PipelineSettings) -> retries.FailureClassifier | None:
+    """What `on: transient` asks: the debugger, when it is a peer (bounded by a timeout)."""
+    debugger = runtime.peer_channel("debugger")
+    if debugger is None:
+        return None
+    timeout = settings.pipeline_classifier_timeout
+    return retries.Bounded(DebuggerClassifier(debugger, timeout), timeout)
+
+
 def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
     store = PipelineStore(runtime.redis, runtime.durable)
     domain = PipelineDomain(store)
@@ -48,6 +59,7 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
         CoordinatorSettings(
             lease_s=settings.pipeline_lease_seconds, claim_idle_s=settings.pipeline_claim_idle_seconds
         ),
+        classifier(runtime, settings),
     )
     # ListArtifacts and GetArtifact are not built (the spec's `unimplemented`): the generated
     # base answers them UNIMPLEMENTED, which its stubs declare abstract.
@@ -91,7 +103,9 @@ SPEC = ServiceSpec(
         roles.WORKER: ("pipeline.attempts.resolve_secrets",),
     },
     read_verbs=frozenset({"get", "list", "generate", "export", "validate"}),
-    peers=("secrets",),
     unimplemented=frozenset({f"/{RUN_SERVICE}/ListArtifacts", f"/{RUN_SERVICE}/GetArtifact"}),
+    # Job secrets are read from the secrets service as the pipeline's principal; `on: transient`
+    # retries ask the debugger whether a failure is transient.
+    peers=("secrets", "debugger"),
     commands="services.pipeline.cli",
 )

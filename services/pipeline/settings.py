@@ -42,3 +42,10 @@ class PipelineSettings:
         "replica after this long.",
         parse=parse_positive_float,
     )
+    pipeline_classifier_timeout: float = setting(
+        10.0,
+        "Seconds the debugger may take to say whether a failed attempt of a job whose retry policy "
+        "has `on: transient` is transient; past it (or without the debugger) the policy's own rules "
+        "decide.",
+        parse=parse_positive_float,
+    )

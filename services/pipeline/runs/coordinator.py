@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.pipeline.runs import keys, retries, scheduler, scripts, states
+from services.pipeline.runs import failures, keys, retries, scheduler, scripts, states
 from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
 from services.pipeline.runs.store import RunRecord, RunStore, now_ms, now_us
 from services.runtime.logging import get_logger
@@ -61,6 +61,7 @@ class Coordinator:
         self.store = RunStore(redis)
         self.settings = settings
         self.classifier = classifier or retries.NoClassifier()
+        self.failures = failures.FailureStream(redis)
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.rng = random.Random()
         self._tasks: list[asyncio.Task[None]] = []
@@ -202,6 +203,7 @@ class Coordinator:
                     return
                 continue
             jobs = {key: JobRecord.load(raw) for key, raw in raw_jobs.items()}
+            await self.failures.announce(run, jobs)
             transient = await self._classify(run, jobs)
             view = scheduler.RunView(
                 state=run.state,
@@ -232,7 +234,7 @@ class Coordinator:
             record = jobs.get(plan.key, JobRecord())
             if record.d == 0 and retries.wants_classifier(plan.retry, record):
                 failure = retries.Failure(
-                    run=run.id,
+                    run=failures.run_name(run),
                     job=plan.key,
                     attempt=record.n,
                     state=record.s,

@@ -2,19 +2,26 @@
 
 Only failures the pipeline declares transient are retried: the exit codes it lists, timeouts,
 lost workers; or, with `on: transient`, what the failure classifier says. The classifier is
-an interface so that the debugger service's diagnosis can plug in; the default one has no
-opinion, so nothing beyond the declared rules is transient.
+an interface so that the debugger service's diagnosis plugs in (`debugger_client`); the
+default one has no opinion, so nothing beyond the declared rules is transient. A classifier
+that asks another service is wrapped in `Bounded`: it answers within a timeout or has no
+opinion, so a slow or missing debugger never holds a run up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
 from services.pipeline.runs import states
 from services.pipeline.runs.plan import RetryPolicy
 from services.pipeline.runs.records import JobRecord
+from services.runtime.logging import get_logger
+
+log = get_logger(__name__)
 
 # A worker that shut down handed its job back: not the job's fault, so tried again whatever
 # the policy says, this many times at most.
@@ -45,6 +52,40 @@ class NoClassifier:
 
     async def is_transient(self, failure: Failure) -> bool:
         return False
+
+
+class Bounded:
+    """A classifier's verdict within `timeout_s`, else none (False: the rules alone decide).
+
+    A decision on a run can be made several times (conflicts, a replica taking over): each
+    attempt's verdict is kept (the last `keep`), so the classifier is asked once per attempt
+    when it answered, and again only when it did not."""
+
+    def __init__(self, inner: FailureClassifier, timeout_s: float, keep: int = 4096) -> None:
+        self.inner = inner
+        self.timeout_s = timeout_s
+        self.keep = keep
+        self._verdicts: OrderedDict[tuple[str, str, int], bool] = OrderedDict()
+
+    async def is_transient(self, failure: Failure) -> bool:
+        key = (failure.run, failure.job, failure.attempt)
+        if key in self._verdicts:
+            return self._verdicts[key]
+        try:
+            verdict = await asyncio.wait_for(self.inner.is_transient(failure), self.timeout_s)
+        except Exception as exc:  # TimeoutError included: no opinion
+            log.warning(
+                "pipeline.runs.classifier_failed",
+                run=failure.run,
+                job=failure.job,
+                attempt=failure.attempt,
+                error=type(exc).__name__,
+            )
+            return False
+        self._verdicts[key] = verdict
+        while len(self._verdicts) > self.keep:
+            self._verdicts.popitem(last=False)
+        return verdict
 
 
 def matches_rules(policy: RetryPolicy, record: JobRecord) -> bool:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 
 from devmesh.debugger.v1 import debugger_pb2 as pb
 from devmesh.debugger.v1 import debugger_pb2_grpc
 from tests.e2e.conftest import Rest
 from tests.integration.debugger.test_analyze_log import PYTEST_LOG
 from tools.stack.certs import CertPaths
+from tools.stack.local import Stack
 
 
 def test_curl_data_binary_of_a_build_log_gets_a_diagnosis(
@@ -51,9 +55,39 @@ def test_the_same_log_over_grpc_has_the_same_signature_as_over_rest(
     assert read.status_code == 200 and read.json()["name"] == over_grpc.name
 
 
-def test_a_job_analysis_is_501_over_rest(rest: Rest) -> None:
-    answer = rest("POST", "/v1/projects/p/pipelines/q/runs/r1/jobs/j:analyze", json={})
-    assert answer.status_code == 501
+def test_an_unknown_job_analysis_is_404_over_rest(rest: Rest) -> None:
+    answer = rest("POST", "/v1/projects/pp/pipelines/qq/runs/r1/jobs/j:analyze", json={})
+    assert answer.status_code == 404, answer.text
+
+
+@pytest.fixture(scope="module")
+def failed_job(mesh: Stack, edge: str, operator: CertPaths, admin_key: str) -> str:
+    """A job of the stack's worker whose assertion failed (its run has ended)."""
+    rest = Rest(edge, operator, admin_key)
+    project = f"e2e-{uuid.uuid4().hex[:10]}"
+    assert rest("POST", "/v1/projects", params={"projectId": project}, json={}).status_code == 200
+    check = {
+        "id": "check",
+        "steps": [{"run": {"command": f"{sys.executable} -c 'assert 2 + 3 == 6, 2 + 3'"}}],
+    }
+    created = rest("POST", f"/v1/projects/{project}/pipelines", params={"pipelineId": "ci"},
+                   json={"definition": {"jobs": [check]}})  # fmt: skip
+    assert created.status_code == 200, created.text
+    run = rest("POST", f"/v1/projects/{project}/pipelines/ci/runs", json={}).json()["name"]
+    deadline = time.monotonic() + 60
+    while rest("GET", f"/v1/{run}").json()["state"] != "RUN_STATE_FAILED":
+        assert time.monotonic() < deadline, rest("GET", f"/v1/{run}").text
+        time.sleep(0.1)
+    return f"{run}/jobs/check"
+
+
+def test_a_failed_job_is_diagnosed_once_and_analysed_over_rest(rest: Rest, failed_job: str) -> None:
+    analysed = rest("POST", f"/v1/{failed_job}:analyze", json={})
+    assert analysed.status_code == 200, analysed.text
+    assert (analysed.json()["job"], analysed.json()["attempt"]) == (failed_job, 1)
+    assert analysed.json()["category"] == "CATEGORY_TEST_FAILURE"
+    listed = rest("GET", "/v1/diagnoses", params={"job": failed_job}).json()["diagnoses"]
+    assert [d["name"] for d in listed] == [analysed.json()["name"]]  # the attempt's own, made once
 
 
 def _devmesh(
@@ -105,3 +139,16 @@ def test_devmesh_debug_analyze_of_a_pod_names_the_oom_killed_container(
     assert result.stdout.startswith("out of memory")
     assert "container api" in result.stdout and "128Mi" in result.stdout
     assert "S3cretPassw0rd" not in result.stdout
+
+
+def test_devmesh_debug_analyze_job_prints_the_jobs_diagnosis(
+    edge: str, operator: CertPaths, admin_key: str, failed_job: str
+) -> None:
+    result = _devmesh(edge, operator, admin_key, "--job", failed_job)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("test failure")
+    assert f"job {failed_job}, attempt 1" in result.stdout
+    assert "AssertionError" in result.stdout
+    as_json = _devmesh(edge, operator, admin_key, "--job", failed_job, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["job"] == failed_job

@@ -118,8 +118,11 @@ async def test_a_log_sent_twice_over_is_refused(debugger: debugger_pb2_grpc.Debu
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_a_job_analysis_is_not_built_yet(debugger: debugger_pb2_grpc.DebuggerServiceStub) -> None:
+async def test_a_job_analysis_without_the_pipeline_as_a_peer_is_a_failed_precondition(
+    debugger: debugger_pb2_grpc.DebuggerServiceStub,
+) -> None:
     error = await refused(
-        debugger.AnalyzeJob, pb.AnalyzeJobRequest(job="projects/p/pipelines/q/runs/r1/jobs/j")
+        debugger.AnalyzeJob, pb.AnalyzeJobRequest(job="projects/pp/pipelines/qq/runs/r1/jobs/j")
     )
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "DEVMESH_PEERS" in (error.details() or "")

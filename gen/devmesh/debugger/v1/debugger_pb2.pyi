@@ -343,16 +343,27 @@ class AnalyzeJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    FRESH_FIELD_NUMBER: _builtins.int
     job: _builtins.str
     """`projects/{project}/pipelines/{pipeline}/runs/{run}/jobs/{job}`."""
+    attempt: _builtins.int
+    """The attempt to diagnose, from 1; 0: the job's latest attempt."""
+    fresh: _builtins.bool
+    """Make a new diagnosis even when the attempt has one already (feedback
+    given since applies to it); by default the attempt's own diagnosis is
+    returned, made on the first call.
+    """
     def __init__(
         self,
         *,
         job: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        fresh: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "fresh", b"fresh", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -427,6 +438,7 @@ class Diagnosis(_message.Message):
     FROM_FEEDBACK_FIELD_NUMBER: _builtins.int
     TEMPLATE_SET_FIELD_NUMBER: _builtins.int
     POD_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`diagnoses/{diagnosis}`."""
     category: Global___Category.ValueType
@@ -453,6 +465,10 @@ class Diagnosis(_message.Message):
     """
     template_set: _builtins.str
     """The template set mined into."""
+    attempt: _builtins.int
+    """The job's attempt it diagnosed (AnalyzeJob and automatic diagnoses of
+    failed jobs); 0 otherwise.
+    """
     @_builtins.property
     def root_causes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RootCause]:
         """Where the failure is, most likely first."""
@@ -511,10 +527,11 @@ class Diagnosis(_message.Message):
         from_feedback: _builtins.bool = ...,
         template_set: _builtins.str = ...,
         pod: Global___PodFindings | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "explanation", b"explanation", "pod", b"pod"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "confidence", b"confidence", "create_time", b"create_time", "explanation", b"explanation", "failing_tests", b"failing_tests", "from_feedback", b"from_feedback", "job", b"job", "kind", b"kind", "line_count", b"line_count", "locations", b"locations", "name", b"name", "packages", b"packages", "pod", b"pod", "remediations", b"remediations", "root_causes", b"root_causes", "signature", b"signature", "template_set", b"template_set", "templates", b"templates", "transient", b"transient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "category", b"category", "confidence", b"confidence", "create_time", b"create_time", "explanation", b"explanation", "failing_tests", b"failing_tests", "from_feedback", b"from_feedback", "job", b"job", "kind", b"kind", "line_count", b"line_count", "locations", b"locations", "name", b"name", "packages", b"packages", "pod", b"pod", "remediations", b"remediations", "root_causes", b"root_causes", "signature", b"signature", "template_set", b"template_set", "templates", b"templates", "transient", b"transient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -115,10 +115,21 @@ class DebuggerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AnalyzeJob(self, request, context):
-        """Diagnoses a pipeline job from its log and run history, read from the
-        pipeline service as the caller.
-        Errors: INVALID_ARGUMENT (malformed job name), NOT_FOUND, UNIMPLEMENTED
-        (until the pipeline service records runs), UNAVAILABLE.
+        """Diagnoses an attempt of a pipeline job (its latest, unless `attempt` says)
+        from its log and history, read from the pipeline service as the caller:
+        the run's commit, the job's attempts, and earlier runs of the pipeline on
+        the same commit (a test that passed there before is a flaky test). The
+        pipeline's own facts decide the category when it has them (a lost worker,
+        a timeout). The diagnosis is stored with the job's name (ListDiagnoses
+        with `job`) and its attempt. An attempt has one diagnosis of its own,
+        made once across replicas: by the first AnalyzeJob of it, or by the
+        debugger on its own when the pipeline announces the failure, whichever
+        comes first; later calls return it (unless `fresh`).
+        Errors: INVALID_ARGUMENT (malformed job name, negative attempt),
+        NOT_FOUND (run, job or attempt), FAILED_PRECONDITION (`JOB_NOT_FAILED`:
+        the attempt did not end FAILED or TIMED_OUT; `PIPELINE_NOT_CONFIGURED`),
+        PERMISSION_DENIED (the caller may not read the run or its log),
+        UNAVAILABLE (the pipeline service is down).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

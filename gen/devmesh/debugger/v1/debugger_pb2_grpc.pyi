@@ -59,10 +59,21 @@ class DebuggerServiceStub:
     not UTF-8 text, no log), RESOURCE_EXHAUSTED (over 256 MiB), UNAVAILABLE.
     """
     AnalyzeJob: _grpc.UnaryUnaryMultiCallable[_debugger_pb2.AnalyzeJobRequest, _debugger_pb2.Diagnosis]
-    """Diagnoses a pipeline job from its log and run history, read from the
-    pipeline service as the caller.
-    Errors: INVALID_ARGUMENT (malformed job name), NOT_FOUND, UNIMPLEMENTED
-    (until the pipeline service records runs), UNAVAILABLE.
+    """Diagnoses an attempt of a pipeline job (its latest, unless `attempt` says)
+    from its log and history, read from the pipeline service as the caller:
+    the run's commit, the job's attempts, and earlier runs of the pipeline on
+    the same commit (a test that passed there before is a flaky test). The
+    pipeline's own facts decide the category when it has them (a lost worker,
+    a timeout). The diagnosis is stored with the job's name (ListDiagnoses
+    with `job`) and its attempt. An attempt has one diagnosis of its own,
+    made once across replicas: by the first AnalyzeJob of it, or by the
+    debugger on its own when the pipeline announces the failure, whichever
+    comes first; later calls return it (unless `fresh`).
+    Errors: INVALID_ARGUMENT (malformed job name, negative attempt),
+    NOT_FOUND (run, job or attempt), FAILED_PRECONDITION (`JOB_NOT_FAILED`:
+    the attempt did not end FAILED or TIMED_OUT; `PIPELINE_NOT_CONFIGURED`),
+    PERMISSION_DENIED (the caller may not read the run or its log),
+    UNAVAILABLE (the pipeline service is down).
     """
     AnalyzePod: _grpc.UnaryUnaryMultiCallable[_debugger_pb2.AnalyzePodRequest, _debugger_pb2.Diagnosis]
     """Diagnoses a Kubernetes pod from what a user collects with kubectl: the
@@ -124,10 +135,21 @@ class DebuggerServiceAsyncStub(DebuggerServiceStub):
     not UTF-8 text, no log), RESOURCE_EXHAUSTED (over 256 MiB), UNAVAILABLE.
     """
     AnalyzeJob: _aio.UnaryUnaryMultiCallable[_debugger_pb2.AnalyzeJobRequest, _debugger_pb2.Diagnosis]  # type: ignore[assignment]
-    """Diagnoses a pipeline job from its log and run history, read from the
-    pipeline service as the caller.
-    Errors: INVALID_ARGUMENT (malformed job name), NOT_FOUND, UNIMPLEMENTED
-    (until the pipeline service records runs), UNAVAILABLE.
+    """Diagnoses an attempt of a pipeline job (its latest, unless `attempt` says)
+    from its log and history, read from the pipeline service as the caller:
+    the run's commit, the job's attempts, and earlier runs of the pipeline on
+    the same commit (a test that passed there before is a flaky test). The
+    pipeline's own facts decide the category when it has them (a lost worker,
+    a timeout). The diagnosis is stored with the job's name (ListDiagnoses
+    with `job`) and its attempt. An attempt has one diagnosis of its own,
+    made once across replicas: by the first AnalyzeJob of it, or by the
+    debugger on its own when the pipeline announces the failure, whichever
+    comes first; later calls return it (unless `fresh`).
+    Errors: INVALID_ARGUMENT (malformed job name, negative attempt),
+    NOT_FOUND (run, job or attempt), FAILED_PRECONDITION (`JOB_NOT_FAILED`:
+    the attempt did not end FAILED or TIMED_OUT; `PIPELINE_NOT_CONFIGURED`),
+    PERMISSION_DENIED (the caller may not read the run or its log),
+    UNAVAILABLE (the pipeline service is down).
     """
     AnalyzePod: _aio.UnaryUnaryMultiCallable[_debugger_pb2.AnalyzePodRequest, _debugger_pb2.Diagnosis]  # type: ignore[assignment]
     """Diagnoses a Kubernetes pod from what a user collects with kubectl: the
@@ -204,10 +226,21 @@ class DebuggerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _debugger_pb2.AnalyzeJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_debugger_pb2.Diagnosis, _abc.Awaitable[_debugger_pb2.Diagnosis]]:
-        """Diagnoses a pipeline job from its log and run history, read from the
-        pipeline service as the caller.
-        Errors: INVALID_ARGUMENT (malformed job name), NOT_FOUND, UNIMPLEMENTED
-        (until the pipeline service records runs), UNAVAILABLE.
+        """Diagnoses an attempt of a pipeline job (its latest, unless `attempt` says)
+        from its log and history, read from the pipeline service as the caller:
+        the run's commit, the job's attempts, and earlier runs of the pipeline on
+        the same commit (a test that passed there before is a flaky test). The
+        pipeline's own facts decide the category when it has them (a lost worker,
+        a timeout). The diagnosis is stored with the job's name (ListDiagnoses
+        with `job`) and its attempt. An attempt has one diagnosis of its own,
+        made once across replicas: by the first AnalyzeJob of it, or by the
+        debugger on its own when the pipeline announces the failure, whichever
+        comes first; later calls return it (unless `fresh`).
+        Errors: INVALID_ARGUMENT (malformed job name, negative attempt),
+        NOT_FOUND (run, job or attempt), FAILED_PRECONDITION (`JOB_NOT_FAILED`:
+        the attempt did not end FAILED or TIMED_OUT; `PIPELINE_NOT_CONFIGURED`),
+        PERMISSION_DENIED (the caller may not read the run or its log),
+        UNAVAILABLE (the pipeline service is down).
         """
 
     @_abc_1.abstractmethod

@@ -1087,3 +1087,55 @@ class UnresolvedSecret(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnresolvedSecret: _TypeAlias = UnresolvedSecret  # noqa: Y015
+
+@_typing.final
+class JobFailure(_message.Message):
+    """A job attempt that ended FAILED or TIMED_OUT (a lost worker's included),
+    appended once per attempt to the Redis stream below (trimmed to about the
+    last 10,000 entries; the entry's field `m` holds this message's bytes) for
+    the services that follow failures: the debugger diagnoses each one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    job: _builtins.str
+    """`projects/{project}/pipelines/{pipeline}/runs/{run}/jobs/{job}`."""
+    attempt: _builtins.int
+    """The attempt's number, from 1."""
+    state: Global___JobState.ValueType
+    """How it ended: JOB_STATE_FAILED or JOB_STATE_TIMED_OUT."""
+    reason: Global___AttemptReason.ValueType
+    """Why."""
+    exit_code: _builtins.int
+    """The failing step's exit status (or -signal)."""
+    message: _builtins.str
+    """A readable account of the outcome."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the pipeline announced it."""
+
+    def __init__(
+        self,
+        *,
+        job: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        state: Global___JobState.ValueType = ...,
+        reason: Global___AttemptReason.ValueType = ...,
+        exit_code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "exit_code", b"exit_code", "job", b"job", "message", b"message", "reason", b"reason", "state", b"state", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobFailure: _TypeAlias = JobFailure  # noqa: Y015
