@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import os
 import pathlib
+import socket
+from collections.abc import Awaitable, Callable
 
 from grpc import aio
 
@@ -12,10 +16,13 @@ from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.domain import Debugger
 from services.debugger.explainers import Explainer, OfflineExplainer
 from services.debugger.model_explainers import ModelExplainer, Provider
+from services.debugger.remediation import Remediation
 from services.debugger.remediation_actions import DryRunKubernetes, Executor
 from services.debugger.remediation_config_client import ConfigRollback
 from services.debugger.remediation_execution import Execution
+from services.debugger.remediation_executor import BackgroundExecutor
 from services.debugger.remediation_notifications import RemediationAudit, RemediationWebhooks
+from services.debugger.remediation_pipeline_client import PipelineActions
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
@@ -87,11 +94,14 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def executors(runtime: Runtime) -> list[Executor]:
+def executors(runtime: Runtime, settings: DebuggerSettings) -> list[Executor]:
     """The executors of remediation actions: Kubernetes in dry run (no cluster here), config
-    rollbacks and secret rotations when those services are peers. Pipeline actions and secret
-    promotion have none yet."""
+    rollbacks, secret rotations and pipeline re-runs when those services are peers. Secret
+    promotion has none yet."""
     found: list[Executor] = [DryRunKubernetes(_now_iso)]
+    pipeline = runtime.peer_channel("pipeline")
+    if pipeline is not None:
+        found.append(PipelineActions(pipeline, verify_window_s=settings.debugger_remediation_verify_window))
     config = runtime.peer_channel("config")
     if config is not None:
         found.append(ConfigRollback(config))
@@ -122,6 +132,32 @@ def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> Remedi
     return RemediationWebhooks(notifier, [notifications.Webhook(url, secret)])
 
 
+def pause_after_execute(marker: str) -> Callable[[Remediation, int], Awaitable[None]] | None:
+    """The test hook DEVMESH_DEBUGGER_REMEDIATION_PAUSE_AFTER_EXECUTE names: once an action's
+    execute is recorded, create the marker file and wait forever (the test kills the replica)."""
+    if not marker:
+        return None
+
+    async def pause(remediation: Remediation, index: int) -> None:
+        await asyncio.to_thread(
+            pathlib.Path(marker).write_text, f"remediations/{remediation.id} action {index}\n"
+        )
+        await asyncio.Event().wait()
+
+    return pause
+
+
+def execution(runtime: Runtime, settings: DebuggerSettings, store: RemediationStore) -> Execution:
+    """How this replica executes remediations (its lease time, its name in their histories)."""
+    return Execution(
+        store,
+        executors(runtime, settings),
+        lease_ttl_s=settings.debugger_remediation_lease,
+        replica=f"executor/{socket.gethostname()}-{os.getpid()}",
+        after_execute=pause_after_execute(settings.debugger_remediation_pause_after_execute),
+    )
+
+
 def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     diagnoses = DiagnosisStore(
         runtime.redis, runtime.durable, retention_s=settings.debugger_diagnosis_retention
@@ -139,7 +175,13 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     audit = RemediationAudit(AuditLog(runtime.redis, retention=runtime.settings.audit_retention))
     announcers = [audit.announce, *([webhooks.announce] if webhooks else [])]
     store = RemediationStore(runtime.redis, runtime.durable, announcers)
-    remediations = Remediations(store, diagnoses, policy(settings), Execution(store, executors(runtime)))
+    executing = execution(runtime, settings, store)
+    remediations = Remediations(store, diagnoses, policy(settings), executing)
+    background = BackgroundExecutor(
+        store, executing, interval_s=settings.debugger_remediation_executor_interval
+    )
+    if settings.debugger_remediation_executor:
+        remediations.approved = background.wake
     remediation_servicer = RemediationServicer(remediations)
 
     def register(server: aio.Server) -> None:
@@ -149,9 +191,12 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     async def start() -> None:
         if webhooks is not None:
             await webhooks.notifier.start()
+        if settings.debugger_remediation_executor:
+            await background.start()
 
     async def stop() -> None:
         remediations.close()
+        await background.stop()
         if webhooks is not None:
             await webhooks.notifier.stop()
 
@@ -183,7 +228,8 @@ SPEC = ServiceSpec(
     # II); the pipeline becomes a peer when it joins the catalog.
     unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob"}),
     # The model provider's API key, when one is configured, comes from the secrets service.
-    # Remediations roll config environments back through the config service.
-    peers=("secrets", "config"),
+    # Remediations roll config environments back through the config service and re-run or
+    # cancel runs through the pipeline service (as the debugger's service identity).
+    peers=("secrets", "config", "pipeline"),
     commands="services.debugger.cli",
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 
 from services.debugger import remediation_plan, remediation_policy
@@ -50,6 +50,8 @@ class Remediations:
         self._diagnoses = diagnoses
         self.policy = policy
         self._execution = execution
+        # Told when a remediation became APPROVED here (the background executor looks now).
+        self.approved: Callable[[], None] = lambda: None
 
     async def propose(
         self,
@@ -123,6 +125,8 @@ class Remediations:
                 f"risk {risk.score:.2f} is under the threshold {risk.automatic_threshold:.2f}: automatic",
             )
         await self._store.write(remediation, None)
+        if automatic:
+            self.approved()
         return remediation
 
     async def get(self, name: str, field: str = "name") -> Remediation:
@@ -146,6 +150,8 @@ class Remediations:
         before = await self._read_for_change(name, etag)
         after = remediation_policy.approve(before, approver, reason, _now_us(), self.policy)
         await self._store.write(after, before)
+        if after.state is State.APPROVED:
+            self.approved()
         return after
 
     async def execute(self, name: str, actor: str) -> Remediation:

@@ -81,7 +81,8 @@ SPEC = ServiceSpec(
             "pipeline.artifacts.*",
         ),
         roles.VIEWER: _READS,
-        roles.SERVICE: _READS,
+        # The debugger's remediations re-run failed runs and cancel stuck ones.
+        roles.SERVICE: (*_READS, "pipeline.runs.rerun", "pipeline.runs.cancel"),
     },
     read_verbs=frozenset({"get", "list", "generate", "export", "validate"}),
     unimplemented=frozenset({f"/{RUN_SERVICE}/ListArtifacts", f"/{RUN_SERVICE}/GetArtifact"}),
