@@ -134,14 +134,16 @@ def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> Remedi
 
 def pause_after_execute(marker: str) -> Callable[[Remediation, int], Awaitable[None]] | None:
     """The test hook DEVMESH_DEBUGGER_REMEDIATION_PAUSE_AFTER_EXECUTE names: once an action's
-    execute is recorded, create the marker file and wait forever (the test kills the replica)."""
+    execute is recorded, name it in the marker file and wait forever (the test kills the replica)."""
     if not marker:
         return None
 
+    def note(line: str) -> None:
+        with pathlib.Path(marker).open("a") as file:
+            file.write(line)
+
     async def pause(remediation: Remediation, index: int) -> None:
-        await asyncio.to_thread(
-            pathlib.Path(marker).write_text, f"remediations/{remediation.id} action {index}\n"
-        )
+        await asyncio.to_thread(note, f"remediations/{remediation.id} action {index}\n")
         await asyncio.Event().wait()
 
     return pause
