@@ -23,6 +23,7 @@ from services.debugger.remediation_execution import Execution
 from services.debugger.remediation_executor import BackgroundExecutor
 from services.debugger.remediation_notifications import RemediationAudit, RemediationWebhooks
 from services.debugger.remediation_pipeline_client import PipelineActions
+from services.debugger.remediation_policies import RemediationPolicies, RemediationTriggers
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
@@ -48,6 +49,8 @@ _READS = (
     "debugger.remediations.get",
     "debugger.remediations.list",
     "debugger.remediations.watch",
+    "debugger.remediation_policies.get",
+    "debugger.remediation_policies.list",
 )
 
 
@@ -184,7 +187,10 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     )
     if settings.debugger_remediation_executor:
         remediations.approved = background.wake
-    remediation_servicer = RemediationServicer(remediations)
+    policies = RemediationPolicies(runtime.redis, runtime.durable)
+    # The trigger: every stored diagnosis goes to the remediation policies, which may propose.
+    debugger.stored.append(RemediationTriggers(policies, remediations).propose_for_diagnosis)
+    remediation_servicer = RemediationServicer(remediations, policies)
 
     def register(server: aio.Server) -> None:
         debugger_pb2_grpc.add_DebuggerServiceServicer_to_server(servicer, server)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -116,6 +116,8 @@ class Debugger:
         self.diagnoses = diagnoses
         self.explainer = explainer
         self.max_log_bytes = max_log_bytes
+        # Told of every diagnosis once it is stored (remediation policies propose from it).
+        self.stored: list[Callable[[Diagnosis], Awaitable[object]]] = []
 
     def template_set_id(self, name: str, field: str = "template_set") -> str:
         """The id of a template set name (`templateSets/{id}`; empty: the default set)."""
@@ -159,6 +161,8 @@ class Debugger:
             explanation_fallback=explained.fallback,
         )
         await self.diagnoses.save(diagnosis)
+        for hook in self.stored:
+            await hook(diagnosis)
         return diagnosis
 
     async def analyze_pod(self, diagnostics: PodDiagnostics) -> Diagnosis:

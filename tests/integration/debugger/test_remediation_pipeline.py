@@ -1,21 +1,30 @@
 """Pipeline remediations against a real pipeline service and worker: a run whose step fails on a
 flaky network call is re-run by the background executor and verified; a re-run that fails again
-fails the remediation; a stuck run is cancelled."""
+fails the remediation; a stuck run is cancelled; and the whole chain: a failed job's log gets a
+network diagnosis, a remediation policy proposes an automatic re-run with backoff, the
+background executor re-runs the job and verifies it succeeded, all on the watch and audited."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from grpc import aio
 
+from devmesh.debugger.v1 import debugger_pb2 as dpb
+from devmesh.debugger.v1 import debugger_pb2_grpc, remediation_pb2_grpc
 from devmesh.debugger.v1 import remediation_pb2 as pb
-from devmesh.debugger.v1 import remediation_pb2_grpc
 from devmesh.pipeline.v1 import runs_pb2
 from services.debugger import app as debugger_app
+from services.runtime import audit
+from services.runtime.server import Server
 from tests.conftest import ServerFactory
+from tests.helpers import eventually
 from tests.integration.debugger.pipeline_stack import (
     EXECUTOR,
+    FINAL,
     Pipeline,
     failed_run,
     finished,
@@ -29,15 +38,33 @@ from tools.stack.valkey import Valkey
 __all__ = ["pipeline"]  # the module's fixture
 
 
+@dataclass(frozen=True)
+class Debugger:
+    """A debugger whose peer is the pipeline server, its stubs, and the server (for its audit log)."""
+
+    remediations: remediation_pb2_grpc.RemediationServiceStub
+    diagnoses: debugger_pb2_grpc.DebuggerServiceStub
+    server: Server
+
+
 @pytest.fixture(scope="module")
-async def remediations(
+async def debugger(
     valkey: Valkey, start_config_server: ServerFactory, pipeline: Pipeline
-) -> AsyncIterator[remediation_pb2_grpc.RemediationServiceStub]:
-    _, addr = await start_config_server(
+) -> AsyncIterator[Debugger]:
+    server, addr = await start_config_server(
         valkey.url, env=EXECUTOR, specs=[debugger_app.SPEC], peers=(("pipeline", pipeline.addr),)
     )
     async with aio.insecure_channel(addr) as channel:
-        yield remediation_pb2_grpc.RemediationServiceStub(channel)
+        yield Debugger(
+            remediation_pb2_grpc.RemediationServiceStub(channel),
+            debugger_pb2_grpc.DebuggerServiceStub(channel),
+            server,
+        )
+
+
+@pytest.fixture
+def remediations(debugger: Debugger) -> remediation_pb2_grpc.RemediationServiceStub:
+    return debugger.remediations
 
 
 async def test_an_automatic_rerun_with_backoff_is_executed_in_the_background_and_verified(
@@ -85,3 +112,60 @@ async def test_a_stuck_run_is_cancelled_and_the_cancellation_verified(
     assert done.state == pb.REMEDIATION_STATE_SUCCEEDED, done.history[-1].reason
     after = await pipeline.mesh.get(run.name)
     assert after is not None and after.state == runs_pb2.RUN_STATE_CANCELLED
+
+
+async def test_a_flaky_network_failure_is_diagnosed_re_run_by_a_policy_and_succeeds_all_watched_and_audited(
+    pipeline: Pipeline, debugger: Debugger
+) -> None:
+    policy = await debugger.remediations.CreateRemediationPolicy(
+        pb.CreateRemediationPolicyRequest(
+            remediation_policy_id=f"flaky-{fresh_id()}",
+            remediation_policy=pb.RemediationPolicy(
+                categories=[dpb.CATEGORY_NETWORK],
+                targets=[f"projects/{pipeline.mesh.project}/"],
+                actions=[pb.ACTION_KIND_PIPELINE_RERUN_WITH_BACKOFF],
+                threshold=0.5,
+                parameters={"delay": "100ms"},
+            ),
+        )
+    )
+    watch = debugger.remediations.WatchRemediations(pb.WatchRemediationsRequest())
+    run = await failed_run(pipeline)
+    (fetch,) = run.jobs
+    log = await pipeline.mesh.runs.GetJobLog(runs_pb2.GetJobLogRequest(name=fetch.attempts[0].name))
+    diagnosis = await debugger.diagnoses.AnalyzeLog(
+        dpb.AnalyzeLogRequest(
+            text="\n".join(log.lines),
+            kind=dpb.LOG_KIND_CI_JOB,
+            context=dpb.AnalysisContext(job=f"{run.name}/jobs/fetch"),
+        )
+    )
+    assert diagnosis.category == dpb.CATEGORY_NETWORK
+    seen: list[pb.RemediationEvent] = []
+    async with asyncio.timeout(60):  # a chain that breaks fails the test instead of hanging it
+        async for event in watch:
+            if event.remediation.diagnosis == diagnosis.name:
+                seen.append(event)
+                if event.remediation.state in FINAL:
+                    break
+    watch.cancel()
+    done = seen[-1].remediation
+    assert done.state == pb.REMEDIATION_STATE_SUCCEEDED, done.history[-1].reason
+    assert done.policy == policy.name and done.proposer == policy.name and done.automatic
+    assert list(dict.fromkeys(e.remediation.state for e in seen)) == [
+        pb.REMEDIATION_STATE_APPROVED,  # the proposal, approved by the risk policy at once
+        pb.REMEDIATION_STATE_EXECUTING,  # and its steps, recorded before and after the re-run
+        pb.REMEDIATION_STATE_SUCCEEDED,
+    ]
+    after = await pipeline.mesh.get(run.name)
+    assert after is not None and after.state == runs_pb2.RUN_STATE_SUCCEEDED and after.rerun_count == 1
+
+    async def audited() -> list[str]:
+        entries = await debugger.server.runtime.redis.xrevrange(audit.STREAM, count=2000)
+        actions = [
+            f[b"action"].decode() for _, f in reversed(entries) if f[b"resource"].decode() == done.name
+        ]
+        return actions if "debugger.remediations.succeeded" in actions else []
+
+    actions = await eventually(audited, "the audit log to have the success")
+    assert actions[0] == "debugger.remediations.proposed" and "debugger.remediations.executing" in actions
