@@ -169,3 +169,41 @@ async def test_a_flaky_network_failure_is_diagnosed_re_run_by_a_policy_and_succe
 
     actions = await eventually(audited, "the audit log to have the success")
     assert actions[0] == "debugger.remediations.proposed" and "debugger.remediations.executing" in actions
+
+
+async def test_a_policys_remediation_that_needs_approval_executes_once_approved_without_an_execute_call(
+    pipeline: Pipeline, debugger: Debugger
+) -> None:
+    run = await failed_run(pipeline)
+    await debugger.remediations.CreateRemediationPolicy(
+        pb.CreateRemediationPolicyRequest(
+            remediation_policy_id=f"approve-{fresh_id()}",  # sorts before the chain test's `flaky-`: first match
+            remediation_policy=pb.RemediationPolicy(
+                targets=[f"{run.name}/"],
+                actions=[pb.ACTION_KIND_PIPELINE_RERUN_WITH_BACKOFF],
+                threshold=0.01,  # everything needs an approval
+                execute_on_approval=True,
+                parameters={"delay": "100ms"},
+            ),
+        )
+    )
+    (fetch,) = run.jobs
+    log = await pipeline.mesh.runs.GetJobLog(runs_pb2.GetJobLogRequest(name=fetch.attempts[0].name))
+    await debugger.diagnoses.AnalyzeLog(
+        dpb.AnalyzeLogRequest(
+            text="\n".join(log.lines), context=dpb.AnalysisContext(job=f"{run.name}/jobs/fetch")
+        )
+    )
+    listed = await debugger.remediations.ListRemediations(
+        pb.ListRemediationsRequest(target=f"{run.name}/jobs/fetch")
+    )
+    (made,) = listed.remediations
+    assert made.state == pb.REMEDIATION_STATE_AWAITING_APPROVAL and made.execute_on_approval
+    # With auth off the caller is `anonymous`, not the policy that proposed it: it may approve.
+    await debugger.remediations.ApproveRemediation(
+        pb.ApproveRemediationRequest(name=made.name, etag=made.etag)
+    )
+    done = await finished(debugger.remediations, made.name)
+    assert done.state == pb.REMEDIATION_STATE_SUCCEEDED, done.history[-1].reason
+    after = await pipeline.mesh.get(run.name)
+    assert after is not None and after.rerun_count == 1
