@@ -17,11 +17,10 @@ from devmesh.debugger.v1 import debugger_pb2 as dpb
 from devmesh.debugger.v1 import debugger_pb2_grpc, remediation_pb2_grpc
 from devmesh.debugger.v1 import remediation_pb2 as pb
 from devmesh.pipeline.v1 import runs_pb2
-from services.debugger import app as debugger_app
 from services.runtime import audit
 from services.runtime.server import Server
-from tests.conftest import ServerFactory
 from tests.helpers import eventually
+from tests.integration.debugger.conftest import executing_debugger
 from tests.integration.debugger.pipeline_stack import (
     EXECUTOR,
     FINAL,
@@ -33,7 +32,7 @@ from tests.integration.debugger.pipeline_stack import (
     rerun_plan,
 )
 from tests.integration.pipeline.runs_harness import job
-from tools.stack.valkey import Valkey
+from tools.stack.valkey import start_valkey
 
 __all__ = ["pipeline"]  # the module's fixture
 
@@ -48,18 +47,19 @@ class Debugger:
 
 
 @pytest.fixture(scope="module")
-async def debugger(
-    valkey: Valkey, start_config_server: ServerFactory, pipeline: Pipeline
-) -> AsyncIterator[Debugger]:
-    server, addr = await start_config_server(
-        valkey.url, env=EXECUTOR, specs=[debugger_app.SPEC], peers=(("pipeline", pipeline.addr),)
-    )
-    async with aio.insecure_channel(addr) as channel:
-        yield Debugger(
-            remediation_pb2_grpc.RemediationServiceStub(channel),
-            debugger_pb2_grpc.DebuggerServiceStub(channel),
-            server,
-        )
+async def debugger(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Debugger]:
+    # A Valkey of its own: no other test's automatic remediations are due to its executor.
+    own = start_valkey(tmp_path_factory.mktemp("debugger-valkey"))
+    running = executing_debugger(own.url, EXECUTOR, peers=(("pipeline", pipeline.addr),))
+    try:
+        async with running as (server, addr), aio.insecure_channel(addr) as channel:
+            yield Debugger(
+                remediation_pb2_grpc.RemediationServiceStub(channel),
+                debugger_pb2_grpc.DebuggerServiceStub(channel),
+                server,
+            )
+    finally:
+        own.process.stop()
 
 
 @pytest.fixture

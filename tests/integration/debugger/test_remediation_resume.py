@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,33 +25,45 @@ from tests.integration.debugger.pipeline_stack import (
     rerun_plan,
 )
 from tools.stack.service_process import ServiceProcess, start_service
-from tools.stack.valkey import Valkey
+from tools.stack.valkey import Valkey, start_valkey
 
 __all__ = ["pipeline"]  # the module's fixture
 
 
+@dataclass
+class Replicas:
+    """A debugger replica that pauses after each recorded execute (for the test to kill it), the
+    Valkey of the debugger replicas (their own: no other test's remediations are due on it), its
+    pause marker, and where the replicas' logs go."""
+
+    doomed: ServiceProcess
+    valkey: Valkey
+    paused: Path
+    logs: Path
+
+
 @pytest.fixture
-def replicas(
-    valkey: Valkey, pipeline: Pipeline, tmp_path: Path
-) -> Iterator[tuple[ServiceProcess, Path, Path]]:
-    """A debugger replica that pauses after its first recorded execute (for the test to kill it),
-    and where its pause marker and the second replica's logs go."""
+def replicas(pipeline: Pipeline, tmp_path: Path) -> Iterator[Replicas]:
+    own = start_valkey(tmp_path / "valkey")
     paused = tmp_path / "paused"
     env = {**EXECUTOR, "DEVMESH_PEERS": f"pipeline={pipeline.addr}", "DEVMESH_LOG_LEVEL": "warning"}
-    doomed = start_service(
-        ["debugger"],
-        valkey.url,
-        tmp_path,
-        extra_env={**env, "DEVMESH_DEBUGGER_REMEDIATION_PAUSE_AFTER_EXECUTE": str(paused)},
-    )
-    yield doomed, paused, tmp_path
-    doomed.process.stop(2)
+    try:
+        doomed = start_service(
+            ["debugger"],
+            own.url,
+            tmp_path,
+            extra_env={**env, "DEVMESH_DEBUGGER_REMEDIATION_PAUSE_AFTER_EXECUTE": str(paused)},
+        )
+        yield Replicas(doomed, own, paused, tmp_path)
+        doomed.process.stop(2)
+    finally:
+        own.process.stop()
 
 
 async def test_a_replica_killed_between_execute_and_verify_is_resumed_by_another_without_a_second_rerun(
-    pipeline: Pipeline, replicas: tuple[ServiceProcess, Path, Path], valkey: Valkey
+    pipeline: Pipeline, replicas: Replicas
 ) -> None:
-    doomed, paused, logs = replicas
+    doomed, paused = replicas.doomed, replicas.paused
     run = await failed_run(pipeline)
     async with aio.insecure_channel(doomed.addr) as channel:
         made = await remediation_pb2_grpc.RemediationServiceStub(channel).ProposeRemediation(rerun_plan(run))
@@ -59,7 +72,7 @@ async def test_a_replica_killed_between_execute_and_verify_is_resumed_by_another
         )
     doomed.process.kill()  # SIGKILL: no drain, no lease release
     env = {**EXECUTOR, "DEVMESH_PEERS": f"pipeline={pipeline.addr}", "DEVMESH_LOG_LEVEL": "warning"}
-    survivor = start_service(["debugger"], valkey.url, logs, extra_env=env)
+    survivor = start_service(["debugger"], replicas.valkey.url, replicas.logs, extra_env=env)
     try:
         async with aio.insecure_channel(survivor.addr) as channel:
             done = await finished(remediation_pb2_grpc.RemediationServiceStub(channel), made.name)

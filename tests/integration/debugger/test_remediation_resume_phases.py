@@ -16,10 +16,12 @@ from services.debugger import app as debugger_app
 from services.debugger.remediation import Action, ActionKind, Remediation, Risk, State, Step, Transition
 from services.debugger.remediation_actions import Applied
 from services.debugger.remediation_execution import Execution
+from services.debugger.remediation_executor import BackgroundExecutor
 from services.debugger.remediation_store import RemediationStore
 from services.runtime.errors import Aborted
 from services.runtime.server import Server
 from tests.conftest import ServerFactory
+from tests.helpers import eventually
 from tools.stack.valkey import Valkey
 
 
@@ -161,3 +163,40 @@ async def test_a_remediation_whose_lease_is_held_is_not_resumed(server: Server) 
     finally:
         await held.release()
     assert executor.calls == [] and (await store.get(left.id)).state is State.EXECUTING
+    assert (await Execution(store, [executor]).resume(left.id)).state is State.SUCCEEDED  # leave no orphan
+
+
+async def test_the_background_executor_resumes_an_orphan_and_fails_what_it_cannot_execute(
+    server: Server,
+) -> None:
+    executor, store = Recording(), _store(server)
+    orphan = await _left_executing(store, [_target("orphan")], [(0, "executing"), (0, "applied")])
+    now = time.time_ns() // 1000
+    job = f"projects/web/pipelines/ci/runs/r{uuid.uuid4().hex[:8]}/jobs/test"
+    rerun = Remediation(
+        id=f"r{uuid.uuid4().hex[:20]}",
+        diagnosis="",
+        plan=(Action(ActionKind.PIPELINE_RERUN, job, {}),),
+        risk=Risk(0.05, ("low",), "", False, 0.3),
+        automatic=True,
+        required_approvals=0,
+        proposer="tests",
+        create_time_us=now,
+        state=State.APPROVED,
+        history=(Transition(None, State.APPROVED, "policy", now, "automatic"),),
+    )
+    await store.write(rerun, None)
+    # Other tests' remediations on the shared Valkey are due too: it works through them all.
+    background = BackgroundExecutor(store, Execution(store, [executor]), interval_s=0.1)
+    await background.start()
+    try:
+
+        async def finished() -> bool:
+            states = [(await store.get(r.id)).state for r in (orphan, rerun)]
+            return states == [State.SUCCEEDED, State.FAILED]
+
+        await eventually(finished, "the orphan resumed and the re-run given up")
+    finally:
+        await background.stop()
+    failed = await store.get(rerun.id)
+    assert "DEVMESH_PEERS pipeline=" in failed.history[-1].reason and not failed.steps
