@@ -29,7 +29,10 @@ def mesh_roles() -> None:
 
 
 # Short intervals keep watch and health tests quick; production defaults are in the settings classes.
-TEST_ENV = {"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3"}
+# The debugger's background executor would execute any replica's automatic remediations on the
+# shared Valkey: off unless a test starts a debugger of its own for it (see
+# tests/integration/debugger/conftest.py `executing_debugger`).
+TEST_ENV = {"DEVMESH_CONFIG_WATCH_PROGRESS_INTERVAL": "0.3", "DEVMESH_DEBUGGER_REMEDIATION_EXECUTOR": "off"}
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import os
 import pathlib
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 
 from grpc import aio
 
 from devmesh.debugger.v1 import debugger_pb2, debugger_pb2_grpc, remediation_pb2, remediation_pb2_grpc
-from services.debugger.diagnosis_hooks import DiagnosisHooks
+from services.debugger.diagnosis_hooks import JOB, DiagnosisHooks, NewDiagnosis
 from services.debugger.diagnosis_store import DiagnosisStore
 from services.debugger.domain import Debugger
 from services.debugger.explainers import Explainer, OfflineExplainer
@@ -18,10 +21,14 @@ from services.debugger.failure_follower import FailureFollower
 from services.debugger.jobs import JobAnalyzer
 from services.debugger.model_explainers import ModelExplainer, Provider
 from services.debugger.pipeline_client import PipelineJobs
+from services.debugger.remediation import Remediation
 from services.debugger.remediation_actions import DryRunKubernetes, Executor
 from services.debugger.remediation_config_client import ConfigRollback
 from services.debugger.remediation_execution import Execution
+from services.debugger.remediation_executor import BackgroundExecutor
 from services.debugger.remediation_notifications import RemediationAudit, RemediationWebhooks
+from services.debugger.remediation_pipeline_client import PipelineActions
+from services.debugger.remediation_policies import RemediationPolicies, RemediationTriggers
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
@@ -47,6 +54,8 @@ _READS = (
     "debugger.remediations.get",
     "debugger.remediations.list",
     "debugger.remediations.watch",
+    "debugger.remediation_policies.get",
+    "debugger.remediation_policies.list",
 )
 
 
@@ -93,11 +102,14 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def executors(runtime: Runtime) -> list[Executor]:
+def executors(runtime: Runtime, settings: DebuggerSettings) -> list[Executor]:
     """The executors of remediation actions: Kubernetes in dry run (no cluster here), config
-    rollbacks and secret rotations when those services are peers. Pipeline actions and secret
-    promotion have none yet."""
+    rollbacks, secret rotations and pipeline re-runs when those services are peers. Secret
+    promotion has none yet."""
     found: list[Executor] = [DryRunKubernetes(_now_iso)]
+    pipeline = runtime.peer_channel("pipeline")
+    if pipeline is not None:
+        found.append(PipelineActions(pipeline, verify_window_s=settings.debugger_remediation_verify_window))
     config = runtime.peer_channel("config")
     if config is not None:
         found.append(ConfigRollback(config))
@@ -126,6 +138,47 @@ def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> Remedi
         )
     notifier = notifications.Notifier(runtime.redis, runtime.durable, "devmesh:debugger:notify:")
     return RemediationWebhooks(notifier, [notifications.Webhook(url, secret)])
+
+
+def pause_after_execute(marker: str) -> Callable[[Remediation, int], Awaitable[None]] | None:
+    """The test hook DEVMESH_DEBUGGER_REMEDIATION_PAUSE_AFTER_EXECUTE names: once an action's
+    execute is recorded, name it in the marker file and wait forever (the test kills the replica)."""
+    if not marker:
+        return None
+
+    def note(line: str) -> None:
+        with pathlib.Path(marker).open("a") as file:
+            file.write(line)
+
+    async def pause(remediation: Remediation, index: int) -> None:
+        await asyncio.to_thread(note, f"remediations/{remediation.id} action {index}\n")
+        await asyncio.Event().wait()
+
+    return pause
+
+
+def _proposing(triggers: RemediationTriggers) -> Callable[[NewDiagnosis], Awaitable[None]]:
+    """The remediation trigger as a diagnosis hook: every new diagnosis of a pipeline job (an
+    AnalyzeLog naming the job, or the attempt's own diagnosis) may propose a remediation; a
+    fresh re-analysis of an attempt already diagnosed does not propose a second one."""
+
+    async def propose(new: NewDiagnosis) -> None:
+        if new.source == JOB and not new.first_of_attempt:
+            return
+        await triggers.propose_for_diagnosis(new.diagnosis)
+
+    return propose
+
+
+def execution(runtime: Runtime, settings: DebuggerSettings, store: RemediationStore) -> Execution:
+    """How this replica executes remediations (its lease time, its name in their histories)."""
+    return Execution(
+        store,
+        executors(runtime, settings),
+        lease_ttl_s=settings.debugger_remediation_lease,
+        replica=f"executor/{socket.gethostname()}-{os.getpid()}",
+        after_execute=pause_after_execute(settings.debugger_remediation_pause_after_execute),
+    )
 
 
 def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
@@ -159,8 +212,17 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     audit = RemediationAudit(AuditLog(runtime.redis, retention=runtime.settings.audit_retention))
     announcers = [audit.announce, *([webhooks.announce] if webhooks else [])]
     store = RemediationStore(runtime.redis, runtime.durable, announcers)
-    remediations = Remediations(store, diagnoses, policy(settings), Execution(store, executors(runtime)))
-    remediation_servicer = RemediationServicer(remediations)
+    executing = execution(runtime, settings, store)
+    remediations = Remediations(store, diagnoses, policy(settings), executing)
+    background = BackgroundExecutor(
+        store, executing, interval_s=settings.debugger_remediation_executor_interval
+    )
+    if settings.debugger_remediation_executor:
+        remediations.approved = background.wake
+    policies = RemediationPolicies(runtime.redis, runtime.durable)
+    # The trigger: every stored diagnosis goes to the remediation policies, which may propose.
+    hooks.subscribe(_proposing(RemediationTriggers(policies, remediations)))
+    remediation_servicer = RemediationServicer(remediations, policies)
 
     def register(server: aio.Server) -> None:
         debugger_pb2_grpc.add_DebuggerServiceServicer_to_server(servicer, server)
@@ -171,11 +233,14 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
             await webhooks.notifier.start()
         if follower is not None:
             await follower.start()
+        if settings.debugger_remediation_executor:
+            await background.start()
 
     async def stop() -> None:
         if follower is not None:
             await follower.stop()
         remediations.close()
+        await background.stop()
         if webhooks is not None:
             await webhooks.notifier.stop()
 
@@ -204,8 +269,9 @@ SPEC = ServiceSpec(
     },
     read_verbs=frozenset({"get", "list", "watch"}),
     # The model provider's API key, when one is configured, comes from the secrets service.
-    # Remediations roll config environments back through the config service. AnalyzeJob and
-    # the automatic diagnosis of failed jobs read runs and logs from the pipeline service.
+    # Remediations roll config environments back through the config service and re-run or
+    # cancel runs through the pipeline service (as the debugger's service identity). AnalyzeJob
+    # and the automatic diagnosis of failed jobs read runs and logs from the pipeline service.
     peers=("secrets", "config", "pipeline"),
     commands="services.debugger.cli",
 )

@@ -86,8 +86,10 @@ class Transition:
 
 @dataclass(frozen=True)
 class Step:
-    """What happened to one action: `status` is applied, dry_run, verified, undone or failed;
-    `undo` holds what undoing it needs (the revision it replaced...)."""
+    """What happened to one action, one phase at a time: `status` is executing (written before
+    the call: its outcome is not known yet), applied, dry_run, undoing, undone or failed;
+    `undo` holds what undoing it needs (the revision it replaced...), or for an executing step
+    what a resuming replica needs to find out whether it took effect."""
 
     action: int
     status: str
@@ -114,6 +116,10 @@ class Remediation:
     version: int = 1
     update_time_us: int = field(default=0)
     steps: tuple[Step, ...] = ()
+    # The remediationPolicies/{policy} that proposed it (empty: a person or a service did).
+    policy: str = ""
+    # Executed by the background executor once approved (a policy's choice), not by a call.
+    execute_on_approval: bool = False
 
     def moved(self, to: State, actor: str, now_us: int, reason: str, **changes: object) -> Remediation:
         """This remediation after a transition to `to` (one more history entry and version)."""

@@ -3,7 +3,7 @@
 An executor says what it did in an `Applied`: what undoing it needs, a detail for people, and
 whether it was only a dry run (produced, not applied). Kubernetes actions produce the exact
 patch they would apply; here there is no cluster, so the executor is a dry run and says so.
-Pipeline actions have an executor interface but no executor until the pipeline records runs.
+Pipeline actions run through the pipeline service (remediation_pipeline_client).
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ class DryRunKubernetes:
     """Kubernetes actions without a cluster: the exact patch, checked against the Deployment
     schema when `validate` is given, applied nowhere. Every result says it was a dry run."""
 
+    idempotent = True  # nothing is applied: executing again after an interruption is harmless
     kinds = frozenset(
         {
             ActionKind.KUBERNETES_RESTART,
@@ -167,9 +168,9 @@ class DryRunKubernetes:
 def missing_executor(action: Action) -> FailedPrecondition:
     """The refusal for an action this deployment has no executor for."""
     what = {
-        ActionKind.PIPELINE_RERUN: "the pipeline service's runs (pipeline II)",
-        ActionKind.PIPELINE_RERUN_WITH_BACKOFF: "the pipeline service's runs (pipeline II)",
-        ActionKind.PIPELINE_CANCEL_RUN: "the pipeline service's runs (pipeline II)",
+        ActionKind.PIPELINE_RERUN: "the pipeline service as a peer (DEVMESH_PEERS pipeline=...)",
+        ActionKind.PIPELINE_RERUN_WITH_BACKOFF: "the pipeline service as a peer (DEVMESH_PEERS pipeline=...)",
+        ActionKind.PIPELINE_CANCEL_RUN: "the pipeline service as a peer (DEVMESH_PEERS pipeline=...)",
         ActionKind.CONFIG_ROLLBACK: "the config service as a peer (DEVMESH_PEERS config=...)",
     }.get(action.kind, f"an executor for {action.kind.value} (not built yet)")
     return FailedPrecondition(

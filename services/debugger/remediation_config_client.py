@@ -4,8 +4,10 @@ as the caller who executes them.
 Execute reads the environment (its revision and etag), then rolls it back with that etag: the
 write is conditional, so a change that lands in between is never overwritten (the config
 service answers ABORTED and the step fails). The config service takes no idempotency key; the
-remediation's key for the step goes into the revision's reason, where a resuming replica can
-find it (resuming is not built yet). Verify reads the environment
+remediation's key for the step goes into the revision's reason, where a resuming replica finds
+it: `prepare` records the environment's revision before the call, and after a replica died
+inside it `recover` looks for a newer revision with that reason (the rollback landed) or
+finds none (execute again). Verify reads the environment
 back and, when the action names an `expect`ation (`path.to.key=JSON value`), checks the
 resolved config holds it (what the consumer needs to be healthy). Undo rolls forward to the
 revision that was replaced.
@@ -21,7 +23,7 @@ from google.protobuf import json_format
 from devmesh.config.v1 import config_pb2, config_pb2_grpc
 from services.debugger.remediation import Action, ActionKind
 from services.debugger.remediation_actions import Applied
-from services.debugger.remediation_plan import EXPECT, parse_expectation
+from services.debugger.remediation_plan import ENVIRONMENT, EXPECT, parse_expectation
 from services.runtime import request_context
 from services.runtime.errors import FailedPrecondition
 from services.runtime.peers import PeerChannel
@@ -62,6 +64,35 @@ class ConfigRollback:
                 reason="PEER_REFUSED",
                 metadata={"peer": "config", "code": error.code().name},
             ) from None
+
+    async def prepare(self, action: Action) -> dict[str, str]:
+        now = await self._call("GetEnvironment", config_pb2.GetEnvironmentRequest(name=action.target))
+        assert isinstance(now, config_pb2.Environment)
+        return {"revision": str(now.revision)}
+
+    async def recover(self, action: Action, prepared: dict[str, str], idempotency_key: str) -> Applied | None:
+        namespace, environment = ENVIRONMENT.parse(action.target, "target")
+        before = int(prepared["revision"])
+        token = ""
+        while True:  # newest first: stop at the revision the rollback started from
+            page = await self._call(
+                "ListRevisions",
+                config_pb2.ListRevisionsRequest(
+                    parent=f"namespaces/{namespace}", environment=environment, page_size=100, page_token=token
+                ),
+            )
+            assert isinstance(page, config_pb2.ListRevisionsResponse)
+            for revision in page.revisions:
+                if revision.revision <= before:
+                    return None
+                if revision.reason == f"remediation {idempotency_key}":
+                    return Applied(
+                        undo={"replaced_revision": str(before), "revision": str(revision.revision)},
+                        detail=f"{action.target} had been rolled back (revision {revision.revision})",
+                    )
+            token = page.next_page_token
+            if not token:
+                return None
 
     async def execute(self, action: Action, idempotency_key: str) -> Applied:
         target_revision = int(action.parameters["revision"])

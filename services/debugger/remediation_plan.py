@@ -5,6 +5,7 @@ deployment cannot run are FAILED_PRECONDITION naming what is missing."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 
 from services.debugger.remediation import Action, ActionKind
@@ -21,8 +22,16 @@ MAX_REASON_CHARS = 1024
 # memory, never unbounded memory).
 MAX_MEMORY_FACTOR = 4.0
 MAX_REPLICAS = 1000
+# A re-run with backoff waits at most this long first (`delay`: `30s`, `2m`, `500ms`, `1h`).
+MAX_DELAY_S = 3600.0
+_DELAY = re.compile(r"^([0-9]{1,7}(?:\.[0-9]{1,3})?)(ms|s|m|h)?$")
+_DELAY_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
-PIPELINE_JOB = ResourceName("projects/{project}/pipelines/{pipeline}/runs/{run}/jobs/{job}")
+# The pipeline's job keys: a job id, and `.<n>` for a matrix combination.
+PIPELINE_JOB = ResourceName(
+    "projects/{project}/pipelines/{pipeline}/runs/{run}/jobs/{job}",
+    {"job": IdRule(r"[a-z][a-z0-9_-]{0,62}(\.[0-9]{1,3})?", "a job id, and `.<n>` for a matrix combination")},
+)
 PIPELINE_RUN = ResourceName("projects/{project}/pipelines/{pipeline}/runs/{run}")
 ENVIRONMENT = ResourceName("namespaces/{namespace}/environments/{environment}")
 # The secrets service's id rule: 1-200 letters, digits, `.`, `_` and `-`, from a letter.
@@ -93,6 +102,16 @@ def parse_expectation(raw: str, field: str) -> tuple[list[str], object]:
         raise InvalidArgument.for_field(field, "the value after '=' must be JSON") from None
 
 
+def delay_seconds(raw: str, field: str) -> float:
+    """A backoff delay (`30s`, `2m`, `500ms`, `1h`, plain seconds) in seconds, at most MAX_DELAY_S."""
+    found = _DELAY.match(raw.strip())
+    if not found or float(found.group(1)) * _DELAY_UNITS[found.group(2)] > MAX_DELAY_S:
+        raise InvalidArgument.for_field(
+            field, f"must be a delay such as 30s, 2m or 500ms, at most {MAX_DELAY_S:.0f} s"
+        )
+    return float(found.group(1)) * _DELAY_UNITS[found.group(2)]
+
+
 def _positive_int(value: str, field: str, maximum: int) -> int:
     if not NUMBER.matches(value) or int(value) > maximum:
         raise InvalidArgument.for_field(field, f"must be a whole number from 1 to {maximum}")
@@ -120,6 +139,8 @@ def _check_parameters(action: Action, field: str) -> None:
         _positive_int(parameters["replicas"], f"{field}.parameters['replicas']", MAX_REPLICAS)
     if BLAST_RADIUS in parameters:
         _positive_int(parameters[BLAST_RADIUS], f"{field}.parameters[{BLAST_RADIUS!r}]", 10**6)
+    if "delay" in parameters:
+        delay_seconds(parameters["delay"], f"{field}.parameters['delay']")
     if EXPECT in parameters:
         parse_expectation(parameters[EXPECT], f"{field}.parameters[{EXPECT!r}]")
     if "factor" in parameters:
@@ -134,19 +155,11 @@ def _check_parameters(action: Action, field: str) -> None:
 
 
 def check_action(action: Action, field: str) -> None:
-    """INVALID_ARGUMENT naming the part of `field` that is wrong; FAILED_PRECONDITION for
-    actions on pipeline runs, which the debugger cannot run yet."""
+    """INVALID_ARGUMENT naming the part of `field` that is wrong."""
     if len(action.reason) > MAX_REASON_CHARS:
         raise InvalidArgument.for_field(f"{field}.reason", f"longer than {MAX_REASON_CHARS} characters")
     TARGETS[action.kind].parse(action.target, f"{field}.target")
     _check_parameters(action, field)
-    if action.kind in PIPELINE_KINDS:
-        raise FailedPrecondition(
-            f"{action.kind.value} needs an executor for the pipeline service's runs (pipeline II), "
-            "which the debugger does not have yet",
-            reason="PIPELINE_RUNS_MISSING",
-            metadata={"action": action.kind.value, "missing": "devmesh.pipeline.v1 runs"},
-        )
 
 
 def check_plan(plan: Sequence[Action], field: str = "plan") -> None:

@@ -11,6 +11,8 @@ from devmesh.debugger.v1 import remediation_pb2 as pb
 from devmesh.debugger.v1 import remediation_pb2_grpc
 from services.debugger import remediation as model
 from services.debugger.remediation_plan import MAX_ACTIONS, MAX_PARAMETERS
+from services.debugger.remediation_policies import RemediationPolicies
+from services.debugger.remediation_policy_servicer import RemediationPolicyRpcs
 from services.debugger.remediations import REMEDIATION, Remediations
 from services.runtime import etags, pagination, protos, request_context
 from services.runtime.errors import InvalidArgument
@@ -100,6 +102,8 @@ def remediation_proto(r: model.Remediation) -> pb.RemediationRecord:
             pb.Step(action=s.action, status=s.status, detail=s.detail, idempotency_key=s.idempotency_key)
             for s in r.steps
         ],
+        policy=r.policy,
+        execute_on_approval=r.execute_on_approval,
     )
 
 
@@ -107,11 +111,12 @@ def _caller() -> str:
     return request_context.current_caller().name
 
 
-class RemediationServicer(remediation_pb2_grpc.RemediationServiceServicer):
-    """The RemediationService RPCs."""
+class RemediationServicer(RemediationPolicyRpcs, remediation_pb2_grpc.RemediationServiceServicer):
+    """The RemediationService RPCs (the remediation policies' in RemediationPolicyRpcs)."""
 
-    def __init__(self, remediations: Remediations) -> None:
+    def __init__(self, remediations: Remediations, policies: RemediationPolicies) -> None:
         self._remediations = remediations
+        self._policies = policies
 
     async def ProposeRemediation(
         self, request: pb.ProposeRemediationRequest, context: aio.ServicerContext

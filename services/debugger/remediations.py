@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 
 from services.debugger import remediation_plan, remediation_policy
@@ -50,6 +50,8 @@ class Remediations:
         self._diagnoses = diagnoses
         self.policy = policy
         self._execution = execution
+        # Told when a remediation became APPROVED here (the background executor looks now).
+        self.approved: Callable[[], None] = lambda: None
 
     async def propose(
         self,
@@ -60,9 +62,14 @@ class Remediations:
         parameters: Mapping[str, str],
         plan: Sequence[Action],
         reason: str,
+        risk_policy: Policy | None = None,
+        policy: str = "",
+        execute_on_approval: bool = False,
     ) -> Remediation:
-        """A new remediation: its plan checked, its risk assessed, approved by the policy when
-        automatic (and its target has not had too many automatic fixes lately)."""
+        """A new remediation: its plan checked, its risk assessed (by `risk_policy`, default the
+        service's), approved by the policy when automatic (and its target has not had too many
+        automatic fixes lately). `policy` names the remediation policy that proposed it."""
+        rules = risk_policy or self.policy
         _check_reason(reason)
         confidence = None
         if diagnosis:
@@ -79,7 +86,7 @@ class Remediations:
         elif not plan:
             raise InvalidArgument.for_field("plan", "needs a diagnosis or a plan of at least one action")
         remediation_plan.check_plan(plan)
-        risk = remediation_policy.assess(plan, confidence, self.policy)
+        risk = remediation_policy.assess(plan, confidence, rules)
         required = remediation_policy.required_approvals(risk)
         now_us = _now_us()
         remediation_id = new_id()
@@ -93,13 +100,13 @@ class Remediations:
                     target_name,
                     remediation_id,
                     now_us,
-                    self.policy.automatic_window_s,
-                    self.policy.automatic_per_target,
+                    rules.automatic_window_s,
+                    rules.automatic_per_target,
                 ):
                     automatic, required = False, 1
                     escalated = (
-                        f"{target_name} had {self.policy.automatic_per_target} automatic remediations in "
-                        f"{self.policy.automatic_window_s} s: this one needs an approval"
+                        f"{target_name} had {rules.automatic_per_target} automatic remediations in "
+                        f"{rules.automatic_window_s} s: this one needs an approval"
                     )
                     break
         remediation = Remediation(
@@ -114,6 +121,8 @@ class Remediations:
             update_time_us=now_us,
             state=State.AWAITING_APPROVAL,
             history=(proposal,),
+            policy=policy,
+            execute_on_approval=execute_on_approval,
         )
         if automatic:
             remediation = remediation.moved(
@@ -123,6 +132,8 @@ class Remediations:
                 f"risk {risk.score:.2f} is under the threshold {risk.automatic_threshold:.2f}: automatic",
             )
         await self._store.write(remediation, None)
+        if automatic:
+            self.approved()
         return remediation
 
     async def get(self, name: str, field: str = "name") -> Remediation:
@@ -146,6 +157,8 @@ class Remediations:
         before = await self._read_for_change(name, etag)
         after = remediation_policy.approve(before, approver, reason, _now_us(), self.policy)
         await self._store.write(after, before)
+        if after.state is State.APPROVED:
+            self.approved()
         return after
 
     async def execute(self, name: str, actor: str) -> Remediation:

@@ -114,3 +114,30 @@ class DebuggerSettings:
         "pipeline was down) is taken over.",
         parse=parse_positive_float,
     )
+    debugger_remediation_executor: bool = setting(
+        True,
+        "Execute automatic (and approved execute-on-approval) remediations in the background, and "
+        "resume the ones a stopped replica left; off: only ExecuteRemediation executes.",
+        parse=parse_bool,
+    )
+    debugger_remediation_executor_interval: float = setting(
+        2.0,
+        "Seconds between the background executor's looks for remediations to execute or resume.",
+        parse=parse_positive_float,
+    )
+    debugger_remediation_lease: float = setting(
+        30.0,
+        "Seconds a replica's lease on a remediation it executes lasts unrenewed: after it dies, "
+        "another replica resumes the remediation this much later.",
+        parse=parse_positive_float,
+    )
+    debugger_remediation_verify_window: float = setting(
+        1800.0,
+        "Seconds a pipeline re-run or cancellation may take before its verification fails.",
+        parse=parse_positive_float,
+    )
+    debugger_remediation_pause_after_execute: str = setting(
+        "",
+        "Tests only: a file the executor creates once an action's execute is recorded, after which "
+        "it waits forever (a test kills the replica there); empty: no pause.",
+    )

@@ -98,7 +98,8 @@ SPEC = ServiceSpec(
             "pipeline.artifacts.*",
         ),
         roles.VIEWER: _READS,
-        roles.SERVICE: _READS,
+        # The debugger's remediations re-run failed runs and cancel stuck ones.
+        roles.SERVICE: (*_READS, "pipeline.runs.rerun", "pipeline.runs.cancel"),
         # A `devmesh worker`: the secrets of the attempt it runs, nothing else (no reads either).
         roles.WORKER: ("pipeline.attempts.resolve_secrets",),
     },

@@ -28,8 +28,10 @@ from tests.integration.config.conftest import create, env_name, put
 from tools.stack.valkey import Valkey
 
 # Config rollbacks are automatic here: with auth off every caller is the same principal, who
-# may not approve their own proposals (approvals are tested with auth on elsewhere).
-AUTOMATIC = {"DEVMESH_DEBUGGER_REMEDIATION_THRESHOLD": "0.9"}
+# may not approve their own proposals (approvals are tested with auth on elsewhere). These
+# tests execute by calling ExecuteRemediation: the background executor is off
+# (test_remediation_executor.py tests it).
+AUTOMATIC = {"DEVMESH_DEBUGGER_REMEDIATION_THRESHOLD": "0.9", "DEVMESH_DEBUGGER_REMEDIATION_EXECUTOR": "off"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ async def test_a_config_rollback_executes_verifies_and_succeeds(stack: Stack) ->
     made = await _propose_rollback(stack, name, good, 'db.host="good"')
     done = await stack.remediations.ExecuteRemediation(pb.ExecuteRemediationRequest(name=made.name))
     assert done.state == pb.REMEDIATION_STATE_SUCCEEDED, done.history[-1].reason
-    assert [s.status for s in done.steps] == ["applied"]
+    assert [s.status for s in done.steps] == ["executing", "applied"]
     assert await _content(stack, name) == {"db": {"host": "good"}}
     assert [t.to_state for t in done.history][-2:] == [
         pb.REMEDIATION_STATE_EXECUTING,
@@ -100,7 +102,7 @@ async def test_a_failed_verification_is_undone_and_the_remediation_fails_with_th
     assert done.state == pb.REMEDIATION_STATE_FAILED
     assert "verification of action 0 failed" in done.history[-1].reason
     assert "undone in reverse order: [0]" in done.history[-1].reason
-    assert [s.status for s in done.steps] == ["applied", "undone"]
+    assert [s.status for s in done.steps] == ["executing", "applied", "undoing", "undone"]
     assert await _content(stack, name) == {"db": {"host": "broken"}}  # rolled forward again
 
 
@@ -114,7 +116,9 @@ async def test_the_proposal_execution_each_step_and_the_undo_are_audit_events(st
     assert [(e["action"], e.get("detail.step_status", "")) for e in mine] == [
         ("debugger.remediations.proposed", ""),
         ("debugger.remediations.executing", ""),
+        ("debugger.remediations.step", "executing"),
         ("debugger.remediations.step", "applied"),
+        ("debugger.remediations.step", "undoing"),
         ("debugger.remediations.step", "undone"),
         ("debugger.remediations.failed", ""),
     ]

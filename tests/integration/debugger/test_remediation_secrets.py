@@ -95,6 +95,13 @@ async def test_a_failing_second_action_undoes_the_rotation_before_failing(stack:
     )
     assert done.state == pb.REMEDIATION_STATE_FAILED
     assert "action 1 failed" in done.history[-1].reason and "NOT_FOUND" in done.history[-1].reason
-    assert [(s.action, s.status) for s in done.steps] == [(0, "applied"), (1, "failed"), (0, "undone")]
+    assert [(s.action, s.status) for s in done.steps] == [
+        (0, "executing"),
+        (0, "applied"),
+        (1, "executing"),
+        (1, "failed"),
+        (0, "undoing"),
+        (0, "undone"),
+    ]
     now = await stack.secrets.GetSecret(spb.GetSecretRequest(name=secret.name), metadata=stack.admin)
     assert now.latest_version == secret.latest_version  # the previous version is the latest again

@@ -66,6 +66,7 @@ async def remediations(
     env = {
         "DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_URL": receiver.url,
         "DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE": str(secret_file),
+        "DEVMESH_DEBUGGER_REMEDIATION_EXECUTOR": "off",  # the test calls ExecuteRemediation
     }
     _, addr = await start_config_server(valkey.url, env=env, specs=[debugger_app.SPEC])
     async with aio.insecure_channel(addr) as channel:

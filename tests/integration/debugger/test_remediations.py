@@ -200,15 +200,20 @@ async def test_an_oom_killed_pod_diagnosis_becomes_a_memory_limit_plan(mesh: Mes
     assert any("confidence" in reason for reason in made.risk.reasons) or diagnosis.confidence == 1.0
 
 
-async def test_a_pipeline_rerun_is_refused_until_the_pipeline_records_runs(mesh: Mesh) -> None:
-    job = "projects/web/pipelines/ci/runs/r1/jobs/test"
-    error = await refused(
-        mesh.remediations.ProposeRemediation,
+async def test_a_pipeline_rerun_without_the_pipeline_as_a_peer_is_refused_saying_what_is_missing(
+    mesh: Mesh,
+) -> None:
+    job = f"projects/web/pipelines/ci/runs/r{uuid.uuid4().hex[:8]}/jobs/test"
+    made = await mesh.remediations.ProposeRemediation(
         pb.ProposeRemediationRequest(plan=[pb.Action(kind=pb.ACTION_KIND_PIPELINE_RERUN, target=job)]),
         metadata=mesh.alice,
     )
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert error_info(error).reason == "PIPELINE_RUNS_MISSING" and "pipeline II" in (error.details() or "")
+    assert made.state == pb.REMEDIATION_STATE_APPROVED and made.automatic
+    error = await refused(
+        mesh.remediations.ExecuteRemediation, pb.ExecuteRemediationRequest(name=made.name), metadata=mesh.bob
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "NO_EXECUTOR"
+    assert "DEVMESH_PEERS pipeline=" in (error.details() or "")
 
 
 async def test_remediations_list_by_state_and_target_page_by_page(mesh: Mesh) -> None:

@@ -22,14 +22,17 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from devmesh.debugger.v1 import debugger_pb2 as devmesh_dot_debugger_dot_v1_dot_debugger__pb2
 from devmesh.options.v1 import options_pb2 as devmesh_dot_options_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%devmesh/debugger/v1/remediation.proto\x12\x13\x64\x65vmesh.debugger.v1\x1a devmesh/options/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x04Step\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\xd7\x01\n\x06\x41\x63tion\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.devmesh.debugger.v1.ActionKindB\x04\xe2\x41\x01\x02\x12\x14\n\x06target\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12?\n\nparameters\x18\x03 \x03(\x0b\x32+.devmesh.debugger.v1.Action.ParametersEntry\x12\x0e\n\x06reason\x18\x04 \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x0eRiskAssessment\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x12\n\nproduction\x18\x04 \x01(\x08\x12\x1b\n\x13\x61utomatic_threshold\x18\x05 \x01(\x01\"\x8f\x01\n\x08\x41pproval\x12\x10\n\x08\x61pprover\x18\x01 \x01(\t\x12\x30\n\x0c\x61pprove_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xc9\x01\n\nTransition\x12\x39\n\nfrom_state\x18\x01 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\x37\n\x08to_state\x18\x02 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xf3\x04\n\x11RemediationRecord\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x35\n\tdiagnosis\x18\x02 \x01(\tB\"\xfa\x41\x1f\n\x1d\x64\x65\x62ugger.devmesh.io/Diagnosis\x12)\n\x04plan\x18\x03 \x03(\x0b\x32\x1b.devmesh.debugger.v1.Action\x12\x31\n\x04risk\x18\x04 \x01(\x0b\x32#.devmesh.debugger.v1.RiskAssessment\x12\x11\n\tautomatic\x18\x05 \x01(\x08\x12\x1a\n\x12required_approvals\x18\x06 \x01(\x05\x12\x30\n\tapprovals\x18\x07 \x03(\x0b\x32\x1d.devmesh.debugger.v1.Approval\x12\x34\n\x05state\x18\x08 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\x30\n\x07history\x18\t \x03(\x0b\x32\x1f.devmesh.debugger.v1.Transition\x12\x10\n\x08proposer\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12(\n\x05steps\x18\x0e \x03(\x0b\x32\x19.devmesh.debugger.v1.Step:@\xea\x41=\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x1aremediations/{remediation}\"\xa4\x02\n\x19ProposeRemediationRequest\x12\x35\n\tdiagnosis\x18\x01 \x01(\tB\"\xfa\x41\x1f\n\x1d\x64\x65\x62ugger.devmesh.io/Diagnosis\x12\x0e\n\x06target\x18\x02 \x01(\t\x12R\n\nparameters\x18\x03 \x03(\x0b\x32>.devmesh.debugger.v1.ProposeRemediationRequest.ParametersEntry\x12)\n\x04plan\x18\x04 \x03(\x0b\x32\x1b.devmesh.debugger.v1.Action\x12\x0e\n\x06reason\x18\x05 \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x15GetRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\"\x86\x01\n\x17ListRemediationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\x05state\x18\x03 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\x0e\n\x06target\x18\x04 \x01(\t\"q\n\x18ListRemediationsResponse\x12<\n\x0cremediations\x18\x01 \x03(\x0b\x32&.devmesh.debugger.v1.RemediationRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x19\x41pproveRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"p\n\x18RejectRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"S\n\x19\x45xecuteRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\"p\n\x18\x43\x61ncelRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"2\n\x18WatchRemediationsRequest\x12\x16\n\x0e\x61\x66ter_event_id\x18\x01 \x01(\t\"\x96\x01\n\x10RemediationEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12;\n\x0bremediation\x18\x02 \x01(\x0b\x32&.devmesh.debugger.v1.RemediationRecord\x12\x33\n\ntransition\x18\x03 \x01(\x0b\x32\x1f.devmesh.debugger.v1.Transition*\xc5\x03\n\nActionKind\x12\x1b\n\x17\x41\x43TION_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41\x43TION_KIND_PIPELINE_RERUN\x10\x01\x12+\n\'ACTION_KIND_PIPELINE_RERUN_WITH_BACKOFF\x10\x02\x12#\n\x1f\x41\x43TION_KIND_PIPELINE_CANCEL_RUN\x10\x03\x12\x1f\n\x1b\x41\x43TION_KIND_CONFIG_ROLLBACK\x10\x04\x12\x1d\n\x19\x41\x43TION_KIND_SECRET_ROTATE\x10\x05\x12&\n\"ACTION_KIND_SECRET_PROMOTE_VERSION\x10\x06\x12&\n\"ACTION_KIND_SECRET_DISABLE_VERSION\x10\x07\x12\"\n\x1e\x41\x43TION_KIND_KUBERNETES_RESTART\x10\x08\x12-\n)ACTION_KIND_KUBERNETES_RAISE_MEMORY_LIMIT\x10\t\x12#\n\x1f\x41\x43TION_KIND_KUBERNETES_ROLLBACK\x10\n\x12 \n\x1c\x41\x43TION_KIND_KUBERNETES_SCALE\x10\x0b*\xbe\x02\n\x10RemediationState\x12!\n\x1dREMEDIATION_STATE_UNSPECIFIED\x10\x00\x12\'\n#REMEDIATION_STATE_AWAITING_APPROVAL\x10\x01\x12\x1e\n\x1aREMEDIATION_STATE_APPROVED\x10\x02\x12\x1f\n\x1bREMEDIATION_STATE_EXECUTING\x10\x03\x12\x1f\n\x1bREMEDIATION_STATE_SUCCEEDED\x10\x04\x12\x1c\n\x18REMEDIATION_STATE_FAILED\x10\x05\x12\x1e\n\x1aREMEDIATION_STATE_REJECTED\x10\x06\x12\x1f\n\x1bREMEDIATION_STATE_CANCELLED\x10\x07\x12\x1d\n\x19REMEDIATION_STATE_DRY_RUN\x10\x08\x32\xc2\x0b\n\x12RemediationService\x12\xac\x01\n\x12ProposeRemediation\x12..devmesh.debugger.v1.ProposeRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\">\xc2\xf3\x18\x1f\n\x1d\x64\x65\x62ugger.remediations.propose\x82\xd3\xe4\x93\x02\x15\"\x10/v1/remediations:\x01*\x12\xa6\x01\n\x0eGetRemediation\x12*.devmesh.debugger.v1.GetRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"@\xc2\xf3\x18\x1b\n\x19\x64\x65\x62ugger.remediations.get\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/{name=remediations/*}\x12\xa9\x01\n\x10ListRemediations\x12,.devmesh.debugger.v1.ListRemediationsRequest\x1a-.devmesh.debugger.v1.ListRemediationsResponse\"8\xc2\xf3\x18\x1c\n\x1a\x64\x65\x62ugger.remediations.list\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/remediations\x12\xbd\x01\n\x12\x41pproveRemediation\x12..devmesh.debugger.v1.ApproveRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"O\xc2\xf3\x18\x1f\n\x1d\x64\x65\x62ugger.remediations.approve\x82\xd3\xe4\x93\x02&\"!/v1/{name=remediations/*}:approve:\x01*\x12\xba\x01\n\x11RejectRemediation\x12-.devmesh.debugger.v1.RejectRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"N\xc2\xf3\x18\x1f\n\x1d\x64\x65\x62ugger.remediations.approve\x82\xd3\xe4\x93\x02%\" /v1/{name=remediations/*}:reject:\x01*\x12\xbf\x01\n\x12\x45xecuteRemediation\x12..devmesh.debugger.v1.ExecuteRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"Q\xc2\xf3\x18!\n\x1d\x64\x65\x62ugger.remediations.execute\x10\x05\x82\xd3\xe4\x93\x02&\"!/v1/{name=remediations/*}:execute:\x01*\x12\xb9\x01\n\x11\x43\x61ncelRemediation\x12-.devmesh.debugger.v1.CancelRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"M\xc2\xf3\x18\x1e\n\x1c\x64\x65\x62ugger.remediations.cancel\x82\xd3\xe4\x93\x02%\" /v1/{name=remediations/*}:cancel:\x01*\x12\xac\x01\n\x11WatchRemediations\x12-.devmesh.debugger.v1.WatchRemediationsRequest\x1a%.devmesh.debugger.v1.RemediationEvent\"?\xc2\xf3\x18\x1d\n\x1b\x64\x65\x62ugger.remediations.watch\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/remediations:watch0\x01\x42\x42Z@github.com/devmesh/devmesh/gen/go/devmesh/debugger/v1;debuggerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%devmesh/debugger/v1/remediation.proto\x12\x13\x64\x65vmesh.debugger.v1\x1a\"devmesh/debugger/v1/debugger.proto\x1a devmesh/options/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x04Step\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\xd7\x01\n\x06\x41\x63tion\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.devmesh.debugger.v1.ActionKindB\x04\xe2\x41\x01\x02\x12\x14\n\x06target\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12?\n\nparameters\x18\x03 \x03(\x0b\x32+.devmesh.debugger.v1.Action.ParametersEntry\x12\x0e\n\x06reason\x18\x04 \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x0eRiskAssessment\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x12\n\nproduction\x18\x04 \x01(\x08\x12\x1b\n\x13\x61utomatic_threshold\x18\x05 \x01(\x01\"\x8f\x01\n\x08\x41pproval\x12\x10\n\x08\x61pprover\x18\x01 \x01(\t\x12\x30\n\x0c\x61pprove_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xc9\x01\n\nTransition\x12\x39\n\nfrom_state\x18\x01 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\x37\n\x08to_state\x18\x02 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xcc\x05\n\x11RemediationRecord\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x35\n\tdiagnosis\x18\x02 \x01(\tB\"\xfa\x41\x1f\n\x1d\x64\x65\x62ugger.devmesh.io/Diagnosis\x12)\n\x04plan\x18\x03 \x03(\x0b\x32\x1b.devmesh.debugger.v1.Action\x12\x31\n\x04risk\x18\x04 \x01(\x0b\x32#.devmesh.debugger.v1.RiskAssessment\x12\x11\n\tautomatic\x18\x05 \x01(\x08\x12\x1a\n\x12required_approvals\x18\x06 \x01(\x05\x12\x30\n\tapprovals\x18\x07 \x03(\x0b\x32\x1d.devmesh.debugger.v1.Approval\x12\x34\n\x05state\x18\x08 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\x30\n\x07history\x18\t \x03(\x0b\x32\x1f.devmesh.debugger.v1.Transition\x12\x10\n\x08proposer\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12(\n\x05steps\x18\x0e \x03(\x0b\x32\x19.devmesh.debugger.v1.Step\x12:\n\x06policy\x18\x0f \x01(\tB*\xfa\x41\'\n%debugger.devmesh.io/RemediationPolicy\x12\x1b\n\x13\x65xecute_on_approval\x18\x10 \x01(\x08:@\xea\x41=\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x1aremediations/{remediation}\"\xa4\x02\n\x19ProposeRemediationRequest\x12\x35\n\tdiagnosis\x18\x01 \x01(\tB\"\xfa\x41\x1f\n\x1d\x64\x65\x62ugger.devmesh.io/Diagnosis\x12\x0e\n\x06target\x18\x02 \x01(\t\x12R\n\nparameters\x18\x03 \x03(\x0b\x32>.devmesh.debugger.v1.ProposeRemediationRequest.ParametersEntry\x12)\n\x04plan\x18\x04 \x03(\x0b\x32\x1b.devmesh.debugger.v1.Action\x12\x0e\n\x06reason\x18\x05 \x01(\t\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x15GetRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\"\x86\x01\n\x17ListRemediationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\x05state\x18\x03 \x01(\x0e\x32%.devmesh.debugger.v1.RemediationState\x12\x0e\n\x06target\x18\x04 \x01(\t\"q\n\x18ListRemediationsResponse\x12<\n\x0cremediations\x18\x01 \x03(\x0b\x32&.devmesh.debugger.v1.RemediationRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x19\x41pproveRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"p\n\x18RejectRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"S\n\x19\x45xecuteRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\"p\n\x18\x43\x61ncelRemediationRequest\x12\x36\n\x04name\x18\x01 \x01(\tB(\xe2\x41\x01\x02\xfa\x41!\n\x1f\x64\x65\x62ugger.devmesh.io/Remediation\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"2\n\x18WatchRemediationsRequest\x12\x16\n\x0e\x61\x66ter_event_id\x18\x01 \x01(\t\"\x96\x01\n\x10RemediationEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12;\n\x0bremediation\x18\x02 \x01(\x0b\x32&.devmesh.debugger.v1.RemediationRecord\x12\x33\n\ntransition\x18\x03 \x01(\x0b\x32\x1f.devmesh.debugger.v1.Transition\"\xec\x05\n\x11RemediationPolicy\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x31\n\ncategories\x18\x03 \x03(\x0e\x32\x1d.devmesh.debugger.v1.Category\x12\x0f\n\x07targets\x18\x04 \x03(\t\x12\x30\n\x07\x61\x63tions\x18\x05 \x03(\x0e\x32\x1f.devmesh.debugger.v1.ActionKind\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12J\n\nthresholds\x18\x07 \x03(\x0b\x32\x36.devmesh.debugger.v1.RemediationPolicy.ThresholdsEntry\x12J\n\nparameters\x18\x08 \x03(\x0b\x32\x36.devmesh.debugger.v1.RemediationPolicy.ParametersEntry\x12\x1b\n\x13\x65xecute_on_approval\x18\t \x01(\x08\x12\x10\n\x08\x64isabled\x18\n \x01(\x08\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x1a\x31\n\x0fThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:|\xea\x41y\n%debugger.devmesh.io/RemediationPolicy\x12(remediationPolicies/{remediation_policy}*\x13remediationPolicies2\x11remediationPolicy\"\x8f\x01\n\x1e\x43reateRemediationPolicyRequest\x12#\n\x15remediation_policy_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12H\n\x12remediation_policy\x18\x02 \x01(\x0b\x32&.devmesh.debugger.v1.RemediationPolicyB\x04\xe2\x41\x01\x02\"[\n\x1bGetRemediationPolicyRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%debugger.devmesh.io/RemediationPolicy\"G\n\x1eListRemediationPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x80\x01\n\x1fListRemediationPoliciesResponse\x12\x44\n\x14remediation_policies\x18\x01 \x03(\x0b\x32&.devmesh.debugger.v1.RemediationPolicy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9b\x01\n\x1eUpdateRemediationPolicyRequest\x12H\n\x12remediation_policy\x18\x01 \x01(\x0b\x32&.devmesh.debugger.v1.RemediationPolicyB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"l\n\x1e\x44\x65leteRemediationPolicyRequest\x12<\n\x04name\x18\x01 \x01(\tB.\xe2\x41\x01\x02\xfa\x41\'\n%debugger.devmesh.io/RemediationPolicy\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t*\xc5\x03\n\nActionKind\x12\x1b\n\x17\x41\x43TION_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41\x43TION_KIND_PIPELINE_RERUN\x10\x01\x12+\n\'ACTION_KIND_PIPELINE_RERUN_WITH_BACKOFF\x10\x02\x12#\n\x1f\x41\x43TION_KIND_PIPELINE_CANCEL_RUN\x10\x03\x12\x1f\n\x1b\x41\x43TION_KIND_CONFIG_ROLLBACK\x10\x04\x12\x1d\n\x19\x41\x43TION_KIND_SECRET_ROTATE\x10\x05\x12&\n\"ACTION_KIND_SECRET_PROMOTE_VERSION\x10\x06\x12&\n\"ACTION_KIND_SECRET_DISABLE_VERSION\x10\x07\x12\"\n\x1e\x41\x43TION_KIND_KUBERNETES_RESTART\x10\x08\x12-\n)ACTION_KIND_KUBERNETES_RAISE_MEMORY_LIMIT\x10\t\x12#\n\x1f\x41\x43TION_KIND_KUBERNETES_ROLLBACK\x10\n\x12 \n\x1c\x41\x43TION_KIND_KUBERNETES_SCALE\x10\x0b*\xbe\x02\n\x10RemediationState\x12!\n\x1dREMEDIATION_STATE_UNSPECIFIED\x10\x00\x12\'\n#REMEDIATION_STATE_AWAITING_APPROVAL\x10\x01\x12\x1e\n\x1aREMEDIATION_STATE_APPROVED\x10\x02\x12\x1f\n\x1bREMEDIATION_STATE_EXECUTING\x10\x03\x12\x1f\n\x1bREMEDIATION_STATE_SUCCEEDED\x10\x04\x12\x1c\n\x18REMEDIATION_STATE_FAILED\x10\x05\x12\x1e\n\x1aREMEDIATION_STATE_REJECTED\x10\x06\x12\x1f\n\x1bREMEDIATION_STATE_CANCELLED\x10\x07\x12\x1d\n\x19REMEDIATION_STATE_DRY_RUN\x10\x08\x32\xdf\x13\n\x12RemediationService\x12\xac\x01\n\x12ProposeRemediation\x12..devmesh.debugger.v1.ProposeRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\">\xc2\xf3\x18\x1f\n\x1d\x64\x65\x62ugger.remediations.propose\x82\xd3\xe4\x93\x02\x15\"\x10/v1/remediations:\x01*\x12\xa6\x01\n\x0eGetRemediation\x12*.devmesh.debugger.v1.GetRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"@\xc2\xf3\x18\x1b\n\x19\x64\x65\x62ugger.remediations.get\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/{name=remediations/*}\x12\xa9\x01\n\x10ListRemediations\x12,.devmesh.debugger.v1.ListRemediationsRequest\x1a-.devmesh.debugger.v1.ListRemediationsResponse\"8\xc2\xf3\x18\x1c\n\x1a\x64\x65\x62ugger.remediations.list\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/remediations\x12\xbd\x01\n\x12\x41pproveRemediation\x12..devmesh.debugger.v1.ApproveRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"O\xc2\xf3\x18\x1f\n\x1d\x64\x65\x62ugger.remediations.approve\x82\xd3\xe4\x93\x02&\"!/v1/{name=remediations/*}:approve:\x01*\x12\xba\x01\n\x11RejectRemediation\x12-.devmesh.debugger.v1.RejectRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"N\xc2\xf3\x18\x1f\n\x1d\x64\x65\x62ugger.remediations.approve\x82\xd3\xe4\x93\x02%\" /v1/{name=remediations/*}:reject:\x01*\x12\xbf\x01\n\x12\x45xecuteRemediation\x12..devmesh.debugger.v1.ExecuteRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"Q\xc2\xf3\x18!\n\x1d\x64\x65\x62ugger.remediations.execute\x10\x05\x82\xd3\xe4\x93\x02&\"!/v1/{name=remediations/*}:execute:\x01*\x12\xb9\x01\n\x11\x43\x61ncelRemediation\x12-.devmesh.debugger.v1.CancelRemediationRequest\x1a&.devmesh.debugger.v1.RemediationRecord\"M\xc2\xf3\x18\x1e\n\x1c\x64\x65\x62ugger.remediations.cancel\x82\xd3\xe4\x93\x02%\" /v1/{name=remediations/*}:cancel:\x01*\x12\xac\x01\n\x11WatchRemediations\x12-.devmesh.debugger.v1.WatchRemediationsRequest\x1a%.devmesh.debugger.v1.RemediationEvent\"?\xc2\xf3\x18\x1d\n\x1b\x64\x65\x62ugger.remediations.watch\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/remediations:watch0\x01\x12\xd5\x01\n\x17\x43reateRemediationPolicy\x12\x33.devmesh.debugger.v1.CreateRemediationPolicyRequest\x1a&.devmesh.debugger.v1.RemediationPolicy\"]\xc2\xf3\x18&\n$debugger.remediation_policies.create\x82\xd3\xe4\x93\x02-\"\x17/v1/remediationPolicies:\x12remediation_policy\x12\xc1\x01\n\x14GetRemediationPolicy\x12\x30.devmesh.debugger.v1.GetRemediationPolicyRequest\x1a&.devmesh.debugger.v1.RemediationPolicy\"O\xc2\xf3\x18#\n!debugger.remediation_policies.get\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=remediationPolicies/*}\x12\xcd\x01\n\x17ListRemediationPolicies\x12\x33.devmesh.debugger.v1.ListRemediationPoliciesRequest\x1a\x34.devmesh.debugger.v1.ListRemediationPoliciesResponse\"G\xc2\xf3\x18$\n\"debugger.remediation_policies.list\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/remediationPolicies\x12\xf1\x01\n\x17UpdateRemediationPolicy\x12\x33.devmesh.debugger.v1.UpdateRemediationPolicyRequest\x1a&.devmesh.debugger.v1.RemediationPolicy\"y\xc2\xf3\x18&\n$debugger.remediation_policies.update\x82\xd3\xe4\x93\x02I23/v1/{remediation_policy.name=remediationPolicies/*}:\x12remediation_policy\x12\xba\x01\n\x17\x44\x65leteRemediationPolicy\x12\x33.devmesh.debugger.v1.DeleteRemediationPolicyRequest\x1a\x16.google.protobuf.Empty\"R\xc2\xf3\x18&\n$debugger.remediation_policies.delete\x82\xd3\xe4\x93\x02\"* /v1/{name=remediationPolicies/*}BBZ@github.com/devmesh/devmesh/gen/go/devmesh/debugger/v1;debuggerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +50,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REMEDIATIONRECORD'].fields_by_name['name']._serialized_options = b'\342A\001\010'
   _globals['_REMEDIATIONRECORD'].fields_by_name['diagnosis']._loaded_options = None
   _globals['_REMEDIATIONRECORD'].fields_by_name['diagnosis']._serialized_options = b'\372A\037\n\035debugger.devmesh.io/Diagnosis'
+  _globals['_REMEDIATIONRECORD'].fields_by_name['policy']._loaded_options = None
+  _globals['_REMEDIATIONRECORD'].fields_by_name['policy']._serialized_options = b'\372A\'\n%debugger.devmesh.io/RemediationPolicy'
   _globals['_REMEDIATIONRECORD']._loaded_options = None
   _globals['_REMEDIATIONRECORD']._serialized_options = b'\352A=\n\037debugger.devmesh.io/Remediation\022\032remediations/{remediation}'
   _globals['_PROPOSEREMEDIATIONREQUEST_PARAMETERSENTRY']._loaded_options = None
@@ -63,6 +68,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEREMEDIATIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A!\n\037debugger.devmesh.io/Remediation'
   _globals['_CANCELREMEDIATIONREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CANCELREMEDIATIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A!\n\037debugger.devmesh.io/Remediation'
+  _globals['_REMEDIATIONPOLICY_THRESHOLDSENTRY']._loaded_options = None
+  _globals['_REMEDIATIONPOLICY_THRESHOLDSENTRY']._serialized_options = b'8\001'
+  _globals['_REMEDIATIONPOLICY_PARAMETERSENTRY']._loaded_options = None
+  _globals['_REMEDIATIONPOLICY_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_REMEDIATIONPOLICY'].fields_by_name['name']._loaded_options = None
+  _globals['_REMEDIATIONPOLICY'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_REMEDIATIONPOLICY'].fields_by_name['create_time']._loaded_options = None
+  _globals['_REMEDIATIONPOLICY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_REMEDIATIONPOLICY'].fields_by_name['update_time']._loaded_options = None
+  _globals['_REMEDIATIONPOLICY'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_REMEDIATIONPOLICY']._loaded_options = None
+  _globals['_REMEDIATIONPOLICY']._serialized_options = b'\352Ay\n%debugger.devmesh.io/RemediationPolicy\022(remediationPolicies/{remediation_policy}*\023remediationPolicies2\021remediationPolicy'
+  _globals['_CREATEREMEDIATIONPOLICYREQUEST'].fields_by_name['remediation_policy_id']._loaded_options = None
+  _globals['_CREATEREMEDIATIONPOLICYREQUEST'].fields_by_name['remediation_policy_id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEREMEDIATIONPOLICYREQUEST'].fields_by_name['remediation_policy']._loaded_options = None
+  _globals['_CREATEREMEDIATIONPOLICYREQUEST'].fields_by_name['remediation_policy']._serialized_options = b'\342A\001\002'
+  _globals['_GETREMEDIATIONPOLICYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETREMEDIATIONPOLICYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\'\n%debugger.devmesh.io/RemediationPolicy'
+  _globals['_UPDATEREMEDIATIONPOLICYREQUEST'].fields_by_name['remediation_policy']._loaded_options = None
+  _globals['_UPDATEREMEDIATIONPOLICYREQUEST'].fields_by_name['remediation_policy']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEREMEDIATIONPOLICYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETEREMEDIATIONPOLICYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\'\n%debugger.devmesh.io/RemediationPolicy'
   _globals['_REMEDIATIONSERVICE'].methods_by_name['ProposeRemediation']._loaded_options = None
   _globals['_REMEDIATIONSERVICE'].methods_by_name['ProposeRemediation']._serialized_options = b'\302\363\030\037\n\035debugger.remediations.propose\202\323\344\223\002\025\"\020/v1/remediations:\001*'
   _globals['_REMEDIATIONSERVICE'].methods_by_name['GetRemediation']._loaded_options = None
@@ -79,46 +106,74 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REMEDIATIONSERVICE'].methods_by_name['CancelRemediation']._serialized_options = b'\302\363\030\036\n\034debugger.remediations.cancel\202\323\344\223\002%\" /v1/{name=remediations/*}:cancel:\001*'
   _globals['_REMEDIATIONSERVICE'].methods_by_name['WatchRemediations']._loaded_options = None
   _globals['_REMEDIATIONSERVICE'].methods_by_name['WatchRemediations']._serialized_options = b'\302\363\030\035\n\033debugger.remediations.watch\202\323\344\223\002\030\022\026/v1/remediations:watch'
-  _globals['_ACTIONKIND']._serialized_start=2880
-  _globals['_ACTIONKIND']._serialized_end=3333
-  _globals['_REMEDIATIONSTATE']._serialized_start=3336
-  _globals['_REMEDIATIONSTATE']._serialized_end=3654
-  _globals['_STEP']._serialized_start=219
-  _globals['_STEP']._serialized_end=298
-  _globals['_ACTION']._serialized_start=301
-  _globals['_ACTION']._serialized_end=516
-  _globals['_ACTION_PARAMETERSENTRY']._serialized_start=467
-  _globals['_ACTION_PARAMETERSENTRY']._serialized_end=516
-  _globals['_RISKASSESSMENT']._serialized_start=518
-  _globals['_RISKASSESSMENT']._serialized_end=636
-  _globals['_APPROVAL']._serialized_start=639
-  _globals['_APPROVAL']._serialized_end=782
-  _globals['_TRANSITION']._serialized_start=785
-  _globals['_TRANSITION']._serialized_end=986
-  _globals['_REMEDIATIONRECORD']._serialized_start=989
-  _globals['_REMEDIATIONRECORD']._serialized_end=1616
-  _globals['_PROPOSEREMEDIATIONREQUEST']._serialized_start=1619
-  _globals['_PROPOSEREMEDIATIONREQUEST']._serialized_end=1911
-  _globals['_PROPOSEREMEDIATIONREQUEST_PARAMETERSENTRY']._serialized_start=467
-  _globals['_PROPOSEREMEDIATIONREQUEST_PARAMETERSENTRY']._serialized_end=516
-  _globals['_GETREMEDIATIONREQUEST']._serialized_start=1913
-  _globals['_GETREMEDIATIONREQUEST']._serialized_end=1992
-  _globals['_LISTREMEDIATIONSREQUEST']._serialized_start=1995
-  _globals['_LISTREMEDIATIONSREQUEST']._serialized_end=2129
-  _globals['_LISTREMEDIATIONSRESPONSE']._serialized_start=2131
-  _globals['_LISTREMEDIATIONSRESPONSE']._serialized_end=2244
-  _globals['_APPROVEREMEDIATIONREQUEST']._serialized_start=2246
-  _globals['_APPROVEREMEDIATIONREQUEST']._serialized_end=2359
-  _globals['_REJECTREMEDIATIONREQUEST']._serialized_start=2361
-  _globals['_REJECTREMEDIATIONREQUEST']._serialized_end=2473
-  _globals['_EXECUTEREMEDIATIONREQUEST']._serialized_start=2475
-  _globals['_EXECUTEREMEDIATIONREQUEST']._serialized_end=2558
-  _globals['_CANCELREMEDIATIONREQUEST']._serialized_start=2560
-  _globals['_CANCELREMEDIATIONREQUEST']._serialized_end=2672
-  _globals['_WATCHREMEDIATIONSREQUEST']._serialized_start=2674
-  _globals['_WATCHREMEDIATIONSREQUEST']._serialized_end=2724
-  _globals['_REMEDIATIONEVENT']._serialized_start=2727
-  _globals['_REMEDIATIONEVENT']._serialized_end=2877
-  _globals['_REMEDIATIONSERVICE']._serialized_start=3657
-  _globals['_REMEDIATIONSERVICE']._serialized_end=5131
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['CreateRemediationPolicy']._loaded_options = None
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['CreateRemediationPolicy']._serialized_options = b'\302\363\030&\n$debugger.remediation_policies.create\202\323\344\223\002-\"\027/v1/remediationPolicies:\022remediation_policy'
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['GetRemediationPolicy']._loaded_options = None
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['GetRemediationPolicy']._serialized_options = b'\302\363\030#\n!debugger.remediation_policies.get\202\323\344\223\002\"\022 /v1/{name=remediationPolicies/*}'
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['ListRemediationPolicies']._loaded_options = None
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['ListRemediationPolicies']._serialized_options = b'\302\363\030$\n\"debugger.remediation_policies.list\202\323\344\223\002\031\022\027/v1/remediationPolicies'
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['UpdateRemediationPolicy']._loaded_options = None
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['UpdateRemediationPolicy']._serialized_options = b'\302\363\030&\n$debugger.remediation_policies.update\202\323\344\223\002I23/v1/{remediation_policy.name=remediationPolicies/*}:\022remediation_policy'
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['DeleteRemediationPolicy']._loaded_options = None
+  _globals['_REMEDIATIONSERVICE'].methods_by_name['DeleteRemediationPolicy']._serialized_options = b'\302\363\030&\n$debugger.remediation_policies.delete\202\323\344\223\002\"* /v1/{name=remediationPolicies/*}'
+  _globals['_ACTIONKIND']._serialized_start=4530
+  _globals['_ACTIONKIND']._serialized_end=4983
+  _globals['_REMEDIATIONSTATE']._serialized_start=4986
+  _globals['_REMEDIATIONSTATE']._serialized_end=5304
+  _globals['_STEP']._serialized_start=318
+  _globals['_STEP']._serialized_end=397
+  _globals['_ACTION']._serialized_start=400
+  _globals['_ACTION']._serialized_end=615
+  _globals['_ACTION_PARAMETERSENTRY']._serialized_start=566
+  _globals['_ACTION_PARAMETERSENTRY']._serialized_end=615
+  _globals['_RISKASSESSMENT']._serialized_start=617
+  _globals['_RISKASSESSMENT']._serialized_end=735
+  _globals['_APPROVAL']._serialized_start=738
+  _globals['_APPROVAL']._serialized_end=881
+  _globals['_TRANSITION']._serialized_start=884
+  _globals['_TRANSITION']._serialized_end=1085
+  _globals['_REMEDIATIONRECORD']._serialized_start=1088
+  _globals['_REMEDIATIONRECORD']._serialized_end=1804
+  _globals['_PROPOSEREMEDIATIONREQUEST']._serialized_start=1807
+  _globals['_PROPOSEREMEDIATIONREQUEST']._serialized_end=2099
+  _globals['_PROPOSEREMEDIATIONREQUEST_PARAMETERSENTRY']._serialized_start=566
+  _globals['_PROPOSEREMEDIATIONREQUEST_PARAMETERSENTRY']._serialized_end=615
+  _globals['_GETREMEDIATIONREQUEST']._serialized_start=2101
+  _globals['_GETREMEDIATIONREQUEST']._serialized_end=2180
+  _globals['_LISTREMEDIATIONSREQUEST']._serialized_start=2183
+  _globals['_LISTREMEDIATIONSREQUEST']._serialized_end=2317
+  _globals['_LISTREMEDIATIONSRESPONSE']._serialized_start=2319
+  _globals['_LISTREMEDIATIONSRESPONSE']._serialized_end=2432
+  _globals['_APPROVEREMEDIATIONREQUEST']._serialized_start=2434
+  _globals['_APPROVEREMEDIATIONREQUEST']._serialized_end=2547
+  _globals['_REJECTREMEDIATIONREQUEST']._serialized_start=2549
+  _globals['_REJECTREMEDIATIONREQUEST']._serialized_end=2661
+  _globals['_EXECUTEREMEDIATIONREQUEST']._serialized_start=2663
+  _globals['_EXECUTEREMEDIATIONREQUEST']._serialized_end=2746
+  _globals['_CANCELREMEDIATIONREQUEST']._serialized_start=2748
+  _globals['_CANCELREMEDIATIONREQUEST']._serialized_end=2860
+  _globals['_WATCHREMEDIATIONSREQUEST']._serialized_start=2862
+  _globals['_WATCHREMEDIATIONSREQUEST']._serialized_end=2912
+  _globals['_REMEDIATIONEVENT']._serialized_start=2915
+  _globals['_REMEDIATIONEVENT']._serialized_end=3065
+  _globals['_REMEDIATIONPOLICY']._serialized_start=3068
+  _globals['_REMEDIATIONPOLICY']._serialized_end=3816
+  _globals['_REMEDIATIONPOLICY_THRESHOLDSENTRY']._serialized_start=3590
+  _globals['_REMEDIATIONPOLICY_THRESHOLDSENTRY']._serialized_end=3639
+  _globals['_REMEDIATIONPOLICY_PARAMETERSENTRY']._serialized_start=566
+  _globals['_REMEDIATIONPOLICY_PARAMETERSENTRY']._serialized_end=615
+  _globals['_CREATEREMEDIATIONPOLICYREQUEST']._serialized_start=3819
+  _globals['_CREATEREMEDIATIONPOLICYREQUEST']._serialized_end=3962
+  _globals['_GETREMEDIATIONPOLICYREQUEST']._serialized_start=3964
+  _globals['_GETREMEDIATIONPOLICYREQUEST']._serialized_end=4055
+  _globals['_LISTREMEDIATIONPOLICIESREQUEST']._serialized_start=4057
+  _globals['_LISTREMEDIATIONPOLICIESREQUEST']._serialized_end=4128
+  _globals['_LISTREMEDIATIONPOLICIESRESPONSE']._serialized_start=4131
+  _globals['_LISTREMEDIATIONPOLICIESRESPONSE']._serialized_end=4259
+  _globals['_UPDATEREMEDIATIONPOLICYREQUEST']._serialized_start=4262
+  _globals['_UPDATEREMEDIATIONPOLICYREQUEST']._serialized_end=4417
+  _globals['_DELETEREMEDIATIONPOLICYREQUEST']._serialized_start=4419
+  _globals['_DELETEREMEDIATIONPOLICYREQUEST']._serialized_end=4527
+  _globals['_REMEDIATIONSERVICE']._serialized_start=5307
+  _globals['_REMEDIATIONSERVICE']._serialized_end=7834
 # @@protoc_insertion_point(module_scope)

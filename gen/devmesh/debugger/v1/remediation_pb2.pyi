@@ -8,7 +8,9 @@ history of every transition (who or what, when, why).
 """
 
 from collections import abc as _abc
+from devmesh.debugger.v1 import debugger_pb2 as _debugger_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -387,6 +389,8 @@ class RemediationRecord(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    EXECUTE_ON_APPROVAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`remediations/{remediation}`."""
     diagnosis: _builtins.str
@@ -403,6 +407,12 @@ class RemediationRecord(_message.Message):
     """Who proposed it."""
     etag: _builtins.str
     """Changes with every transition."""
+    policy: _builtins.str
+    """The remediation policy that proposed it; empty: a person or a service."""
+    execute_on_approval: _builtins.bool
+    """Executed by the service once approved (its policy said so), without an
+    ExecuteRemediation.
+    """
     @_builtins.property
     def plan(self) -> _containers.RepeatedCompositeFieldContainer[Global___Action]:
         """The actions, executed in order (undone in reverse)."""
@@ -448,10 +458,12 @@ class RemediationRecord(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         steps: _abc.Iterable[Global___Step] | None = ...,
+        policy: _builtins.str = ...,
+        execute_on_approval: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "automatic", b"automatic", "create_time", b"create_time", "diagnosis", b"diagnosis", "etag", b"etag", "history", b"history", "name", b"name", "plan", b"plan", "proposer", b"proposer", "required_approvals", b"required_approvals", "risk", b"risk", "state", b"state", "steps", b"steps", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "automatic", b"automatic", "create_time", b"create_time", "diagnosis", b"diagnosis", "etag", b"etag", "execute_on_approval", b"execute_on_approval", "history", b"history", "name", b"name", "plan", b"plan", "policy", b"policy", "proposer", b"proposer", "required_approvals", b"required_approvals", "risk", b"risk", "state", b"state", "steps", b"steps", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -778,3 +790,302 @@ class RemediationEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemediationEvent: _TypeAlias = RemediationEvent  # noqa: Y015
+
+@_typing.final
+class RemediationPolicy(_message.Message):
+    """-- Remediation policies (the RPCs' block above). --
+
+    A remediation policy: which diagnoses (by category and target) propose a
+    remediation on their own, which actions it may contain, and the risk under
+    which it is automatic.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ThresholdsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ParametersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    EXECUTE_ON_APPROVAL_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`remediationPolicies/{remediation_policy}`."""
+    description: _builtins.str
+    """What it is for, for people."""
+    threshold: _builtins.float
+    """Under this risk its remediations are automatic, unless their environment
+    has its own threshold in `thresholds`; 0: the service's default.
+    """
+    execute_on_approval: _builtins.bool
+    """Execute its remediations once approved, without an ExecuteRemediation."""
+    disabled: _builtins.bool
+    """Off: it proposes nothing."""
+    etag: _builtins.str
+    """Changes with every update; give it back to update or delete safely."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_debugger_pb2.Category.ValueType]:
+        """Diagnosis categories it matches; empty: every category."""
+
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Target patterns it matches: a glob (`projects/web/pipelines/*/runs/*/jobs/*`,
+        `*` within one segment, `**` across segments) or a prefix ending in `/`;
+        at least one.
+        """
+
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[Global___ActionKind.ValueType]:
+        """The action kinds it may propose; at least one."""
+
+    @_builtins.property
+    def thresholds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Environment -> risk threshold for that environment."""
+
+    @_builtins.property
+    def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Action parameters its proposals use over the suggestion's (`delay`)."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        categories: _abc.Iterable[_debugger_pb2.Category.ValueType] | None = ...,
+        targets: _abc.Iterable[_builtins.str] | None = ...,
+        actions: _abc.Iterable[Global___ActionKind.ValueType] | None = ...,
+        threshold: _builtins.float = ...,
+        thresholds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        parameters: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        execute_on_approval: _builtins.bool = ...,
+        disabled: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "categories", b"categories", "create_time", b"create_time", "description", b"description", "disabled", b"disabled", "etag", b"etag", "execute_on_approval", b"execute_on_approval", "name", b"name", "parameters", b"parameters", "targets", b"targets", "threshold", b"threshold", "thresholds", b"thresholds", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemediationPolicy: _TypeAlias = RemediationPolicy  # noqa: Y015
+
+@_typing.final
+class CreateRemediationPolicyRequest(_message.Message):
+    """Request for CreateRemediationPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMEDIATION_POLICY_ID_FIELD_NUMBER: _builtins.int
+    REMEDIATION_POLICY_FIELD_NUMBER: _builtins.int
+    remediation_policy_id: _builtins.str
+    """The policy id: 1-63 lowercase letters, digits and `-`, from a letter."""
+    @_builtins.property
+    def remediation_policy(self) -> Global___RemediationPolicy:
+        """The policy; `name` is ignored."""
+
+    def __init__(
+        self,
+        *,
+        remediation_policy_id: _builtins.str = ...,
+        remediation_policy: Global___RemediationPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["remediation_policy", b"remediation_policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remediation_policy", b"remediation_policy", "remediation_policy_id", b"remediation_policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateRemediationPolicyRequest: _TypeAlias = CreateRemediationPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetRemediationPolicyRequest(_message.Message):
+    """Request for GetRemediationPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`remediationPolicies/{remediation_policy}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRemediationPolicyRequest: _TypeAlias = GetRemediationPolicyRequest  # noqa: Y015
+
+@_typing.final
+class ListRemediationPoliciesRequest(_message.Message):
+    """Request for ListRemediationPolicies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (default 50, at most 500)."""
+    page_token: _builtins.str
+    """From a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRemediationPoliciesRequest: _TypeAlias = ListRemediationPoliciesRequest  # noqa: Y015
+
+@_typing.final
+class ListRemediationPoliciesResponse(_message.Message):
+    """Response of ListRemediationPolicies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMEDIATION_POLICIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass to get the next page; empty on the last."""
+    @_builtins.property
+    def remediation_policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___RemediationPolicy]:
+        """The policies, by id."""
+
+    def __init__(
+        self,
+        *,
+        remediation_policies: _abc.Iterable[Global___RemediationPolicy] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "remediation_policies", b"remediation_policies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRemediationPoliciesResponse: _TypeAlias = ListRemediationPoliciesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateRemediationPolicyRequest(_message.Message):
+    """Request for UpdateRemediationPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMEDIATION_POLICY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def remediation_policy(self) -> Global___RemediationPolicy:
+        """The policy with its new values; `name` selects it, `etag` (optional)
+        guards against concurrent changes.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to update: `description`, `categories`, `targets`, `actions`,
+        `threshold`, `thresholds`, `parameters`, `execute_on_approval`,
+        `disabled`. Omitted: every field that is set.
+        """
+
+    def __init__(
+        self,
+        *,
+        remediation_policy: Global___RemediationPolicy | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["remediation_policy", b"remediation_policy", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remediation_policy", b"remediation_policy", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRemediationPolicyRequest: _TypeAlias = UpdateRemediationPolicyRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRemediationPolicyRequest(_message.Message):
+    """Request for DeleteRemediationPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`remediationPolicies/{remediation_policy}`."""
+    etag: _builtins.str
+    """When set, must match the policy's current etag."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRemediationPolicyRequest: _TypeAlias = DeleteRemediationPolicyRequest  # noqa: Y015

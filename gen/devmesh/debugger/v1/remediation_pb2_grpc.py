@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from devmesh.debugger.v1 import remediation_pb2 as devmesh_dot_debugger_dot_v1_dot_remediation__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -76,6 +77,31 @@ class RemediationServiceStub:
                 '/devmesh.debugger.v1.RemediationService/WatchRemediations',
                 request_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.WatchRemediationsRequest.SerializeToString,
                 response_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationEvent.FromString,
+                _registered_method=True)
+        self.CreateRemediationPolicy = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/CreateRemediationPolicy',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.CreateRemediationPolicyRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.FromString,
+                _registered_method=True)
+        self.GetRemediationPolicy = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/GetRemediationPolicy',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.GetRemediationPolicyRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.FromString,
+                _registered_method=True)
+        self.ListRemediationPolicies = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/ListRemediationPolicies',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.ListRemediationPoliciesRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.ListRemediationPoliciesResponse.FromString,
+                _registered_method=True)
+        self.UpdateRemediationPolicy = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/UpdateRemediationPolicy',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.UpdateRemediationPolicyRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.FromString,
+                _registered_method=True)
+        self.DeleteRemediationPolicy = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/DeleteRemediationPolicy',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.DeleteRemediationPolicyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -172,6 +198,56 @@ class RemediationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRemediationPolicy(self, request, context):
+        """-- Remediation policies: which diagnoses propose which remediations. --
+
+        Creates a remediation policy. When a diagnosis arrives whose category
+        and target it matches, the policy proposes a remediation from the
+        diagnosis's typed suggestions (only the actions it allows), with its own
+        risk thresholds.
+        Errors: INVALID_ARGUMENT (bad id, category, target pattern, action kind,
+        threshold or parameter), ALREADY_EXISTS, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRemediationPolicy(self, request, context):
+        """Returns a remediation policy.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRemediationPolicies(self, request, context):
+        """Lists remediation policies by id.
+        Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+        UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRemediationPolicy(self, request, context):
+        """Updates a remediation policy's fields (`update_mask`; omitted: every
+        field that is set), guarded by its etag.
+        Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+        ABORTED (stale etag), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRemediationPolicy(self, request, context):
+        """Deletes a remediation policy; the remediations it proposed stay.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+        etag), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RemediationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +290,31 @@ def add_RemediationServiceServicer_to_server(servicer, server):
                     servicer.WatchRemediations,
                     request_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.WatchRemediationsRequest.FromString,
                     response_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationEvent.SerializeToString,
+            ),
+            'CreateRemediationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRemediationPolicy,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.CreateRemediationPolicyRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.SerializeToString,
+            ),
+            'GetRemediationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRemediationPolicy,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.GetRemediationPolicyRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.SerializeToString,
+            ),
+            'ListRemediationPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRemediationPolicies,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.ListRemediationPoliciesRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.ListRemediationPoliciesResponse.SerializeToString,
+            ),
+            'UpdateRemediationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRemediationPolicy,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.UpdateRemediationPolicyRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.SerializeToString,
+            ),
+            'DeleteRemediationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRemediationPolicy,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.DeleteRemediationPolicyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +536,141 @@ class RemediationService:
             '/devmesh.debugger.v1.RemediationService/WatchRemediations',
             devmesh_dot_debugger_dot_v1_dot_remediation__pb2.WatchRemediationsRequest.SerializeToString,
             devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRemediationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/CreateRemediationPolicy',
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.CreateRemediationPolicyRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRemediationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/GetRemediationPolicy',
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.GetRemediationPolicyRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRemediationPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/ListRemediationPolicies',
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.ListRemediationPoliciesRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.ListRemediationPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRemediationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/UpdateRemediationPolicy',
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.UpdateRemediationPolicyRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.RemediationPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRemediationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/DeleteRemediationPolicy',
+            devmesh_dot_debugger_dot_v1_dot_remediation__pb2.DeleteRemediationPolicyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ history of every transition (who or what, when, why).
 
 from collections import abc as _abc
 from devmesh.debugger.v1 import remediation_pb2 as _remediation_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -95,6 +96,36 @@ class RemediationServiceStub:
     Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (events after
     it are no longer kept), UNAVAILABLE (the server drains: resume).
     """
+    CreateRemediationPolicy: _grpc.UnaryUnaryMultiCallable[_remediation_pb2.CreateRemediationPolicyRequest, _remediation_pb2.RemediationPolicy]
+    """-- Remediation policies: which diagnoses propose which remediations. --
+
+    Creates a remediation policy. When a diagnosis arrives whose category
+    and target it matches, the policy proposes a remediation from the
+    diagnosis's typed suggestions (only the actions it allows), with its own
+    risk thresholds.
+    Errors: INVALID_ARGUMENT (bad id, category, target pattern, action kind,
+    threshold or parameter), ALREADY_EXISTS, UNAVAILABLE.
+    """
+    GetRemediationPolicy: _grpc.UnaryUnaryMultiCallable[_remediation_pb2.GetRemediationPolicyRequest, _remediation_pb2.RemediationPolicy]
+    """Returns a remediation policy.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+    """
+    ListRemediationPolicies: _grpc.UnaryUnaryMultiCallable[_remediation_pb2.ListRemediationPoliciesRequest, _remediation_pb2.ListRemediationPoliciesResponse]
+    """Lists remediation policies by id.
+    Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+    UNAVAILABLE.
+    """
+    UpdateRemediationPolicy: _grpc.UnaryUnaryMultiCallable[_remediation_pb2.UpdateRemediationPolicyRequest, _remediation_pb2.RemediationPolicy]
+    """Updates a remediation policy's fields (`update_mask`; omitted: every
+    field that is set), guarded by its etag.
+    Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+    ABORTED (stale etag), UNAVAILABLE.
+    """
+    DeleteRemediationPolicy: _grpc.UnaryUnaryMultiCallable[_remediation_pb2.DeleteRemediationPolicyRequest, _empty_pb2.Empty]
+    """Deletes a remediation policy; the remediations it proposed stay.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+    etag), UNAVAILABLE.
+    """
 
 @_typing.type_check_only
 class RemediationServiceAsyncStub(RemediationServiceStub):
@@ -158,6 +189,36 @@ class RemediationServiceAsyncStub(RemediationServiceStub):
     resume.
     Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (events after
     it are no longer kept), UNAVAILABLE (the server drains: resume).
+    """
+    CreateRemediationPolicy: _aio.UnaryUnaryMultiCallable[_remediation_pb2.CreateRemediationPolicyRequest, _remediation_pb2.RemediationPolicy]  # type: ignore[assignment]
+    """-- Remediation policies: which diagnoses propose which remediations. --
+
+    Creates a remediation policy. When a diagnosis arrives whose category
+    and target it matches, the policy proposes a remediation from the
+    diagnosis's typed suggestions (only the actions it allows), with its own
+    risk thresholds.
+    Errors: INVALID_ARGUMENT (bad id, category, target pattern, action kind,
+    threshold or parameter), ALREADY_EXISTS, UNAVAILABLE.
+    """
+    GetRemediationPolicy: _aio.UnaryUnaryMultiCallable[_remediation_pb2.GetRemediationPolicyRequest, _remediation_pb2.RemediationPolicy]  # type: ignore[assignment]
+    """Returns a remediation policy.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+    """
+    ListRemediationPolicies: _aio.UnaryUnaryMultiCallable[_remediation_pb2.ListRemediationPoliciesRequest, _remediation_pb2.ListRemediationPoliciesResponse]  # type: ignore[assignment]
+    """Lists remediation policies by id.
+    Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+    UNAVAILABLE.
+    """
+    UpdateRemediationPolicy: _aio.UnaryUnaryMultiCallable[_remediation_pb2.UpdateRemediationPolicyRequest, _remediation_pb2.RemediationPolicy]  # type: ignore[assignment]
+    """Updates a remediation policy's fields (`update_mask`; omitted: every
+    field that is set), guarded by its etag.
+    Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+    ABORTED (stale etag), UNAVAILABLE.
+    """
+    DeleteRemediationPolicy: _aio.UnaryUnaryMultiCallable[_remediation_pb2.DeleteRemediationPolicyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a remediation policy; the remediations it proposed stay.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+    etag), UNAVAILABLE.
     """
 
 class RemediationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -267,6 +328,66 @@ class RemediationServiceServicer(metaclass=_abc_1.ABCMeta):
         resume.
         Errors: INVALID_ARGUMENT (malformed event id), OUT_OF_RANGE (events after
         it are no longer kept), UNAVAILABLE (the server drains: resume).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateRemediationPolicy(
+        self,
+        request: _remediation_pb2.CreateRemediationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_remediation_pb2.RemediationPolicy, _abc.Awaitable[_remediation_pb2.RemediationPolicy]]:
+        """-- Remediation policies: which diagnoses propose which remediations. --
+
+        Creates a remediation policy. When a diagnosis arrives whose category
+        and target it matches, the policy proposes a remediation from the
+        diagnosis's typed suggestions (only the actions it allows), with its own
+        risk thresholds.
+        Errors: INVALID_ARGUMENT (bad id, category, target pattern, action kind,
+        threshold or parameter), ALREADY_EXISTS, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRemediationPolicy(
+        self,
+        request: _remediation_pb2.GetRemediationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_remediation_pb2.RemediationPolicy, _abc.Awaitable[_remediation_pb2.RemediationPolicy]]:
+        """Returns a remediation policy.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRemediationPolicies(
+        self,
+        request: _remediation_pb2.ListRemediationPoliciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_remediation_pb2.ListRemediationPoliciesResponse, _abc.Awaitable[_remediation_pb2.ListRemediationPoliciesResponse]]:
+        """Lists remediation policies by id.
+        Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+        UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateRemediationPolicy(
+        self,
+        request: _remediation_pb2.UpdateRemediationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_remediation_pb2.RemediationPolicy, _abc.Awaitable[_remediation_pb2.RemediationPolicy]]:
+        """Updates a remediation policy's fields (`update_mask`; omitted: every
+        field that is set), guarded by its etag.
+        Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+        ABORTED (stale etag), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRemediationPolicy(
+        self,
+        request: _remediation_pb2.DeleteRemediationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a remediation policy; the remediations it proposed stay.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+        etag), UNAVAILABLE.
         """
 
 def add_RemediationServiceServicer_to_server(servicer: RemediationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
