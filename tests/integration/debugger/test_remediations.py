@@ -200,6 +200,39 @@ async def test_an_oom_killed_pod_diagnosis_becomes_a_memory_limit_plan(mesh: Mes
     assert any("confidence" in reason for reason in made.risk.reasons) or diagnosis.confidence == 1.0
 
 
+@pytest.mark.parametrize(
+    ("target", "parameters", "field"),
+    [
+        ("Bad Target", {}, "target"),
+        (None, {"factor": "100"}, "parameters['factor']"),
+        (None, {"current_limit": "lots"}, "parameters['current_limit']"),
+    ],
+)
+async def test_a_plan_made_from_a_diagnosis_names_the_request_fields_it_came_from(
+    mesh: Mesh, target: str | None, parameters: dict[str, str], field: str
+) -> None:
+    diagnosis = await mesh.debugger.AnalyzePod(pod_request("oomkilled"), metadata=mesh.alice)
+    request = pb.ProposeRemediationRequest(
+        diagnosis=diagnosis.name, target=target or _deployment(), parameters=parameters
+    )
+    error = await refused(mesh.remediations.ProposeRemediation, request, metadata=mesh.alice)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(error) == [field]
+
+
+async def test_promoting_a_secret_version_is_refused_naming_what_the_secrets_service_lacks(
+    mesh: Mesh,
+) -> None:
+    action = pb.Action(
+        kind=pb.ACTION_KIND_SECRET_PROMOTE_VERSION, target="secrets/db-password", parameters={"version": "2"}
+    )
+    error = await refused(
+        mesh.remediations.ProposeRemediation, pb.ProposeRemediationRequest(plan=[action]), metadata=mesh.alice
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(error).reason == "NO_EXECUTOR" and "secrets service has none" in (error.details() or "")
+
+
 async def test_a_pipeline_rerun_is_refused_until_the_pipeline_records_runs(mesh: Mesh) -> None:
     job = "projects/web/pipelines/ci/runs/r1/jobs/test"
     error = await refused(
@@ -264,6 +297,22 @@ async def test_remediations_list_by_state_and_target_page_by_page(mesh: Mesh) ->
                 parameters={"x": "1"},
             ),
             "plan[0].parameters['x']",
+        ),
+        (
+            pb.Action(
+                kind=pb.ACTION_KIND_KUBERNETES_RAISE_MEMORY_LIMIT,
+                target="namespaces/ns/deployments/web",
+                parameters={"container": "app", "current_limit": "a lot"},
+            ),
+            "plan[0].parameters['current_limit']",
+        ),
+        (
+            pb.Action(
+                kind=pb.ACTION_KIND_KUBERNETES_ROLLBACK,
+                target="namespaces/ns/deployments/web",
+                parameters={"container": "app", "image": "not an image"},
+            ),
+            "plan[0].parameters['image']",
         ),
     ],
 )
