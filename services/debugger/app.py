@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import pathlib
 
 from grpc import aio
 
@@ -19,7 +18,10 @@ from services.debugger.remediation_notifications import RemediationAudit, Remedi
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
+from services.debugger.remediation_signing_client import SigningKeysFromSecrets
 from services.debugger.remediation_store import RemediationStore
+from services.debugger.remediation_subscription_store import SubscriptionStore
+from services.debugger.remediation_subscriptions import Subscriptions
 from services.debugger.remediations import Remediations
 from services.debugger.secrets_client import ApiKeyFromSecrets
 from services.debugger.servicer import DebuggerServicer
@@ -42,6 +44,7 @@ _READS = (
     "debugger.remediations.list",
     "debugger.remediations.watch",
 )
+# Webhook subscriptions are read by operators only: a URI may carry a token (Slack's do).
 
 
 def explainer(runtime: Runtime, settings: DebuggerSettings) -> Explainer:
@@ -101,25 +104,19 @@ def executors(runtime: Runtime) -> list[Executor]:
     return found
 
 
-def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> RemediationWebhooks | None:
-    """The webhook remediation events go to, when one is configured (with its signing secret)."""
-    url = settings.debugger_remediation_webhook_url
-    if not url:
-        return None
-    problem = notifications.check_url(url)
-    if problem:
-        raise SettingsError(f"DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_URL {problem}")
-    secret_file = settings.debugger_remediation_webhook_secret_file
-    try:
-        secret = pathlib.Path(secret_file).read_text().strip() if secret_file else ""
-    except OSError as error:
-        raise SettingsError(f"DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE: {error.strerror}") from None
-    if not secret:
-        raise SettingsError(
-            "a remediation webhook needs DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE (not empty)"
-        )
-    notifier = notifications.Notifier(runtime.redis, runtime.durable, "devmesh:debugger:notify:")
-    return RemediationWebhooks(notifier, [notifications.Webhook(url, secret)])
+def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> RemediationWebhooks:
+    """Remediation events to the webhook subscriptions, signed with keys the secrets service keeps."""
+    secrets = runtime.peer_channel("secrets")
+    keys = SigningKeysFromSecrets(secrets) if secrets is not None else None
+    subscriptions = Subscriptions(SubscriptionStore(runtime.redis, runtime.durable), keys)
+    notifier = notifications.Notifier(
+        runtime.redis,
+        runtime.durable,
+        "devmesh:debugger:notify:",
+        max_attempts=settings.debugger_webhook_max_attempts,
+        first_backoff=settings.debugger_webhook_first_backoff,
+    )
+    return RemediationWebhooks(notifier, subscriptions)
 
 
 def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
@@ -137,23 +134,21 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     servicer = DebuggerServicer(debugger)  # type: ignore[abstract]
     webhooks = remediation_webhooks(runtime, settings)
     audit = RemediationAudit(AuditLog(runtime.redis, retention=runtime.settings.audit_retention))
-    announcers = [audit.announce, *([webhooks.announce] if webhooks else [])]
+    announcers = [audit.announce, webhooks.announce]
     store = RemediationStore(runtime.redis, runtime.durable, announcers)
     remediations = Remediations(store, diagnoses, policy(settings), Execution(store, executors(runtime)))
-    remediation_servicer = RemediationServicer(remediations)
+    remediation_servicer = RemediationServicer(remediations, webhooks.subscriptions)
 
     def register(server: aio.Server) -> None:
         debugger_pb2_grpc.add_DebuggerServiceServicer_to_server(servicer, server)
         remediation_pb2_grpc.add_RemediationServiceServicer_to_server(remediation_servicer, server)
 
     async def start() -> None:
-        if webhooks is not None:
-            await webhooks.notifier.start()
+        await webhooks.notifier.start()
 
     async def stop() -> None:
         remediations.close()
-        if webhooks is not None:
-            await webhooks.notifier.stop()
+        await webhooks.notifier.stop()
 
     return ServiceBinding(register=register, dependencies=[runtime.redis_dependency], start=start, stop=stop)
 
@@ -183,7 +178,8 @@ SPEC = ServiceSpec(
     # II); the pipeline becomes a peer when it joins the catalog.
     unimplemented=frozenset({f"/{_SERVICE}/AnalyzeJob"}),
     # The model provider's API key, when one is configured, comes from the secrets service.
-    # Remediations roll config environments back through the config service.
+    # Remediations roll config environments back through the config service; webhook
+    # subscriptions' signing keys come from the secrets service.
     peers=("secrets", "config"),
     commands="services.debugger.cli",
 )

@@ -11,7 +11,9 @@ from devmesh.debugger.v1 import remediation_pb2 as pb
 from devmesh.debugger.v1 import remediation_pb2_grpc
 from services.debugger import remediation as model
 from services.debugger.remediation_plan import MAX_ACTIONS, MAX_PARAMETERS
+from services.debugger.remediation_subscriptions import Subscriptions
 from services.debugger.remediations import REMEDIATION, Remediations
+from services.debugger.webhook_subscriptions_servicer import WebhookSubscriptionRpcs
 from services.runtime import etags, pagination, protos, request_context
 from services.runtime.errors import InvalidArgument
 
@@ -107,11 +109,12 @@ def _caller() -> str:
     return request_context.current_caller().name
 
 
-class RemediationServicer(remediation_pb2_grpc.RemediationServiceServicer):
-    """The RemediationService RPCs."""
+class RemediationServicer(WebhookSubscriptionRpcs, remediation_pb2_grpc.RemediationServiceServicer):
+    """The RemediationService RPCs (the webhook subscriptions' in WebhookSubscriptionRpcs)."""
 
-    def __init__(self, remediations: Remediations) -> None:
+    def __init__(self, remediations: Remediations, subscriptions: Subscriptions) -> None:
         self._remediations = remediations
+        self._subscriptions = subscriptions
 
     async def ProposeRemediation(
         self, request: pb.ProposeRemediationRequest, context: aio.ServicerContext
