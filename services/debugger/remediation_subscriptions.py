@@ -100,14 +100,16 @@ def _is_loopback(host: str) -> bool:
 
 def check_uri(uri: str, field: str) -> None:
     """INVALID_ARGUMENT naming `field` unless `uri` is https://, or http:// to loopback."""
-    problem = notifications.check_url(uri)
-    if problem:
-        raise InvalidArgument.for_field(field, problem)
+    if any(c.isspace() or not c.isprintable() for c in uri):
+        raise InvalidArgument.for_field(field, "must not contain spaces or control characters")
     try:
+        problem = notifications.check_url(uri)
         parts = urlsplit(uri)
         parts.port  # noqa: B018 (a port that is not a number raises here)
-    except ValueError:
+    except ValueError:  # e.g. an unclosed IPv6 bracket: urlsplit raises
         raise InvalidArgument.for_field(field, "is not a URL") from None
+    if problem:
+        raise InvalidArgument.for_field(field, problem)
     if parts.username is not None or parts.password is not None:
         raise InvalidArgument.for_field(field, "must not carry a user or password (the POSTs are signed)")
     if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
