@@ -4,6 +4,7 @@ people (never the proposer, two in production), rejected for good, listed, and r
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -369,3 +370,31 @@ async def test_a_watch_needs_credentials(mesh: Mesh) -> None:
     call = mesh.remediations.WatchRemediations(pb.WatchRemediationsRequest())
     error = await refused(call.read)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_kubernetes_rollback_ends_in_dry_run_with_the_validated_patch_it_would_apply(
+    mesh: Mesh,
+) -> None:
+    target = _deployment()
+    action = pb.Action(
+        kind=pb.ACTION_KIND_KUBERNETES_ROLLBACK,
+        target=target,
+        parameters={"container": "api", "image": "registry.local/shop/api:1.4.2", "revision": "7"},
+    )
+    made = await mesh.remediations.ProposeRemediation(
+        pb.ProposeRemediationRequest(plan=[action]), metadata=mesh.alice
+    )
+    if made.state == pb.REMEDIATION_STATE_AWAITING_APPROVAL:
+        made = await mesh.remediations.ApproveRemediation(
+            pb.ApproveRemediationRequest(name=made.name), metadata=mesh.bob
+        )
+    done = await mesh.remediations.ExecuteRemediation(
+        pb.ExecuteRemediationRequest(name=made.name), metadata=mesh.bob
+    )
+    assert done.state == pb.REMEDIATION_STATE_DRY_RUN
+    (step,) = done.steps
+    detail = json.loads(step.detail)
+    assert step.status == "dry_run" and detail["dryRun"] is True and detail["target"] == target
+    assert detail["patch"]["spec"]["template"]["spec"]["containers"] == [
+        {"name": "api", "image": "registry.local/shop/api:1.4.2"}
+    ]
