@@ -106,6 +106,16 @@ def executors(runtime: Runtime) -> list[Executor]:
 
 def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> RemediationWebhooks:
     """Remediation events to the webhook subscriptions, signed with keys the secrets service keeps."""
+    for moved in (
+        "DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_URL",
+        "DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE",
+    ):
+        if runtime.environ.get(moved):
+            # Silently dropping a configured webhook would lose its events: say where it went.
+            raise SettingsError(
+                f"{moved} is gone: remediation webhooks are webhook subscriptions now "
+                "(POST /v1/webhookSubscriptions with a uri and a signing_secret in the secrets service)"
+            )
     secrets = runtime.peer_channel("secrets")
     keys = SigningKeysFromSecrets(secrets) if secrets is not None else None
     subscriptions = Subscriptions(SubscriptionStore(runtime.redis, runtime.durable), keys)

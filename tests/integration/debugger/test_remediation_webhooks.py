@@ -24,6 +24,7 @@ from devmesh.secrets.v1 import secrets_pb2_grpc
 from services.debugger import app as debugger_app
 from services.runtime import notifications
 from services.runtime.redis_client import connect
+from services.runtime.settings import SettingsError
 from tests.conftest import BootstrappedVault, ServerFactory
 from tests.helpers import error_info, eventually, refused, violated_fields
 from tests.integration.secrets.conftest import start_secrets
@@ -293,3 +294,14 @@ async def test_subscriptions_are_listed_updated_with_their_etag_and_deleted(stac
         stack.remediations.GetWebhookSubscription, wpb.GetWebhookSubscriptionRequest(name=made.name)
     )
     assert gone.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_old_webhook_setting_is_refused_saying_where_webhooks_went(
+    valkey: Valkey, start_config_server: ServerFactory
+) -> None:
+    with pytest.raises(SettingsError, match="webhook subscriptions"):
+        await start_config_server(
+            valkey.url,
+            env={"DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_URL": "https://hooks.example.com/x"},
+            specs=[debugger_app.SPEC],
+        )
