@@ -84,8 +84,9 @@ class Subscription:
 class SigningKeys(Protocol):
     """Reads a subscription's signing key from the secrets service."""
 
-    async def key(self, secret: str) -> str:
-        """The latest version of `secret`; FAILED_PRECONDITION when the debugger cannot read it."""
+    async def key(self, secret: str, *, fresh: bool = False) -> str:
+        """The latest version of `secret` (`fresh`: read now, not cached); FAILED_PRECONDITION
+        when the debugger cannot read it."""
         ...
 
 
@@ -182,7 +183,7 @@ class Subscriptions:
             raise InvalidArgument.for_field(
                 field, "no secrets service is configured (DEVMESH_PEERS secrets=...) to sign with"
             )
-        await self.keys.key(secret)
+        await self.keys.key(secret, fresh=True)
 
     async def create(self, sub_id: str, fields: Fields, creator: str) -> Subscription:
         """A new subscription; its signing secret must be readable by the debugger."""
