@@ -28,7 +28,7 @@ from services.runtime.settings import SettingsError
 from tests.conftest import BootstrappedVault, ServerFactory
 from tests.helpers import error_info, eventually, refused, violated_fields
 from tests.integration.secrets.conftest import start_secrets
-from tools.stack.valkey import Valkey
+from tools.stack.valkey import Valkey, start_valkey
 
 SIGNING_KEY = "whsec-test-only-signing-key"
 # Fast retries so that a dead receiver's delivery is given up within a second or two.
@@ -76,13 +76,22 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
+def own_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Valkey]:
+    """A Valkey of this module's debugger alone: every debugger replica on a Valkey delivers its
+    webhooks, and the other modules' debuggers retry with the default (slow) backoff."""
+    server = start_valkey(tmp_path_factory.mktemp("webhook-valkey"))
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="module")
 async def stack(
-    valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
+    valkey: Valkey, own_valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
 ) -> AsyncIterator[Stack]:
     # Auth off on both: the debugger reads the key as itself, which plaintext tests cannot show.
     _, secrets_addr = await start_secrets(start_config_server, valkey, openbao, auth="off")
     _, addr = await start_config_server(
-        valkey.url, env=FAST_RETRIES, specs=[debugger_app.SPEC], peers=(("secrets", secrets_addr),)
+        own_valkey.url, env=FAST_RETRIES, specs=[debugger_app.SPEC], peers=(("secrets", secrets_addr),)
     )
     secret = f"secrets/whsec{uuid.uuid4().hex[:8]}"
     async with aio.insecure_channel(secrets_addr) as s, aio.insecure_channel(addr) as d:
@@ -91,7 +100,7 @@ async def stack(
         await secrets.AddSecretVersion(
             spb.AddSecretVersionRequest(parent=secret, payload=spb.SecretPayload(data=SIGNING_KEY.encode()))
         )
-        yield Stack(remediation_pb2_grpc.RemediationServiceStub(d), secret, valkey.url)
+        yield Stack(remediation_pb2_grpc.RemediationServiceStub(d), secret, own_valkey.url)
 
 
 def _subscription(stack: Stack, uri: str, **fields: object) -> wpb.CreateWebhookSubscriptionRequest:
