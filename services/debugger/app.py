@@ -32,7 +32,10 @@ from services.debugger.remediation_policies import RemediationPolicies, Remediat
 from services.debugger.remediation_policy import Policy
 from services.debugger.remediation_secrets_client import SecretActions
 from services.debugger.remediation_servicer import RemediationServicer
+from services.debugger.remediation_signing_client import SigningKeysFromSecrets
 from services.debugger.remediation_store import RemediationStore
+from services.debugger.remediation_subscription_store import SubscriptionStore
+from services.debugger.remediation_subscriptions import Subscriptions
 from services.debugger.remediations import Remediations
 from services.debugger.secrets_client import ApiKeyFromSecrets
 from services.debugger.servicer import DebuggerServicer
@@ -54,9 +57,10 @@ _READS = (
     "debugger.remediations.get",
     "debugger.remediations.list",
     "debugger.remediations.watch",
-    "debugger.remediation_policies.get",
-    "debugger.remediation_policies.list",
+    "debugger.remediationpolicies.get",
+    "debugger.remediationpolicies.list",
 )
+# Webhook subscriptions are read by operators only: a URI may carry a token (Slack's do).
 
 
 def explainer(runtime: Runtime, settings: DebuggerSettings) -> Explainer:
@@ -119,25 +123,29 @@ def executors(runtime: Runtime, settings: DebuggerSettings) -> list[Executor]:
     return found
 
 
-def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> RemediationWebhooks | None:
-    """The webhook remediation events go to, when one is configured (with its signing secret)."""
-    url = settings.debugger_remediation_webhook_url
-    if not url:
-        return None
-    problem = notifications.check_url(url)
-    if problem:
-        raise SettingsError(f"DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_URL {problem}")
-    secret_file = settings.debugger_remediation_webhook_secret_file
-    try:
-        secret = pathlib.Path(secret_file).read_text().strip() if secret_file else ""
-    except OSError as error:
-        raise SettingsError(f"DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE: {error.strerror}") from None
-    if not secret:
-        raise SettingsError(
-            "a remediation webhook needs DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE (not empty)"
-        )
-    notifier = notifications.Notifier(runtime.redis, runtime.durable, "devmesh:debugger:notify:")
-    return RemediationWebhooks(notifier, [notifications.Webhook(url, secret)])
+def remediation_webhooks(runtime: Runtime, settings: DebuggerSettings) -> RemediationWebhooks:
+    """Remediation events to the webhook subscriptions, signed with keys the secrets service keeps."""
+    for moved in (
+        "DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_URL",
+        "DEVMESH_DEBUGGER_REMEDIATION_WEBHOOK_SECRET_FILE",
+    ):
+        if runtime.environ.get(moved):
+            # Silently dropping a configured webhook would lose its events: say where it went.
+            raise SettingsError(
+                f"{moved} is gone: remediation webhooks are webhook subscriptions now "
+                "(POST /v1/webhookSubscriptions with a uri and a signing_secret in the secrets service)"
+            )
+    secrets = runtime.peer_channel("secrets")
+    keys = SigningKeysFromSecrets(secrets) if secrets is not None else None
+    subscriptions = Subscriptions(SubscriptionStore(runtime.redis, runtime.durable), keys)
+    notifier = notifications.Notifier(
+        runtime.redis,
+        runtime.durable,
+        "devmesh:debugger:notify:",
+        max_attempts=settings.debugger_webhook_max_attempts,
+        first_backoff=settings.debugger_webhook_first_backoff,
+    )
+    return RemediationWebhooks(notifier, subscriptions)
 
 
 def pause_after_execute(marker: str) -> Callable[[Remediation, int], Awaitable[None]] | None:
@@ -210,7 +218,7 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     servicer = DebuggerServicer(debugger, jobs)
     webhooks = remediation_webhooks(runtime, settings)
     audit = RemediationAudit(AuditLog(runtime.redis, retention=runtime.settings.audit_retention))
-    announcers = [audit.announce, *([webhooks.announce] if webhooks else [])]
+    announcers = [audit.announce, webhooks.announce]
     store = RemediationStore(runtime.redis, runtime.durable, announcers)
     executing = execution(runtime, settings, store)
     remediations = Remediations(store, diagnoses, policy(settings), executing)
@@ -222,15 +230,14 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
     policies = RemediationPolicies(runtime.redis, runtime.durable)
     # The trigger: every stored diagnosis goes to the remediation policies, which may propose.
     hooks.subscribe(_proposing(RemediationTriggers(policies, remediations)))
-    remediation_servicer = RemediationServicer(remediations, policies)
+    remediation_servicer = RemediationServicer(remediations, policies, webhooks.subscriptions)
 
     def register(server: aio.Server) -> None:
         debugger_pb2_grpc.add_DebuggerServiceServicer_to_server(servicer, server)
         remediation_pb2_grpc.add_RemediationServiceServicer_to_server(remediation_servicer, server)
 
     async def start() -> None:
-        if webhooks is not None:
-            await webhooks.notifier.start()
+        await webhooks.notifier.start()
         if follower is not None:
             await follower.start()
         if settings.debugger_remediation_executor:
@@ -241,8 +248,7 @@ def build(runtime: Runtime, settings: DebuggerSettings) -> ServiceBinding:
             await follower.stop()
         remediations.close()
         await background.stop()
-        if webhooks is not None:
-            await webhooks.notifier.stop()
+        await webhooks.notifier.stop()
 
     return ServiceBinding(register=register, dependencies=[runtime.redis_dependency], start=start, stop=stop)
 
@@ -272,6 +278,7 @@ SPEC = ServiceSpec(
     # Remediations roll config environments back through the config service and re-run or
     # cancel runs through the pipeline service (as the debugger's service identity). AnalyzeJob
     # and the automatic diagnosis of failed jobs read runs and logs from the pipeline service.
+    # Webhook subscriptions' signing keys come from the secrets service.
     peers=("secrets", "config", "pipeline"),
     commands="services.debugger.cli",
 )

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.debugger.remediation import Action, ActionKind
-from services.debugger.remediation_plan import DEPLOYMENT, MAX_MEMORY_FACTOR
+from services.debugger.remediation_plan import DEPLOYMENT, MAX_MEMORY_FACTOR, MEMORY_QUANTITY
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 
 DEFAULT_MEMORY_FACTOR = 1.5
 # The annotation `kubectl rollout restart` sets: a new value rolls every pod.
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+# Why a Deployment's pods changed, as `kubectl rollout history` shows it.
+CHANGE_CAUSE = "kubernetes.io/change-cause"
 _UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}  # fmt: skip
 
@@ -56,7 +56,7 @@ class Executor(Protocol):
 
 def memory_bytes(quantity: str, field_name: str) -> int:
     """A Kubernetes memory quantity (`512Mi`, `1G`, `1073741824`) in bytes."""
-    found = _QUANTITY.match(quantity.strip())
+    found = MEMORY_QUANTITY.match(quantity.strip())
     if not found:
         raise InvalidArgument.for_field(
             field_name, f"{quantity[:64]!r} is not a memory quantity such as 512Mi"
@@ -72,9 +72,11 @@ def raised_limit(current: str, factor: float) -> str:
 
 
 def kubernetes_patch(action: Action, now_iso: str) -> tuple[str, dict[str, Any]]:
-    """The patch an action applies to its Deployment: (patch type, patch). Strategic-merge
-    patches, except a rollback, which Kubernetes does by copying the previous ReplicaSet's pod
-    template (`kubectl rollout undo`): its patch names the revision to copy."""
+    """The strategic-merge patch an action applies to its Deployment: (patch type, patch).
+
+    A rollback restores the previous ReplicaSet's container image (`kubectl rollout undo`
+    copies that ReplicaSet's pod template; with no cluster to read it from, the plan names the
+    container and image the previous ReplicaSet ran) and records why in the change cause."""
     parameters = action.parameters
     if action.kind is ActionKind.KUBERNETES_RESTART:
         template = {"metadata": {"annotations": {RESTARTED_AT: now_iso}}}
@@ -87,7 +89,13 @@ def kubernetes_patch(action: Action, now_iso: str) -> tuple[str, dict[str, Any]]
         container = {"name": parameters["container"], "resources": {"limits": {"memory": limit}}}
         return "strategic-merge", {"spec": {"template": {"spec": {"containers": [container]}}}}
     if action.kind is ActionKind.KUBERNETES_ROLLBACK:
-        return "rollout-undo", {"toRevision": 0}  # 0: the previous ReplicaSet
+        revision = parameters.get("revision", "")
+        cause = f"rollback to revision {revision}" if revision else "rollback to the previous ReplicaSet"
+        container = {"name": parameters["container"], "image": parameters["image"]}
+        return "strategic-merge", {
+            "metadata": {"annotations": {CHANGE_CAUSE: f"devmesh remediation: {cause}"}},
+            "spec": {"template": {"spec": {"containers": [container]}}},
+        }
     raise ValueError(f"{action.kind.value} is not a Kubernetes action")
 
 
@@ -99,7 +107,7 @@ def _deployment_manifest(action: Action, patch: Mapping[str, Any]) -> dict[str, 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, **patch.get("metadata", {})},
         "spec": {
             "replicas": spec.get("replicas", 1),
             "selector": {"matchLabels": {"app": name}},
@@ -148,7 +156,7 @@ class DryRunKubernetes:
 
     async def execute(self, action: Action, idempotency_key: str) -> Applied:
         patch_type, patch = kubernetes_patch(action, self._now_iso())
-        if self._validate is not None and patch_type == "strategic-merge":
+        if self._validate is not None:
             problem = await asyncio.to_thread(self._validate, _deployment_manifest(action, patch))
             if problem:
                 raise FailedPrecondition(

@@ -44,6 +44,9 @@ SECRET = ResourceName(
     },
 )
 DEPLOYMENT = ResourceName("namespaces/{namespace}/deployments/{deployment}")
+MEMORY_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+# A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or quotes.
+IMAGE = re.compile(r"^[a-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 
 TARGETS: dict[ActionKind, ResourceName] = {
     ActionKind.PIPELINE_RERUN: PIPELINE_JOB,
@@ -65,12 +68,16 @@ REQUIRED: dict[ActionKind, tuple[str, ...]] = {
     ActionKind.SECRET_DISABLE_VERSION: ("version",),
     ActionKind.KUBERNETES_RAISE_MEMORY_LIMIT: ("container", "current_limit"),
     ActionKind.KUBERNETES_SCALE: ("replicas",),
+    # The previous ReplicaSet's container and image (there is no cluster reader to find them).
+    ActionKind.KUBERNETES_ROLLBACK: ("container", "image"),
 }
 OPTIONAL: dict[ActionKind, tuple[str, ...]] = {
     ActionKind.PIPELINE_RERUN_WITH_BACKOFF: ("delay",),
     ActionKind.KUBERNETES_RAISE_MEMORY_LIMIT: ("factor",),
     # `path.to.key=JSON value` the resolved config must hold afterwards (its verification).
     ActionKind.CONFIG_ROLLBACK: ("expect",),
+    # The previous ReplicaSet's revision (`deployment.kubernetes.io/revision`).
+    ActionKind.KUBERNETES_ROLLBACK: ("revision",),
 }
 EXPECT = "expect"
 # Every kind may say how many consumers or replicas it affects (the policy weighs it).
@@ -119,30 +126,39 @@ def _positive_int(value: str, field: str, maximum: int) -> int:
 
 
 def _check_parameters(action: Action, field: str) -> None:
+    """`field` is the path of the parameters map in the request (`plan[0].parameters`)."""
     kind, parameters = action.kind, action.parameters
     if len(parameters) > MAX_PARAMETERS:
-        raise InvalidArgument.for_field(f"{field}.parameters", f"at most {MAX_PARAMETERS}")
+        raise InvalidArgument.for_field(field, f"at most {MAX_PARAMETERS}")
     allowed = {*REQUIRED.get(kind, ()), *OPTIONAL.get(kind, ()), BLAST_RADIUS}
     for name, value in parameters.items():
-        path = f"{field}.parameters[{name[:64]!r}]"
+        path = f"{field}[{name[:64]!r}]"
         if name not in allowed:
             raise InvalidArgument.for_field(path, f"is not a parameter of {kind.value}")
         if len(value) > MAX_PARAMETER_CHARS:
             raise InvalidArgument.for_field(path, f"longer than {MAX_PARAMETER_CHARS} characters")
     for name in REQUIRED.get(kind, ()):
         if not parameters.get(name):
-            raise InvalidArgument.for_field(f"{field}.parameters[{name!r}]", f"{kind.value} needs it")
+            raise InvalidArgument.for_field(f"{field}[{name!r}]", f"{kind.value} needs it")
     for name in ("revision", "version"):
         if name in parameters:
-            _positive_int(parameters[name], f"{field}.parameters[{name!r}]", 10**15)
+            _positive_int(parameters[name], f"{field}[{name!r}]", 10**15)
     if "replicas" in parameters:
-        _positive_int(parameters["replicas"], f"{field}.parameters['replicas']", MAX_REPLICAS)
+        _positive_int(parameters["replicas"], f"{field}['replicas']", MAX_REPLICAS)
     if BLAST_RADIUS in parameters:
-        _positive_int(parameters[BLAST_RADIUS], f"{field}.parameters[{BLAST_RADIUS!r}]", 10**6)
+        _positive_int(parameters[BLAST_RADIUS], f"{field}[{BLAST_RADIUS!r}]", 10**6)
     if "delay" in parameters:
-        delay_seconds(parameters["delay"], f"{field}.parameters['delay']")
+        delay_seconds(parameters["delay"], f"{field}['delay']")
     if EXPECT in parameters:
-        parse_expectation(parameters[EXPECT], f"{field}.parameters[{EXPECT!r}]")
+        parse_expectation(parameters[EXPECT], f"{field}[{EXPECT!r}]")
+    if "current_limit" in parameters and not MEMORY_QUANTITY.match(parameters["current_limit"].strip()):
+        raise InvalidArgument.for_field(
+            f"{field}['current_limit']", "must be a memory quantity such as 512Mi"
+        )
+    if "image" in parameters and not IMAGE.match(parameters["image"]):
+        raise InvalidArgument.for_field(
+            f"{field}['image']", "must be a container image reference such as registry/app:1.2.3"
+        )
     if "factor" in parameters:
         try:
             factor = float(parameters["factor"])
@@ -150,16 +166,25 @@ def _check_parameters(action: Action, field: str) -> None:
             factor = 0.0
         if not 1.0 < factor <= MAX_MEMORY_FACTOR:
             raise InvalidArgument.for_field(
-                f"{field}.parameters['factor']", f"must be a number above 1 and at most {MAX_MEMORY_FACTOR}"
+                f"{field}['factor']", f"must be a number above 1 and at most {MAX_MEMORY_FACTOR}"
             )
 
 
-def check_action(action: Action, field: str) -> None:
-    """INVALID_ARGUMENT naming the part of `field` that is wrong."""
+def check_action(action: Action, field: str, *, target_field: str = "", parameters_field: str = "") -> None:
+    """INVALID_ARGUMENT naming the request's field that is wrong (`plan[0].target`; an action
+    made from a diagnosis names the request's `target` and `parameters`, where its target and
+    parameters came from); FAILED_PRECONDITION for actions the debugger cannot run."""
     if len(action.reason) > MAX_REASON_CHARS:
         raise InvalidArgument.for_field(f"{field}.reason", f"longer than {MAX_REASON_CHARS} characters")
-    TARGETS[action.kind].parse(action.target, f"{field}.target")
-    _check_parameters(action, field)
+    TARGETS[action.kind].parse(action.target, target_field or f"{field}.target")
+    _check_parameters(action, parameters_field or f"{field}.parameters")
+    if action.kind is ActionKind.SECRET_PROMOTE_VERSION:
+        raise FailedPrecondition(
+            "SECRET_PROMOTE_VERSION needs a secrets call that makes an older version the latest; "
+            "the secrets service has none (it rotates, disables and enables versions)",
+            reason="NO_EXECUTOR",
+            metadata={"action": action.kind.value, "missing": "devmesh.secrets.v1 promote version"},
+        )
 
 
 def check_plan(plan: Sequence[Action], field: str = "plan") -> None:
@@ -170,6 +195,13 @@ def check_plan(plan: Sequence[Action], field: str = "plan") -> None:
         raise InvalidArgument.for_field(field, f"at most {MAX_ACTIONS} actions")
     for index, action in enumerate(plan):
         check_action(action, f"{field}[{index}]")
+
+
+def check_derived_plan(plan: Sequence[Action]) -> None:
+    """A plan made from a diagnosis checked, naming the request's `target` and `parameters`
+    (the fields its actions came from) when they are wrong."""
+    for index, action in enumerate(plan):
+        check_action(action, f"plan[{index}]", target_field="target", parameters_field="parameters")
 
 
 def from_suggestions(

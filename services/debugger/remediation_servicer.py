@@ -13,7 +13,9 @@ from services.debugger import remediation as model
 from services.debugger.remediation_plan import MAX_ACTIONS, MAX_PARAMETERS
 from services.debugger.remediation_policies import RemediationPolicies
 from services.debugger.remediation_policy_servicer import RemediationPolicyRpcs
+from services.debugger.remediation_subscriptions import Subscriptions
 from services.debugger.remediations import REMEDIATION, Remediations
+from services.debugger.webhook_subscriptions_servicer import WebhookSubscriptionRpcs
 from services.runtime import etags, pagination, protos, request_context
 from services.runtime.errors import InvalidArgument
 
@@ -111,12 +113,18 @@ def _caller() -> str:
     return request_context.current_caller().name
 
 
-class RemediationServicer(RemediationPolicyRpcs, remediation_pb2_grpc.RemediationServiceServicer):
-    """The RemediationService RPCs (the remediation policies' in RemediationPolicyRpcs)."""
+class RemediationServicer(
+    RemediationPolicyRpcs, WebhookSubscriptionRpcs, remediation_pb2_grpc.RemediationServiceServicer
+):
+    """The RemediationService RPCs (the remediation policies' in RemediationPolicyRpcs, the
+    webhook subscriptions' in WebhookSubscriptionRpcs)."""
 
-    def __init__(self, remediations: Remediations, policies: RemediationPolicies) -> None:
+    def __init__(
+        self, remediations: Remediations, policies: RemediationPolicies, subscriptions: Subscriptions
+    ) -> None:
         self._remediations = remediations
         self._policies = policies
+        self._subscriptions = subscriptions
 
     async def ProposeRemediation(
         self, request: pb.ProposeRemediationRequest, context: aio.ServicerContext

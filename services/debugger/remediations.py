@@ -82,7 +82,7 @@ class Remediations:
                         "target", "the resource the diagnosis's suggestions act on"
                     )
                 plan = remediation_plan.from_suggestions(diagnosis, found.remediations, target, parameters)
-                remediation_plan.check_plan(plan, "target")
+                remediation_plan.check_derived_plan(plan)
         elif not plan:
             raise InvalidArgument.for_field("plan", "needs a diagnosis or a plan of at least one action")
         remediation_plan.check_plan(plan)

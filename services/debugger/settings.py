@@ -96,11 +96,16 @@ class DebuggerSettings:
     debugger_automatic_window: int = setting(
         3600, "Seconds of the automatic-remediation window per target.", parse=parse_positive_int
     )
-    debugger_remediation_webhook_url: str = setting(
-        "", "Where remediation events are POSTed (signed, retried); empty: no webhook."
+    debugger_webhook_max_attempts: int = setting(
+        8,
+        "Tries of one remediation webhook POST (1 s, 2 s, 4 s... apart, at most 5 minutes) before "
+        "it is kept as a dead letter.",
+        parse=parse_positive_int,
     )
-    debugger_remediation_webhook_secret_file: str = setting(
-        "", "A file holding the secret that signs the webhook's POSTs (HMAC-SHA256)."
+    debugger_webhook_first_backoff: float = setting(
+        1.0,
+        "Seconds before the first retry of a failed remediation webhook POST.",
+        parse=parse_positive_float,
     )
     debugger_follow_failures: bool = setting(
         True,

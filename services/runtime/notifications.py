@@ -50,6 +50,8 @@ class Webhook:
 
     url: str
     secret: str = ""
+    # A body of this webhook's own for the event (e.g. a chat's format); empty: the event's JSON.
+    body: str = ""
 
     def __repr__(self) -> str:
         return f"Webhook({safe_url(self.url)!r})"
@@ -159,7 +161,7 @@ class Notifier:
                 "url": hook.url,
                 "secret": hook.secret,
                 "type": event_type,
-                "body": body,
+                "body": hook.body or body,
                 "attempts": 0,
             }
             args += [uuid.uuid4().hex, json.dumps(delivery)]

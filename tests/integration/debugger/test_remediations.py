@@ -4,6 +4,7 @@ people (never the proposer, two in production), rejected for good, listed, and r
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -200,6 +201,39 @@ async def test_an_oom_killed_pod_diagnosis_becomes_a_memory_limit_plan(mesh: Mes
     assert any("confidence" in reason for reason in made.risk.reasons) or diagnosis.confidence == 1.0
 
 
+@pytest.mark.parametrize(
+    ("target", "parameters", "field"),
+    [
+        ("Bad Target", {}, "target"),
+        (None, {"factor": "100"}, "parameters['factor']"),
+        (None, {"current_limit": "lots"}, "parameters['current_limit']"),
+    ],
+)
+async def test_a_plan_made_from_a_diagnosis_names_the_request_fields_it_came_from(
+    mesh: Mesh, target: str | None, parameters: dict[str, str], field: str
+) -> None:
+    diagnosis = await mesh.debugger.AnalyzePod(pod_request("oomkilled"), metadata=mesh.alice)
+    request = pb.ProposeRemediationRequest(
+        diagnosis=diagnosis.name, target=target or _deployment(), parameters=parameters
+    )
+    error = await refused(mesh.remediations.ProposeRemediation, request, metadata=mesh.alice)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(error) == [field]
+
+
+async def test_promoting_a_secret_version_is_refused_naming_what_the_secrets_service_lacks(
+    mesh: Mesh,
+) -> None:
+    action = pb.Action(
+        kind=pb.ACTION_KIND_SECRET_PROMOTE_VERSION, target="secrets/db-password", parameters={"version": "2"}
+    )
+    error = await refused(
+        mesh.remediations.ProposeRemediation, pb.ProposeRemediationRequest(plan=[action]), metadata=mesh.alice
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(error).reason == "NO_EXECUTOR" and "secrets service has none" in (error.details() or "")
+
+
 async def test_a_pipeline_rerun_without_the_pipeline_as_a_peer_is_refused_saying_what_is_missing(
     mesh: Mesh,
 ) -> None:
@@ -270,6 +304,22 @@ async def test_remediations_list_by_state_and_target_page_by_page(mesh: Mesh) ->
             ),
             "plan[0].parameters['x']",
         ),
+        (
+            pb.Action(
+                kind=pb.ACTION_KIND_KUBERNETES_RAISE_MEMORY_LIMIT,
+                target="namespaces/ns/deployments/web",
+                parameters={"container": "app", "current_limit": "a lot"},
+            ),
+            "plan[0].parameters['current_limit']",
+        ),
+        (
+            pb.Action(
+                kind=pb.ACTION_KIND_KUBERNETES_ROLLBACK,
+                target="namespaces/ns/deployments/web",
+                parameters={"container": "app", "image": "not an image"},
+            ),
+            "plan[0].parameters['image']",
+        ),
     ],
 )
 async def test_a_malformed_action_is_refused_naming_its_field(
@@ -325,3 +375,31 @@ async def test_a_watch_needs_credentials(mesh: Mesh) -> None:
     call = mesh.remediations.WatchRemediations(pb.WatchRemediationsRequest())
     error = await refused(call.read)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_kubernetes_rollback_ends_in_dry_run_with_the_validated_patch_it_would_apply(
+    mesh: Mesh,
+) -> None:
+    target = _deployment()
+    action = pb.Action(
+        kind=pb.ACTION_KIND_KUBERNETES_ROLLBACK,
+        target=target,
+        parameters={"container": "api", "image": "registry.local/shop/api:1.4.2", "revision": "7"},
+    )
+    made = await mesh.remediations.ProposeRemediation(
+        pb.ProposeRemediationRequest(plan=[action]), metadata=mesh.alice
+    )
+    if made.state == pb.REMEDIATION_STATE_AWAITING_APPROVAL:
+        made = await mesh.remediations.ApproveRemediation(
+            pb.ApproveRemediationRequest(name=made.name), metadata=mesh.bob
+        )
+    done = await mesh.remediations.ExecuteRemediation(
+        pb.ExecuteRemediationRequest(name=made.name), metadata=mesh.bob
+    )
+    assert done.state == pb.REMEDIATION_STATE_DRY_RUN
+    (step,) = done.steps
+    detail = json.loads(step.detail)
+    assert step.status == "dry_run" and detail["dryRun"] is True and detail["target"] == target
+    assert detail["patch"]["spec"]["template"]["spec"]["containers"] == [
+        {"name": "api", "image": "registry.local/shop/api:1.4.2"}
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.debugger.remediation import Action, ActionKind
 from services.debugger.remediation_actions import (
+    CHANGE_CAUSE,
     RESTARTED_AT,
     _deployment_manifest,
     kubernetes_patch,
@@ -34,3 +35,23 @@ def test_the_patched_deployment_is_valid_and_a_broken_one_is_caught_with_its_pat
     manifest["spec"]["replicas"] = "three"
     problem = validate_deployment(manifest)
     assert problem is not None and problem.startswith("spec.replicas")
+
+
+def test_a_rollback_restores_the_previous_replica_sets_image_and_says_why() -> None:
+    parameters = {"container": "app", "image": "registry.local/shop/api:1.4.2", "revision": "7"}
+    action = Action(ActionKind.KUBERNETES_ROLLBACK, TARGET, parameters)
+    patch_type, patch = kubernetes_patch(action, NOW)
+    assert patch_type == "strategic-merge"
+    assert patch["spec"] == {
+        "template": {"spec": {"containers": [{"name": "app", "image": "registry.local/shop/api:1.4.2"}]}}
+    }
+    assert "revision 7" in patch["metadata"]["annotations"][CHANGE_CAUSE]
+    assert validate_deployment(_deployment_manifest(action, patch)) is None
+
+
+def test_a_rollback_whose_patch_is_not_a_valid_deployment_is_caught() -> None:
+    action = Action(ActionKind.KUBERNETES_ROLLBACK, TARGET, {"container": "app", "image": "a:1"})
+    patch = kubernetes_patch(action, NOW)[1]
+    patch["spec"]["template"]["spec"]["containers"][0]["image"] = 42
+    problem = validate_deployment(_deployment_manifest(action, patch))
+    assert problem is not None and "image" in problem

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from devmesh.debugger.v1 import remediation_pb2 as devmesh_dot_debugger_dot_v1_dot_remediation__pb2
+from devmesh.debugger.v1 import webhook_subscriptions_pb2 as devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -101,6 +102,31 @@ class RemediationServiceStub:
         self.DeleteRemediationPolicy = channel.unary_unary(
                 '/devmesh.debugger.v1.RemediationService/DeleteRemediationPolicy',
                 request_serializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.DeleteRemediationPolicyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateWebhookSubscription = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/CreateWebhookSubscription',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.CreateWebhookSubscriptionRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.FromString,
+                _registered_method=True)
+        self.GetWebhookSubscription = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/GetWebhookSubscription',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.GetWebhookSubscriptionRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.FromString,
+                _registered_method=True)
+        self.ListWebhookSubscriptions = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/ListWebhookSubscriptions',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.ListWebhookSubscriptionsRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.ListWebhookSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.UpdateWebhookSubscription = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/UpdateWebhookSubscription',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.UpdateWebhookSubscriptionRequest.SerializeToString,
+                response_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.FromString,
+                _registered_method=True)
+        self.DeleteWebhookSubscription = channel.unary_unary(
+                '/devmesh.debugger.v1.RemediationService/DeleteWebhookSubscription',
+                request_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.DeleteWebhookSubscriptionRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
@@ -248,6 +274,57 @@ class RemediationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookSubscription(self, request, context):
+        """Webhook subscriptions: where remediation events are POSTed.
+
+        Creates a webhook subscription. The debugger must be able to read its
+        signing secret.
+        Errors: INVALID_ARGUMENT (bad id, URI, event type, secret name or
+        description), ALREADY_EXISTS, FAILED_PRECONDITION (the debugger cannot
+        read the signing secret, or no secrets service is configured),
+        RESOURCE_EXHAUSTED (too many subscriptions), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookSubscription(self, request, context):
+        """Returns a webhook subscription (never its signing key).
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookSubscriptions(self, request, context):
+        """Lists webhook subscriptions in name order.
+        Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+        UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWebhookSubscription(self, request, context):
+        """Updates a webhook subscription's URI, event types, signing secret,
+        payload format or description.
+        Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+        FAILED_PRECONDITION (the debugger cannot read the new signing secret),
+        ABORTED (stale etag), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookSubscription(self, request, context):
+        """Deletes a webhook subscription; POSTs already queued are still made.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+        etag), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RemediationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -314,6 +391,31 @@ def add_RemediationServiceServicer_to_server(servicer, server):
             'DeleteRemediationPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRemediationPolicy,
                     request_deserializer=devmesh_dot_debugger_dot_v1_dot_remediation__pb2.DeleteRemediationPolicyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateWebhookSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookSubscription,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.CreateWebhookSubscriptionRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.SerializeToString,
+            ),
+            'GetWebhookSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookSubscription,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.GetWebhookSubscriptionRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.SerializeToString,
+            ),
+            'ListWebhookSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookSubscriptions,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.ListWebhookSubscriptionsRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.ListWebhookSubscriptionsResponse.SerializeToString,
+            ),
+            'UpdateWebhookSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhookSubscription,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.UpdateWebhookSubscriptionRequest.FromString,
+                    response_serializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.SerializeToString,
+            ),
+            'DeleteWebhookSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookSubscription,
+                    request_deserializer=devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.DeleteWebhookSubscriptionRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -670,6 +772,141 @@ class RemediationService:
             target,
             '/devmesh.debugger.v1.RemediationService/DeleteRemediationPolicy',
             devmesh_dot_debugger_dot_v1_dot_remediation__pb2.DeleteRemediationPolicyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/CreateWebhookSubscription',
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.CreateWebhookSubscriptionRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/GetWebhookSubscription',
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.GetWebhookSubscriptionRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/ListWebhookSubscriptions',
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.ListWebhookSubscriptionsRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.ListWebhookSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhookSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/UpdateWebhookSubscription',
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.UpdateWebhookSubscriptionRequest.SerializeToString,
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.WebhookSubscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/devmesh.debugger.v1.RemediationService/DeleteWebhookSubscription',
+            devmesh_dot_debugger_dot_v1_dot_webhook__subscriptions__pb2.DeleteWebhookSubscriptionRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

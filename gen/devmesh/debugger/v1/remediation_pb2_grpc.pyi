@@ -9,6 +9,7 @@ history of every transition (who or what, when, why).
 
 from collections import abc as _abc
 from devmesh.debugger.v1 import remediation_pb2 as _remediation_pb2
+from devmesh.debugger.v1 import webhook_subscriptions_pb2 as _webhook_subscriptions_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -126,6 +127,37 @@ class RemediationServiceStub:
     Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
     etag), UNAVAILABLE.
     """
+    CreateWebhookSubscription: _grpc.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.CreateWebhookSubscriptionRequest, _webhook_subscriptions_pb2.WebhookSubscription]
+    """Webhook subscriptions: where remediation events are POSTed.
+
+    Creates a webhook subscription. The debugger must be able to read its
+    signing secret.
+    Errors: INVALID_ARGUMENT (bad id, URI, event type, secret name or
+    description), ALREADY_EXISTS, FAILED_PRECONDITION (the debugger cannot
+    read the signing secret, or no secrets service is configured),
+    RESOURCE_EXHAUSTED (too many subscriptions), UNAVAILABLE.
+    """
+    GetWebhookSubscription: _grpc.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.GetWebhookSubscriptionRequest, _webhook_subscriptions_pb2.WebhookSubscription]
+    """Returns a webhook subscription (never its signing key).
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+    """
+    ListWebhookSubscriptions: _grpc.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.ListWebhookSubscriptionsRequest, _webhook_subscriptions_pb2.ListWebhookSubscriptionsResponse]
+    """Lists webhook subscriptions in name order.
+    Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+    UNAVAILABLE.
+    """
+    UpdateWebhookSubscription: _grpc.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.UpdateWebhookSubscriptionRequest, _webhook_subscriptions_pb2.WebhookSubscription]
+    """Updates a webhook subscription's URI, event types, signing secret,
+    payload format or description.
+    Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+    FAILED_PRECONDITION (the debugger cannot read the new signing secret),
+    ABORTED (stale etag), UNAVAILABLE.
+    """
+    DeleteWebhookSubscription: _grpc.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.DeleteWebhookSubscriptionRequest, _empty_pb2.Empty]
+    """Deletes a webhook subscription; POSTs already queued are still made.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+    etag), UNAVAILABLE.
+    """
 
 @_typing.type_check_only
 class RemediationServiceAsyncStub(RemediationServiceStub):
@@ -217,6 +249,37 @@ class RemediationServiceAsyncStub(RemediationServiceStub):
     """
     DeleteRemediationPolicy: _aio.UnaryUnaryMultiCallable[_remediation_pb2.DeleteRemediationPolicyRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a remediation policy; the remediations it proposed stay.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+    etag), UNAVAILABLE.
+    """
+    CreateWebhookSubscription: _aio.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.CreateWebhookSubscriptionRequest, _webhook_subscriptions_pb2.WebhookSubscription]  # type: ignore[assignment]
+    """Webhook subscriptions: where remediation events are POSTed.
+
+    Creates a webhook subscription. The debugger must be able to read its
+    signing secret.
+    Errors: INVALID_ARGUMENT (bad id, URI, event type, secret name or
+    description), ALREADY_EXISTS, FAILED_PRECONDITION (the debugger cannot
+    read the signing secret, or no secrets service is configured),
+    RESOURCE_EXHAUSTED (too many subscriptions), UNAVAILABLE.
+    """
+    GetWebhookSubscription: _aio.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.GetWebhookSubscriptionRequest, _webhook_subscriptions_pb2.WebhookSubscription]  # type: ignore[assignment]
+    """Returns a webhook subscription (never its signing key).
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+    """
+    ListWebhookSubscriptions: _aio.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.ListWebhookSubscriptionsRequest, _webhook_subscriptions_pb2.ListWebhookSubscriptionsResponse]  # type: ignore[assignment]
+    """Lists webhook subscriptions in name order.
+    Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+    UNAVAILABLE.
+    """
+    UpdateWebhookSubscription: _aio.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.UpdateWebhookSubscriptionRequest, _webhook_subscriptions_pb2.WebhookSubscription]  # type: ignore[assignment]
+    """Updates a webhook subscription's URI, event types, signing secret,
+    payload format or description.
+    Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+    FAILED_PRECONDITION (the debugger cannot read the new signing secret),
+    ABORTED (stale etag), UNAVAILABLE.
+    """
+    DeleteWebhookSubscription: _aio.UnaryUnaryMultiCallable[_webhook_subscriptions_pb2.DeleteWebhookSubscriptionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a webhook subscription; POSTs already queued are still made.
     Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
     etag), UNAVAILABLE.
     """
@@ -386,6 +449,67 @@ class RemediationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a remediation policy; the remediations it proposed stay.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
+        etag), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWebhookSubscription(
+        self,
+        request: _webhook_subscriptions_pb2.CreateWebhookSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_subscriptions_pb2.WebhookSubscription, _abc.Awaitable[_webhook_subscriptions_pb2.WebhookSubscription]]:
+        """Webhook subscriptions: where remediation events are POSTed.
+
+        Creates a webhook subscription. The debugger must be able to read its
+        signing secret.
+        Errors: INVALID_ARGUMENT (bad id, URI, event type, secret name or
+        description), ALREADY_EXISTS, FAILED_PRECONDITION (the debugger cannot
+        read the signing secret, or no secrets service is configured),
+        RESOURCE_EXHAUSTED (too many subscriptions), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWebhookSubscription(
+        self,
+        request: _webhook_subscriptions_pb2.GetWebhookSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_subscriptions_pb2.WebhookSubscription, _abc.Awaitable[_webhook_subscriptions_pb2.WebhookSubscription]]:
+        """Returns a webhook subscription (never its signing key).
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookSubscriptions(
+        self,
+        request: _webhook_subscriptions_pb2.ListWebhookSubscriptionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_subscriptions_pb2.ListWebhookSubscriptionsResponse, _abc.Awaitable[_webhook_subscriptions_pb2.ListWebhookSubscriptionsResponse]]:
+        """Lists webhook subscriptions in name order.
+        Errors: INVALID_ARGUMENT (negative page size, foreign page token),
+        UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateWebhookSubscription(
+        self,
+        request: _webhook_subscriptions_pb2.UpdateWebhookSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_subscriptions_pb2.WebhookSubscription, _abc.Awaitable[_webhook_subscriptions_pb2.WebhookSubscription]]:
+        """Updates a webhook subscription's URI, event types, signing secret,
+        payload format or description.
+        Errors: INVALID_ARGUMENT (bad field or unknown mask path), NOT_FOUND,
+        FAILED_PRECONDITION (the debugger cannot read the new signing secret),
+        ABORTED (stale etag), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteWebhookSubscription(
+        self,
+        request: _webhook_subscriptions_pb2.DeleteWebhookSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a webhook subscription; POSTs already queued are still made.
         Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, ABORTED (stale
         etag), UNAVAILABLE.
         """
