@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from grpc import aio
 
 from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
 from services.pipeline.domain import PipelineDomain
 from services.pipeline.run_servicer import RunServicer
+from services.pipeline.runs import worker_terms
+from services.pipeline.runs.artifacts import ArtifactCaps, ArtifactDomain
+from services.pipeline.runs.artifacts_store import DirectoryArtifactStore
 from services.pipeline.runs.coordinator import Coordinator, CoordinatorSettings
+from services.pipeline.runs.retention import RetentionSettings, RetentionSweeper
 from services.pipeline.runs.service import RunDomain
 from services.pipeline.servicer import PipelineServicer
 from services.pipeline.settings import PipelineSettings
@@ -38,8 +44,8 @@ _READS = (
 
 
 def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
-    store = PipelineStore(runtime.redis, runtime.durable)
-    domain = PipelineDomain(store)
+    pipelines = PipelineStore(runtime.redis, runtime.durable)
+    domain = PipelineDomain(pipelines)
     servicer = PipelineServicer(domain, settings)
     coordinator = Coordinator(
         runtime.redis,
@@ -47,9 +53,36 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
             lease_s=settings.pipeline_lease_seconds, claim_idle_s=settings.pipeline_claim_idle_seconds
         ),
     )
-    # ListArtifacts and GetArtifact are not built (the spec's `unimplemented`): the generated
-    # base answers them UNIMPLEMENTED, which its stubs declare abstract.
-    runs = RunServicer(RunDomain(coordinator, store, runtime.durable))  # type: ignore[abstract]
+    # Artifacts are files under the data directory; without one this replica keeps none
+    # (uploads answer FAILED_PRECONDITION and the artifact step fails the job with that).
+    data_dir = runtime.settings.data_dir
+    artifact_store = DirectoryArtifactStore(Path(data_dir) / "pipeline" / "artifacts") if data_dir else None
+    caps = ArtifactCaps(settings.pipeline_artifact_max_bytes, settings.pipeline_job_artifacts_max_bytes)
+    artifacts = ArtifactDomain(runtime.redis, artifact_store, caps)
+    sweeper = RetentionSweeper(
+        runtime.redis,
+        artifacts,
+        RetentionSettings(
+            run_s=settings.pipeline_run_retention_seconds,
+            log_s=settings.pipeline_log_retention_seconds,
+            sweep_s=settings.pipeline_retention_sweep_seconds,
+        ),
+    )
+    terms = worker_terms.WorkerTerms(
+        lease_s=settings.pipeline_lease_seconds,
+        artifact_bytes=caps.artifact_bytes,
+        job_artifacts_bytes=caps.job_bytes,
+    )
+    runs = RunServicer(RunDomain(coordinator, pipelines, runtime.durable), artifacts)
+
+    async def start() -> None:
+        await worker_terms.publish(runtime.redis, terms)
+        await coordinator.start()
+        await sweeper.start()
+
+    async def stop() -> None:
+        await sweeper.stop()
+        await coordinator.stop()
 
     def register(server: aio.Server) -> None:
         pipeline_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, server)
@@ -58,8 +91,8 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
     return ServiceBinding(
         register=register,
         dependencies=[runtime.redis_dependency],
-        start=coordinator.start,
-        stop=coordinator.stop,
+        start=start,
+        stop=stop,
     )
 
 
@@ -78,12 +111,14 @@ SPEC = ServiceSpec(
             "pipeline.runs.*",
             "pipeline.gates.*",
             "pipeline.logs.*",
-            "pipeline.artifacts.*",
+            "pipeline.artifacts.list",
+            "pipeline.artifacts.get",
         ),
         roles.VIEWER: _READS,
         roles.SERVICE: _READS,
+        # Workers store their attempts' artifacts (an upload also needs the attempt's fence).
+        roles.WORKER: ("pipeline.artifacts.upload",),
     },
     read_verbs=frozenset({"get", "list", "generate", "export", "validate"}),
-    unimplemented=frozenset({f"/{RUN_SERVICE}/ListArtifacts", f"/{RUN_SERVICE}/GetArtifact"}),
     commands="services.pipeline.cli",
 )

@@ -11,7 +11,7 @@ from typing import Any
 
 from devmesh.pipeline.v1 import model_pb2, pipeline_pb2
 from services.pipeline import expressions
-from services.pipeline.runs import keys, plan, scheduler, states
+from services.pipeline.runs import keys, plan, retention, scheduler, states
 from services.pipeline.runs.coordinator import Coordinator
 from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
 from services.pipeline.runs.store import RunRecord, RunStore, now_us
@@ -360,7 +360,15 @@ class RunDomain:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(keys.attempts(run.id), field)
             pipe.hget(keys.attempts(run.id), f"{field}/trunc")
-            raw, trunc = await pipe.execute()
+            pipe.hget(keys.run(run.id), retention.LOGS_EXPIRED)
+            raw, trunc, expired = await pipe.execute()
+        if expired == b"1":
+            raise NotFound(
+                f"the log of attempt {number} of job {key[:64]!r} has expired (log retention)",
+                resource_type="log",
+                resource_name=name,
+                reason="LOG_EXPIRED",
+            )
         if raw is None:
             raise NotFound(
                 f"attempt {number} of job {key[:64]!r} not found", resource_type="attempt", resource_name=name

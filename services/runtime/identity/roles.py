@@ -16,13 +16,15 @@ ADMIN = "admin"
 OPERATOR = "operator"
 VIEWER = "viewer"
 SERVICE = "service"
-ROLE_NAMES = (ADMIN, OPERATOR, VIEWER, SERVICE)
+WORKER = "worker"
+ROLE_NAMES = (ADMIN, OPERATOR, VIEWER, SERVICE, WORKER)
 # admin: everything, keys, access policies and the audit trail included. operator: runs the
 # platform, every change within what access policies allow. viewer: reads, no secret value.
 # service: another devmesh service (a mesh identity `ns/devmesh/sa/<service>`).
+# worker: a `devmesh worker` process (what it reports of the jobs it runs).
 # role -> permission patterns; admin holds "*". Installed from the services' specs (`install`)
 # when a server starts: which permissions each role holds is each service's to say.
-ROLES: dict[str, tuple[str, ...]] = {ADMIN: ("*",), OPERATOR: (), VIEWER: (), SERVICE: ()}
+ROLES: dict[str, tuple[str, ...]] = {ADMIN: ("*",), OPERATOR: (), VIEWER: (), SERVICE: (), WORKER: ()}
 # Patterns deliberately held by admin alone (who holds credentials, who may read which secret).
 ADMIN_ONLY: tuple[str, ...] = ()
 
