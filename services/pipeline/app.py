@@ -75,14 +75,17 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
     )
     runs = RunServicer(RunDomain(coordinator, pipelines, runtime.durable), artifacts)
 
+    publisher = worker_terms.TermsPublisher(runtime.redis, coordinator.consumer, terms)
+
     async def start() -> None:
-        await worker_terms.publish(runtime.redis, terms)
+        await publisher.start()
         await coordinator.start()
         await sweeper.start()
 
     async def stop() -> None:
         await sweeper.stop()
         await coordinator.stop()
+        await publisher.stop()
 
     def register(server: aio.Server) -> None:
         pipeline_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, server)

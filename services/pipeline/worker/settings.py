@@ -1,11 +1,15 @@
-"""Settings of a worker (`DEVMESH_WORKER_*`), beside the runtime's (Redis)."""
+"""Settings of a worker (`DEVMESH_WORKER_*`), beside the runtime's (Redis). The lease of a
+running job and the artifact caps are not among them: the coordinators publish theirs
+(`runs/worker_terms.py`), so that each has one setting."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from services.runtime.settings import (
+    is_loopback_addr,
     parse_bool,
+    parse_optional_host_port,
     parse_positive_float,
     parse_positive_int,
     parse_redis_url,
@@ -19,7 +23,8 @@ def _labels(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """A worker needs Redis (the queues and run state) and nothing else of the runtime's."""
+    """A worker needs Redis (the queues and run state) and, for artifact steps, the pipeline
+    service."""
 
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0", "Redis/Valkey URL holding the run queues.", parse=parse_redis_url
@@ -36,11 +41,6 @@ class WorkerSettings:
         shown="",
     )
     worker_dir: str = setting("", "Where job workspaces go; empty: the system's temporary directory.")
-    worker_lease_seconds: float = setting(
-        10.0,
-        "The lease of a running job (the coordinator's DEVMESH_PIPELINE_LEASE_SECONDS).",
-        parse=parse_positive_float,
-    )
     worker_log_cap_bytes: int = setting(
         10 * 1024 * 1024,
         "Log bytes kept per attempt; past it a marker, then nothing.",
@@ -65,3 +65,23 @@ class WorkerSettings:
         "whole user's processes).",
         parse=parse_positive_int,
     )
+    worker_pipeline_addr: str = setting(
+        "",
+        "host:port of the pipeline service, which artifact steps upload to; empty: artifact steps "
+        "fail the job (ARTIFACT_FAILED) saying so.",
+        parse=parse_optional_host_port,
+    )
+    worker_tls_ca_file: str = setting(
+        "", "PEM bundle the pipeline service's certificate chains to; empty: plaintext (loopback only)."
+    )
+    worker_tls_cert_file: str = setting("", "PEM certificate the worker presents (its mesh identity).")
+    worker_tls_key_file: str = setting("", "PEM private key of DEVMESH_WORKER_TLS_CERT_FILE.")
+
+    def problems(self) -> list[str]:
+        found = []
+        tls = (self.worker_tls_ca_file, self.worker_tls_cert_file, self.worker_tls_key_file)
+        if any(tls) and not all(tls):
+            found.append("DEVMESH_WORKER_TLS_CA_FILE, _CERT_FILE and _KEY_FILE go together")
+        if self.worker_pipeline_addr and not any(tls) and not is_loopback_addr(self.worker_pipeline_addr):
+            found.append("DEVMESH_WORKER_PIPELINE_ADDR without TLS must be a loopback address")
+        return found

@@ -149,6 +149,10 @@ class _AttemptReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attempt
     """A step was killed by a resource limit (CPU, memory, processes)."""
     ATTEMPT_REASON_HANDED_BACK: _AttemptReason.ValueType  # 7
     """A shut-down worker handed the job back before finishing it."""
+    ATTEMPT_REASON_ARTIFACT_FAILED: _AttemptReason.ValueType  # 8
+    """An `artifact` step could not store its files (over a size cap, a path
+    outside the workspace, nothing matched, the store refused them).
+    """
 
 class AttemptReason(_AttemptReason, metaclass=_AttemptReasonEnumTypeWrapper):
     """Why an attempt ended the way it did."""
@@ -169,6 +173,10 @@ ATTEMPT_REASON_RESOURCE_LIMIT: AttemptReason.ValueType  # 6
 """A step was killed by a resource limit (CPU, memory, processes)."""
 ATTEMPT_REASON_HANDED_BACK: AttemptReason.ValueType  # 7
 """A shut-down worker handed the job back before finishing it."""
+ATTEMPT_REASON_ARTIFACT_FAILED: AttemptReason.ValueType  # 8
+"""An `artifact` step could not store its files (over a size cap, a path
+outside the workspace, nothing matched, the store refused them).
+"""
 Global___AttemptReason: _TypeAlias = AttemptReason  # noqa: Y015
 
 @_typing.final
