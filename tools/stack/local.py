@@ -206,12 +206,18 @@ def local_stack(
         stack.envoy = start_envoy(edge, upstreams, state_dir / "envoy", logs)
         if "pipeline" in stack.services:
             (state_dir / "work").mkdir(exist_ok=True)
+            # Artifact steps upload to the pipeline service; the local worker presents the
+            # operator's certificate until workers have an identity of their own.
+            tls = stack.operator_tls
             stack.worker = spawn(
                 "worker",
                 [sys.executable, "-m", "services.pipeline.worker"],
                 logs,
                 {"PATH": os.environ.get("PATH", ""), "DEVMESH_REDIS_URL": stack.redis_url,
-                 "DEVMESH_WORKER_ID": "local-worker", "DEVMESH_WORKER_DIR": str(state_dir / "work")},
+                 "DEVMESH_WORKER_ID": "local-worker", "DEVMESH_WORKER_DIR": str(state_dir / "work"),
+                 "DEVMESH_WORKER_PIPELINE_ADDR": stack.services["pipeline"].addr,
+                 "DEVMESH_WORKER_TLS_CA_FILE": str(tls.ca), "DEVMESH_WORKER_TLS_CERT_FILE": str(tls.cert),
+                 "DEVMESH_WORKER_TLS_KEY_FILE": str(tls.key)},
             )  # fmt: skip
         keys_host = next((s.name for s in specs if API_KEY_SERVICE in s.proto_services), None)
         if keys_host is not None:
