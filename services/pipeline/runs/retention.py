@@ -25,6 +25,7 @@ from services.runtime.tasks import cancel_and_wait
 log = get_logger(__name__)
 
 BATCH = 200
+FAILURE_PAUSE_S = 1.0
 EVENTS_BATCH = 1000
 LOGS_EXPIRED = "logs_expired"  # a field of the run's hash: "1" once its logs are deleted
 
@@ -63,6 +64,7 @@ class RetentionSweeper:
     async def _forever(self) -> None:
         token = secrets.token_hex(8)
         while True:
+            pause = self.settings.sweep_s
             try:
                 lease_ms = max(int(self.settings.sweep_s * 1000), 1)
                 if await self.redis.set(keys.RETENTION_LEASE, token, nx=True, px=lease_ms):
@@ -78,7 +80,8 @@ class RetentionSweeper:
                 raise
             except Exception as exc:  # Redis away a moment: the next sweep catches up
                 log.warning("pipeline.runs.retention_failed", error=type(exc).__name__, detail=str(exc)[:200])
-            await asyncio.sleep(self.settings.sweep_s)
+                pause = max(pause, FAILURE_PAUSE_S)
+            await asyncio.sleep(pause)
 
     async def sweep(self) -> SweepCounts:
         """One pass over the runs old enough to have something expired."""

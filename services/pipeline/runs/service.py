@@ -28,6 +28,7 @@ MAX_SOURCE = 4096
 MAX_INPUTS_JSON = 64 * 1024
 LOG_PAGE_DEFAULT = 1000
 LOG_PAGE_MAX = 10000
+EVENTS_BLOCK_MS = 500
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,11 @@ class RunDomain:
         while True:
             state = await self.redis.hget(keys.run(run_id), "state")
             ended = state is not None and state.decode() in states.RUN_FINAL
-            found = await self.redis.xread({stream: last}, count=500, block=None if ended else 2000)
+            # Well under the client's timeout (DEVMESH_REDIS_TIMEOUT, 2 s): a block as long as it
+            # failed a quiet stream with UNAVAILABLE after 2 s without an event.
+            found = await self.redis.xread(
+                {stream: last}, count=500, block=None if ended else EVENTS_BLOCK_MS
+            )
             entries = found[0][1] if found else []
             for entry_id, fields in entries:
                 last = entry_id.decode()

@@ -163,7 +163,9 @@ class AttemptLike(Protocol):
 
 @dataclass(frozen=True)
 class StepContext:
-    channel: aio.Channel | None  # the worker's channel to the pipeline service
+    # A new channel to the pipeline service (None: the worker has no address); one per upload,
+    # so that a renewed certificate is read again.
+    connect: Callable[[], aio.Channel | None]
     redis: Redis
     line: Callable[[str], None]  # a line for the job's log
     deadline: float  # monotonic
@@ -193,10 +195,6 @@ async def run_step(
 async def _store(
     step: model_pb2.ArtifactStep, wanted: str, attempt: AttemptLike, base: Path, context: StepContext
 ) -> tuple[runs_pb2.Artifact, int, int]:
-    if context.channel is None:
-        raise ArtifactStepFailed(
-            "this worker has no connection to the pipeline service (DEVMESH_WORKER_PIPELINE_ADDR)"
-        )
     terms = await worker_terms.read(context.redis)
     files = await asyncio.to_thread(collect, attempt.workspace, base, list(step.paths))
     if not [f for f in files if f[1] != "."]:
@@ -219,9 +217,17 @@ async def _store(
         upload = pipeline_client.ArtifactUpload(
             parent, wanted, attempt.taken.key, attempt.number, attempt.taken.fence, len(files)
         )
-        stored = await pipeline_client.upload_artifact(
-            context.channel, upload, archive, context.deadline - time.monotonic()
-        )
+        channel = context.connect()
+        if channel is None:
+            raise ArtifactStepFailed(
+                "this worker has no connection to the pipeline service (DEVMESH_WORKER_PIPELINE_ADDR)"
+            )
+        try:
+            stored = await pipeline_client.upload_artifact(
+                channel, upload, archive, context.deadline - time.monotonic()
+            )
+        finally:
+            await channel.close()
     finally:
         await asyncio.to_thread(archive.unlink, missing_ok=True)
     return stored, size, len(files)

@@ -23,7 +23,7 @@ async def run_worker(environ: Mapping[str, str]) -> int:
     client = redis_client.connect(settings.redis_url, settings.redis_timeout)
     durable = redis_client.DurableWriter(client, settings.redis_wait_aof, settings.redis_timeout)
     worker = Worker(client, durable, settings)
-    worker.pipeline = pipeline_client.connect(settings)
+    worker.pipeline = lambda: pipeline_client.connect(settings)
     loop = asyncio.get_running_loop()
 
     def shut_down() -> None:
@@ -49,8 +49,6 @@ async def run_worker(environ: Mapping[str, str]) -> int:
             await serving
     finally:
         stopper.cancel()
-        if worker.pipeline is not None:
-            await worker.pipeline.close()
         await client.aclose()
     log.info("pipeline.worker.stopped", worker=worker.id, jobs=worker.jobs_done)
     return 0

@@ -1,5 +1,6 @@
 """A worker holds its jobs under the coordinators' lease, whatever its own environment says:
-a worker that dies is found lost after the coordinators' lease, not after one of its own."""
+a worker that dies is found lost after the coordinators' lease, not after one of its own. And
+what a worker that cannot reach the pipeline service does with an artifact step."""
 
 from __future__ import annotations
 
@@ -31,3 +32,15 @@ async def test_a_dead_workers_job_is_reclaimed_after_the_coordinators_lease_not_
     assert first.reason == runs_pb2.ATTEMPT_REASON_WORKER_LOST
     lost_after_s = (first.end_time.ToMicroseconds() - first.start_time.ToMicroseconds()) / 1e6
     assert lost_after_s < 60, lost_after_s  # 1.5 s lease plus a reclaim pass; never the 120 s
+
+
+async def test_an_artifact_step_on_a_worker_without_the_pipeline_service_fails_its_job_saying_so(
+    mesh: Mesh,
+) -> None:
+    mesh.start_worker()  # no DEVMESH_WORKER_PIPELINE_ADDR
+    steps = [{"run": {"command": "echo r > r.txt"}}, {"artifact": {"name": "r", "paths": ["r.txt"]}}]
+    pipeline = await mesh.pipeline({"jobs": [{"id": "build", "steps": steps}]})
+    run = await mesh.until((await mesh.run(pipeline)).name)
+    attempt = run.jobs[0].attempts[-1]
+    assert (run.state, attempt.reason) == (runs_pb2.RUN_STATE_FAILED, runs_pb2.ATTEMPT_REASON_ARTIFACT_FAILED)
+    assert "DEVMESH_WORKER_PIPELINE_ADDR" in attempt.message
