@@ -30,9 +30,11 @@ def grpc_allowed(module: str) -> bool:
 
 
 def domain_modules(service: str) -> list[str]:
+    """The modules of a service that may not import grpc; a subpackage by its modules, so
+    that it may hold a `*_client` of its own (the pipeline's worker)."""
     package = f"services.{service}"
-    found = pkgutil.iter_modules([str(ROOT / "services" / service)], prefix=f"{package}.")
-    return sorted(m.name for m in found if not grpc_allowed(m.name))
+    found = pkgutil.walk_packages([str(ROOT / "services" / service)], prefix=f"{package}.")
+    return sorted(m.name for m in found if not m.ispkg and not grpc_allowed(m.name))
 
 
 def config_text() -> str:

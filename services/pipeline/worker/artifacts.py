@@ -29,8 +29,6 @@ from services.pipeline.worker import pipeline_client
 from services.runtime.redis_client import Redis
 
 if TYPE_CHECKING:
-    from grpc import aio
-
     from services.pipeline.worker.agent import Taken
 
 MAX_FILES = 100_000
@@ -165,7 +163,7 @@ class AttemptLike(Protocol):
 class StepContext:
     # A new channel to the pipeline service (None: the worker has no address); one per upload,
     # so that a renewed certificate is read again.
-    connect: Callable[[], aio.Channel | None]
+    connect: Callable[[], pipeline_client.Channel | None]
     redis: Redis
     line: Callable[[str], None]  # a line for the job's log
     deadline: float  # monotonic

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -20,9 +21,10 @@ from devmesh.pipeline.v1 import runs_pb2, runs_pb2_grpc
 from services.pipeline.worker.settings import WorkerSettings
 
 UPLOAD_CHUNK_BYTES = 512 * 1024
+Channel: TypeAlias = aio.Channel  # for the worker's domain modules, which import no grpc
 
 
-def connect(settings: WorkerSettings) -> aio.Channel | None:
+def connect(settings: WorkerSettings) -> Channel | None:
     """The worker's channel to the pipeline service; None when it has no address."""
     addr = settings.worker_pipeline_addr
     if not addr:
