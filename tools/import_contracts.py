@@ -30,10 +30,9 @@ def grpc_allowed(module: str) -> bool:
 
 
 def domain_modules(service: str) -> list[str]:
-    """The modules of a service that may not import grpc; a subpackage by its modules, so
-    that it may hold a `*_client` of its own (the pipeline's worker)."""
-    package = f"services.{service}"
-    found = pkgutil.walk_packages([str(ROOT / "services" / service)], prefix=f"{package}.")
+    """The modules of a service that may not import grpc; a subpackage's by each of its
+    modules, so that it may hold clients too (the worker's calls to the pipeline service)."""
+    found = pkgutil.walk_packages([str(ROOT / "services" / service)], prefix=f"services.{service}.")
     return sorted(m.name for m in found if not m.ispkg and not grpc_allowed(m.name))
 
 

@@ -109,7 +109,7 @@ class Worker:
         self.jobs_done = 0
         self.current: set[_Attempt] = set()
         self._runs: dict[str, KnownRun] = {}
-        self.pipeline: Any = lambda: None  # opens a channel to the pipeline service (main.py)
+        self.pipeline: Any = None  # the pipeline service's RunService stub (main.py; artifact steps)
         self.lease = worker_lease.Lease(redis)  # the coordinators' lease of a running job
 
     async def run_of(self, run_id: str) -> KnownRun:

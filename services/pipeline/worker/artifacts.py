@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Protocol
 
 from devmesh.pipeline.v1 import model_pb2, runs_pb2
+from devmesh.pipeline.v1.runs_pb2_grpc import RunServiceStub
 from services.pipeline.runs import keys, states, worker_terms
 from services.pipeline.runs.plan import JobPlan
 from services.pipeline.worker import pipeline_client
@@ -161,9 +162,7 @@ class AttemptLike(Protocol):
 
 @dataclass(frozen=True)
 class StepContext:
-    # A new channel to the pipeline service (None: the worker has no address); one per upload,
-    # so that a renewed certificate is read again.
-    connect: Callable[[], pipeline_client.Channel | None]
+    runs: RunServiceStub | None  # the pipeline service (None: the worker has no address)
     redis: Redis
     line: Callable[[str], None]  # a line for the job's log
     deadline: float  # monotonic
@@ -215,17 +214,13 @@ async def _store(
         upload = pipeline_client.ArtifactUpload(
             parent, wanted, attempt.taken.key, attempt.number, attempt.taken.fence, len(files)
         )
-        channel = context.connect()
-        if channel is None:
+        if context.runs is None:
             raise ArtifactStepFailed(
                 "this worker has no connection to the pipeline service (DEVMESH_WORKER_PIPELINE_ADDR)"
             )
-        try:
-            stored = await pipeline_client.upload_artifact(
-                channel, upload, archive, context.deadline - time.monotonic()
-            )
-        finally:
-            await channel.close()
+        stored = await pipeline_client.upload_artifact(
+            context.runs, upload, archive, context.deadline - time.monotonic()
+        )
     finally:
         await asyncio.to_thread(archive.unlink, missing_ok=True)
     return stored, size, len(files)

@@ -22,8 +22,9 @@ async def run_worker(environ: Mapping[str, str]) -> int:
     settings = load(WorkerSettings, environ)
     client = redis_client.connect(settings.redis_url, settings.redis_timeout)
     durable = redis_client.DurableWriter(client, settings.redis_wait_aof, settings.redis_timeout)
+    channel = pipeline_client.channel(settings)
     worker = Worker(client, durable, settings)
-    worker.pipeline = lambda: pipeline_client.connect(settings)
+    worker.pipeline = pipeline_client.runs(channel) if channel else None
     loop = asyncio.get_running_loop()
 
     def shut_down() -> None:
@@ -50,6 +51,8 @@ async def run_worker(environ: Mapping[str, str]) -> int:
     finally:
         stopper.cancel()
         await client.aclose()
+        if channel is not None:
+            await channel.close()
     log.info("pipeline.worker.stopped", worker=worker.id, jobs=worker.jobs_done)
     return 0
 

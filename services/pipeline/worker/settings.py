@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from services.runtime.settings import (
     is_loopback_addr,
     parse_bool,
-    parse_optional_host_port,
     parse_positive_float,
     parse_positive_int,
     parse_redis_url,
@@ -23,8 +22,7 @@ def _labels(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """A worker needs Redis (the queues and run state) and, for artifact steps, the pipeline
-    service."""
+    """A worker needs Redis (the queues and run state) and nothing else of the runtime's."""
 
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0", "Redis/Valkey URL holding the run queues.", parse=parse_redis_url
@@ -33,6 +31,19 @@ class WorkerSettings:
     redis_wait_aof: bool = setting(
         True, "Confirm each reported outcome reached the append-only file (WAITAOF).", parse=parse_bool
     )
+    worker_pipeline_addr: str = setting(
+        "",
+        "host:port of the pipeline service (or the edge) the worker calls with its API key, for "
+        "its jobs' secrets; empty: a job with a secret reference fails SETUP_FAILED.",
+    )
+    worker_api_key_file: str = setting(
+        "", "File holding the worker's API key (role `worker`), sent to the pipeline service."
+    )
+    worker_tls_cert_file: str = setting(
+        "", "PEM client certificate for the pipeline service's mTLS; empty: plaintext (loopback only)."
+    )
+    worker_tls_key_file: str = setting("", "PEM private key of DEVMESH_WORKER_TLS_CERT_FILE.")
+    worker_tls_ca_file: str = setting("", "PEM bundle the pipeline service's certificate chains to.")
     worker_id: str = setting("", "This worker's name; empty: host name and process id.")
     worker_labels: tuple[str, ...] = setting(
         (),
@@ -65,23 +76,24 @@ class WorkerSettings:
         "whole user's processes).",
         parse=parse_positive_int,
     )
-    worker_pipeline_addr: str = setting(
-        "",
-        "host:port of the pipeline service, which artifact steps upload to; empty: artifact steps "
-        "fail the job (ARTIFACT_FAILED) saying so.",
-        parse=parse_optional_host_port,
-    )
-    worker_tls_ca_file: str = setting(
-        "", "PEM bundle the pipeline service's certificate chains to; empty: plaintext (loopback only)."
-    )
-    worker_tls_cert_file: str = setting("", "PEM certificate the worker presents (its mesh identity).")
-    worker_tls_key_file: str = setting("", "PEM private key of DEVMESH_WORKER_TLS_CERT_FILE.")
 
     def problems(self) -> list[str]:
+        """Rules across settings; each problem names the variables involved."""
         found = []
-        tls = (self.worker_tls_ca_file, self.worker_tls_cert_file, self.worker_tls_key_file)
-        if any(tls) and not all(tls):
-            found.append("DEVMESH_WORKER_TLS_CA_FILE, _CERT_FILE and _KEY_FILE go together")
-        if self.worker_pipeline_addr and not any(tls) and not is_loopback_addr(self.worker_pipeline_addr):
-            found.append("DEVMESH_WORKER_PIPELINE_ADDR without TLS must be a loopback address")
+        tls = {"DEVMESH_WORKER_TLS_CERT_FILE": self.worker_tls_cert_file,
+               "DEVMESH_WORKER_TLS_KEY_FILE": self.worker_tls_key_file,
+               "DEVMESH_WORKER_TLS_CA_FILE": self.worker_tls_ca_file}  # fmt: skip
+        if any(tls.values()) and not all(tls.values()):
+            missing = ", ".join(name for name, value in tls.items() if not value)
+            found.append(f"mTLS needs a certificate, its key and the CA; missing {missing}")
+        # Without an API key file the worker is its certificate's mesh identity (make run's).
+        if (
+            self.worker_pipeline_addr
+            and not any(tls.values())
+            and not is_loopback_addr(self.worker_pipeline_addr)
+        ):
+            found.append(
+                "DEVMESH_WORKER_PIPELINE_ADDR is not loopback: set DEVMESH_WORKER_TLS_* (plaintext "
+                "would send the API key in the clear)"
+            )
         return found

@@ -21,7 +21,7 @@ ROLE_NAMES = (ADMIN, OPERATOR, VIEWER, SERVICE, WORKER)
 # admin: everything, keys, access policies and the audit trail included. operator: runs the
 # platform, every change within what access policies allow. viewer: reads, no secret value.
 # service: another devmesh service (a mesh identity `ns/devmesh/sa/<service>`).
-# worker: a `devmesh worker` process (what it reports of the jobs it runs).
+# worker: a `devmesh worker` process, holding only what running a job needs.
 # role -> permission patterns; admin holds "*". Installed from the services' specs (`install`)
 # when a server starts: which permissions each role holds is each service's to say.
 ROLES: dict[str, tuple[str, ...]] = {ADMIN: ("*",), OPERATOR: (), VIEWER: (), SERVICE: (), WORKER: ()}

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from grpc import aio
 
-from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
+from devmesh.pipeline.v1 import model_pb2, pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
 from services.pipeline import app as pipeline_app
 from tests.conftest import BootstrappedVault, ServerFactory
-from tests.helpers import Metadata, error_info, key_metadata, mint_key, refused
+from tests.helpers import Metadata, error_info, eventually, key_metadata, mint_key, refused
 from tests.integration.pipeline.runs_harness import RUN_ENV, Mesh, job
 from tools.stack import vault_bootstrap
 from tools.stack.valkey import Valkey
@@ -206,6 +207,7 @@ async def secured(
         data_dir=str(tmp_path_factory.mktemp("data")),
     )  # fmt: skip
     keys = {r: key_metadata(await mint_key(server, r)) for r in ("worker", "operator", "viewer")}
+    keys["addr"] = (("addr", addr),)  # where a worker process reaches this server
     async with aio.insecure_channel(addr) as channel:
         yield channel, keys
 
@@ -233,3 +235,46 @@ async def test_uploading_an_artifact_takes_a_worker_identity(
         runs.ListArtifacts, runs_pb2.ListArtifactsRequest(parent=upload.parent), metadata=keys["worker"]
     )
     assert listed.code() == grpc.StatusCode.PERMISSION_DENIED  # a worker reads nothing
+
+
+async def test_a_worker_with_a_worker_key_stores_its_artifact_on_a_server_with_auth_on(
+    secured: tuple[aio.Channel, dict[str, Metadata]], valkey: Valkey, tmp_path: Path
+) -> None:
+    channel, keys = secured
+    operator = keys["operator"]
+    key_file = tmp_path / "worker-key"
+    key_file.write_text(keys["worker"][0][1])
+    pipelines = pipeline_pb2_grpc.PipelineServiceStub(channel)
+    project = f"p-{uuid.uuid4().hex[:12]}"
+    await pipelines.CreateProject(pipeline_pb2.CreateProjectRequest(project_id=project), metadata=operator)
+    label = f"t{uuid.uuid4().hex[:10]}"
+    steps = [{"run": {"command": "echo signed > r.txt"}}, {"artifact": {"name": "r", "paths": ["r.txt"]}}]
+    definition = json_format.ParseDict(
+        {"jobs": [{"id": "build", "runsOn": [label], "steps": steps}]}, model_pb2.PipelineDefinition()
+    )
+    created = await pipelines.CreatePipeline(
+        pipeline_pb2.CreatePipelineRequest(
+            parent=f"projects/{project}",
+            pipeline_id="ci",
+            pipeline=pipeline_pb2.Pipeline(definition=definition),
+        ),
+        metadata=operator,
+    )
+    runs = runs_pb2_grpc.RunServiceStub(channel)
+    mesh = Mesh(pipelines, runs, valkey, label, project, tmp_path)
+    mesh.start_worker(
+        DEVMESH_WORKER_PIPELINE_ADDR=keys["addr"][0][1], DEVMESH_WORKER_API_KEY_FILE=str(key_file)
+    )
+    try:
+        run = await runs.RunPipeline(runs_pb2.RunPipelineRequest(parent=created.name), metadata=operator)
+
+        async def finished() -> runs_pb2.Run | None:
+            now = await runs.GetRun(runs_pb2.GetRunRequest(name=run.name), metadata=operator)
+            return now if now.state not in (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING) else None
+
+        done = await eventually(finished, "the run to finish", within=60)
+        assert done.state == runs_pb2.RUN_STATE_SUCCEEDED, done
+        listed = await runs.ListArtifacts(runs_pb2.ListArtifactsRequest(parent=run.name), metadata=operator)
+        assert [a.name.rsplit("/", 1)[1] for a in listed.artifacts] == ["r"]
+    finally:
+        mesh.stop_workers()
