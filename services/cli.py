@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             aliases = list(getattr(module, "ALIASES", ()))
             commands = sub.add_parser(spec.name, aliases=aliases, help=f"{spec.name}: {spec.summary}")
             module.add_commands(commands)
+            # ... and commands of its own at the top (`devmesh worker` for `devmesh pipeline worker`).
+            if hasattr(module, "add_top_level_commands"):
+                module.add_top_level_commands(sub)
     args = parser.parse_args(argv)
     if args.command != "serve":
         if not hasattr(args, "run"):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from grpc import aio
 
 from devmesh.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
 from services.pipeline.debugger_client import DebuggerClassifier
 from services.pipeline.domain import PipelineDomain
 from services.pipeline.run_servicer import RunServicer
-from services.pipeline.runs import retries
+from services.pipeline.runs import retries, worker_terms
+from services.pipeline.runs.artifacts import ArtifactCaps, ArtifactDomain
+from services.pipeline.runs.artifacts_store import DirectoryArtifactStore
 from services.pipeline.runs.coordinator import Coordinator, CoordinatorSettings
 from services.pipeline.runs.job_secrets import JobSecrets
+from services.pipeline.runs.retention import RetentionSettings, RetentionSweeper
 from services.pipeline.runs.service import RunDomain
 from services.pipeline.secrets_client import PipelineSecrets
 from services.pipeline.servicer import PipelineServicer
@@ -51,8 +56,8 @@ def classifier(runtime: Runtime, settings: PipelineSettings) -> retries.FailureC
 
 
 def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
-    store = PipelineStore(runtime.redis, runtime.durable)
-    domain = PipelineDomain(store)
+    pipelines = PipelineStore(runtime.redis, runtime.durable)
+    domain = PipelineDomain(pipelines)
     servicer = PipelineServicer(domain, settings)
     coordinator = Coordinator(
         runtime.redis,
@@ -61,12 +66,42 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
         ),
         classifier(runtime, settings),
     )
-    # ListArtifacts and GetArtifact are not built (the spec's `unimplemented`): the generated
-    # base answers them UNIMPLEMENTED, which its stubs declare abstract.
-    run_domain = RunDomain(coordinator, store, runtime.durable)
+    # Artifacts are files under the data directory; without one this replica keeps none
+    # (uploads answer FAILED_PRECONDITION and the artifact step fails the job with that).
+    data_dir = runtime.settings.data_dir
+    artifact_store = DirectoryArtifactStore(Path(data_dir) / "pipeline" / "artifacts") if data_dir else None
+    caps = ArtifactCaps(settings.pipeline_artifact_max_bytes, settings.pipeline_job_artifacts_max_bytes)
+    artifacts = ArtifactDomain(runtime.redis, artifact_store, caps)
+    sweeper = RetentionSweeper(
+        runtime.redis,
+        artifacts,
+        RetentionSettings(
+            run_s=settings.pipeline_run_retention_seconds,
+            log_s=settings.pipeline_log_retention_seconds,
+            sweep_s=settings.pipeline_retention_sweep_seconds,
+        ),
+    )
+    terms = worker_terms.WorkerTerms(
+        lease_s=settings.pipeline_lease_seconds,
+        artifact_bytes=caps.artifact_bytes,
+        job_artifacts_bytes=caps.job_bytes,
+    )
+    run_domain = RunDomain(coordinator, pipelines, runtime.durable)
     secrets = runtime.peer_channel("secrets")
     job_secrets = JobSecrets(run_domain, PipelineSecrets(secrets) if secrets is not None else None)
-    runs = RunServicer(run_domain, job_secrets)  # type: ignore[abstract]
+    runs = RunServicer(run_domain, artifacts, job_secrets)
+
+    publisher = worker_terms.TermsPublisher(runtime.redis, coordinator.consumer, terms)
+
+    async def start() -> None:
+        await publisher.start()
+        await coordinator.start()
+        await sweeper.start()
+
+    async def stop() -> None:
+        await sweeper.stop()
+        await coordinator.stop()
+        await publisher.stop()
 
     def register(server: aio.Server) -> None:
         pipeline_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, server)
@@ -75,8 +110,8 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
     return ServiceBinding(
         register=register,
         dependencies=[runtime.redis_dependency],
-        start=coordinator.start,
-        stop=coordinator.stop,
+        start=start,
+        stop=stop,
     )
 
 
@@ -95,16 +130,17 @@ SPEC = ServiceSpec(
             "pipeline.runs.*",
             "pipeline.gates.*",
             "pipeline.logs.*",
-            "pipeline.artifacts.*",
+            "pipeline.artifacts.list",
+            "pipeline.artifacts.get",
         ),
         roles.VIEWER: _READS,
         # The debugger's remediations re-run failed runs and cancel stuck ones.
         roles.SERVICE: (*_READS, "pipeline.runs.rerun", "pipeline.runs.cancel"),
-        # A `devmesh worker`: the secrets of the attempt it runs, nothing else (no reads either).
-        roles.WORKER: ("pipeline.attempts.resolve_secrets",),
+        # A `devmesh worker`: the secrets of the attempt it runs and its artifacts (an upload
+        # also needs the attempt's fence), nothing else (no reads either).
+        roles.WORKER: ("pipeline.attempts.resolve_secrets", "pipeline.artifacts.upload"),
     },
     read_verbs=frozenset({"get", "list", "generate", "export", "validate"}),
-    unimplemented=frozenset({f"/{RUN_SERVICE}/ListArtifacts", f"/{RUN_SERVICE}/GetArtifact"}),
     # Job secrets are read from the secrets service as the pipeline's principal; `on: transient`
     # retries ask the debugger whether a failure is transient.
     peers=("secrets", "debugger"),

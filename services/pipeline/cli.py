@@ -3,6 +3,7 @@
     devmesh pipeline generate [DIR] [--target github-actions|gitlab-ci] [--json] [--write]
     devmesh pipeline run [DIR] [--pipeline NAME] [--follow]      (runs_client.py)
     devmesh pipeline worker                                      (runs_client.py)
+    devmesh worker                                               (the same, at the top)
 
 reads DIR (default: the current directory; .gitignore honoured, large and binary files
 listed without their contents), calls GeneratePipeline and ExportPipeline through the edge,
@@ -121,3 +122,8 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(exported.content)
     return 0
+
+
+def add_top_level_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`devmesh worker`, beside `devmesh pipeline worker`: what a runner machine runs."""
+    runs_client.add_worker_command(sub)

@@ -52,3 +52,13 @@ def run_name(project: str, pipeline: str, run: str) -> str:
 
 def attempt_name(project: str, pipeline: str, run: str, job: str, number: int) -> str:
     return ATTEMPT.format(project, pipeline, run, job, str(number))
+
+
+ARTIFACT_ID = IdRule(r"[a-z0-9][a-z0-9._-]{0,127}", "an artifact id, `[a-z0-9][a-z0-9._-]{0,127}`")
+ARTIFACT = ResourceName(
+    "projects/{project}/pipelines/{pipeline}/runs/{run}/artifacts/{artifact}", {"artifact": ARTIFACT_ID}
+)
+
+
+def artifact_name(project: str, pipeline: str, run: str, artifact: str) -> str:
+    return ARTIFACT.format(project, pipeline, run, artifact)

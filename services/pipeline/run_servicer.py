@@ -12,6 +12,7 @@ from grpc import aio
 from devmesh.pipeline.v1 import runs_pb2, runs_pb2_grpc
 from services.pipeline import names
 from services.pipeline.runs import states
+from services.pipeline.runs.artifacts import ArtifactDomain, ArtifactRecord, Upload
 from services.pipeline.runs.job_secrets import JobSecrets
 from services.pipeline.runs.records import attempt_field
 from services.pipeline.runs.service import RunDomain, RunView
@@ -125,10 +126,39 @@ def _event_id(value: str) -> str:
     return value
 
 
+def artifact_proto(run: RunRecord, record: ArtifactRecord) -> runs_pb2.Artifact:
+    return runs_pb2.Artifact(
+        name=names.artifact_name(run.project, run.pipeline, run.id, record.id),
+        size_bytes=record.size,
+        job=record.job,
+        sha256=record.sha256,
+        attempt=record.attempt,
+        create_time=protos.timestamp(record.ct),
+        file_count=record.files,
+    )
+
+
+_FENCE_MAX = 20  # digits of a fencing token
+
+
+def _upload(first: runs_pb2.UploadArtifactRequest) -> Upload:
+    artifact_id = names.ARTIFACT_ID.check(first.artifact_id, "artifact_id")
+    if not names.JOB_KEY.matches(first.job):
+        raise InvalidArgument.for_field("job", "a job key (`build`, `test.2`)")
+    if first.attempt <= 0:
+        raise InvalidArgument.for_field("attempt", "an attempt number, from 1")
+    if not (first.fence.isdigit() and len(first.fence) <= _FENCE_MAX):
+        raise InvalidArgument.for_field("fence", "the attempt's fencing token (digits)")
+    if first.file_count < 0:
+        raise InvalidArgument.for_field("file_count", "must not be negative")
+    return Upload(artifact_id, first.job, first.attempt, first.fence, first.file_count)
+
+
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
-    def __init__(self, domain: RunDomain, job_secrets: JobSecrets) -> None:
+    def __init__(self, domain: RunDomain, artifacts: ArtifactDomain, job_secrets: JobSecrets) -> None:
         self.job_secrets = job_secrets
         self.domain = domain
+        self.artifacts = artifacts
 
     async def _run(self, name: str) -> RunRecord:
         project, pipeline, run_id = names.parse_run(name)
@@ -246,3 +276,54 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                 runs_pb2.UnresolvedSecret(reference=ref, reason=reason) for ref, reason in resolved.unresolved
             ],
         )
+
+    async def ListArtifacts(
+        self, request: runs_pb2.ListArtifactsRequest, context: aio.ServicerContext
+    ) -> runs_pb2.ListArtifactsResponse:
+        run = await self._run_named(request.parent, "parent")
+        if request.job and not names.JOB_KEY.matches(request.job):
+            raise InvalidArgument.for_field("job", "a job key (`build`, `test.2`)")
+        found, token = await self.artifacts.page(run, request.job, request.page_size, request.page_token)
+        return runs_pb2.ListArtifactsResponse(
+            artifacts=[artifact_proto(run, r) for r in found], next_page_token=token
+        )
+
+    async def GetArtifact(
+        self, request: runs_pb2.GetArtifactRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[runs_pb2.ArtifactChunk]:
+        project, pipeline, run_id, artifact_id = names.ARTIFACT.parse(request.name)
+        run = await self.domain.run_of(project, pipeline, run_id, request.name)
+        record, chunks = await self.artifacts.read(run, artifact_id, request.name)
+        first = True
+        async for chunk in chunks:
+            if first:
+                yield runs_pb2.ArtifactChunk(data=chunk, size_bytes=record.size, sha256=record.sha256)
+                first = False
+            else:
+                yield runs_pb2.ArtifactChunk(data=chunk)
+        if first:  # an empty artifact still says what it is
+            yield runs_pb2.ArtifactChunk(size_bytes=record.size, sha256=record.sha256)
+
+    async def UploadArtifact(
+        self, request_iterator: AsyncIterator[runs_pb2.UploadArtifactRequest], context: aio.ServicerContext
+    ) -> runs_pb2.Artifact:
+        messages = request_iterator.__aiter__()
+        try:
+            first = await messages.__anext__()
+        except StopAsyncIteration:
+            raise InvalidArgument.for_field("parent", "is required: the stream carried no message") from None
+        run = await self._run_named(first.parent, "parent")
+        upload = _upload(first)
+        note_audit(resource=names.artifact_name(run.project, run.pipeline, run.id, upload.artifact_id))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield first.data
+            async for message in messages:
+                yield message.data
+
+        record = await self.artifacts.upload(run, upload, chunks())
+        return artifact_proto(run, record)
+
+    async def _run_named(self, name: str, field: str) -> RunRecord:
+        project, pipeline, run_id = names.parse_run(name, field)
+        return await self.domain.run_of(project, pipeline, run_id, name)

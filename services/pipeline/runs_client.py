@@ -14,6 +14,7 @@ import argparse
 import re
 import subprocess
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -40,10 +41,25 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     run.add_argument("--follow", action="store_true", help="print job states and logs until the run ends")
     mesh_client.add_connection_arguments(run)
     run.set_defaults(run=run_pipeline)
+    add_worker_command(sub)
+
+
+def add_worker_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`worker`: under `devmesh pipeline`, and as `devmesh worker` at the top."""
+    from services.pipeline.worker.settings import WorkerSettings
+    from services.runtime import settings
+
+    lines = ["settings (environment variables):"]
+    for env, default, description in settings.describe(WorkerSettings):
+        lines.append(f"  {env} (default {default})")
+        lines.extend(textwrap.wrap(description, 88, initial_indent="      ", subsequent_indent="      "))
     worker = sub.add_parser(
         "worker",
         help="run jobs of pipeline runs (DEVMESH_REDIS_URL, DEVMESH_WORKER_*)",
-        description="Take jobs whose labels this machine has from the run queues and run them, until SIGTERM.",
+        description="Take jobs whose labels this machine has from the run queues and run them, until "
+        "SIGTERM. The lease of a running job and the artifact caps come from the pipeline service.",
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     worker.set_defaults(run=run_worker)
 

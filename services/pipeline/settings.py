@@ -1,5 +1,5 @@
 """Settings of the pipeline service (`DEVMESH_PIPELINE_*`): the caps on what a caller may hand
-the generator."""
+the generator, the runs' leases, the artifacts' caps, and how long finished runs are kept."""
 
 from __future__ import annotations
 
@@ -48,4 +48,30 @@ class PipelineSettings:
         "has `on: transient` is transient; past it (or without the debugger) the policy's own rules "
         "decide.",
         parse=parse_positive_float,
+    )
+    pipeline_artifact_max_bytes: int = setting(
+        100 * 1024 * 1024,
+        "Largest artifact (its .tar.gz) an artifact step may store; past it the step fails the job "
+        "(ARTIFACT_FAILED). Workers learn it from the coordinators.",
+        parse=parse_positive_int,
+    )
+    pipeline_job_artifacts_max_bytes: int = setting(
+        500 * 1024 * 1024,
+        "Largest total of the artifacts one attempt of a job may store.",
+        parse=parse_positive_int,
+    )
+    pipeline_run_retention_seconds: float = setting(
+        30 * 86400.0,
+        "How long a finished run is kept (its jobs, attempts, events and artifacts); then it is "
+        "deleted and GetRun answers NOT_FOUND.",
+        parse=parse_positive_float,
+    )
+    pipeline_log_retention_seconds: float = setting(
+        30 * 86400.0,
+        "How long the logs of a finished run are kept (at most as long as the run); then "
+        "GetJobLog answers NOT_FOUND and StreamRunEvents replays state changes only.",
+        parse=parse_positive_float,
+    )
+    pipeline_retention_sweep_seconds: float = setting(
+        60.0, "How often a replica looks for runs past their retention.", parse=parse_positive_float
     )

@@ -7,6 +7,7 @@ devmesh:pipeline:run:{r}:attempts        hash: `key#n` -> AttemptRecord (JSON); 
 devmesh:pipeline:run:{r}:events          stream: state changes (`e`) and log lines (`k n l`)
 devmesh:pipeline:run:{r}:log:{key#n}     list: an attempt's log lines
 devmesh:pipeline:run:{r}:lease:{key}     the running attempt's lease (its fencing token)
+devmesh:pipeline:run:{r}:artifacts       hash: artifact id -> ArtifactRecord (JSON)
 devmesh:pipeline:{p}:pipeline:{id}:runs  zset: the pipeline's runs by creation time
 devmesh:pipeline:runs:work               stream (group `coordinators`): runs to decide on
 devmesh:pipeline:runs:timers             zset: run id -> when to decide on it again (ms)
@@ -15,6 +16,9 @@ devmesh:pipeline:runs:queue:{labels}     stream (group `workers`): attempts to r
 devmesh:pipeline:runs:group:{group}      list: the runs of a concurrency group; the head runs
 devmesh:pipeline:runs:request:{id}       the run a request id started (a day)
 devmesh:pipeline:runs:workers            hash: worker id -> its labels and last heartbeat
+devmesh:pipeline:runs:by_creation        zset: every run by creation time (retention)
+devmesh:pipeline:runs:worker_terms       hash: the coordinators' lease and artifact caps
+devmesh:pipeline:runs:retention          the lease of the replica sweeping expired runs
 """
 
 from __future__ import annotations
@@ -73,3 +77,16 @@ def group(name: str) -> str:
 
 def request(request_id: str) -> str:
     return f"{PREFIX}:runs:request:{request_id}"
+
+
+def artifacts(run_id: str) -> str:
+    """hash: artifact id -> its ArtifactRecord (JSON)."""
+    return f"{run(run_id)}:artifacts"
+
+
+# zset: run id -> its creation time (us); the retention sweeper walks it oldest first.
+RUNS_BY_CREATION = f"{PREFIX}:runs:by_creation"
+# hash: what the coordinators tell the workers (the lease, the artifact caps).
+WORKER_TERMS = f"{PREFIX}:runs:worker_terms"
+# The lease a replica holds while it sweeps expired runs (one sweep at a time).
+RETENTION_LEASE = f"{PREFIX}:runs:retention"

@@ -11,7 +11,7 @@ from typing import Any
 
 from devmesh.pipeline.v1 import model_pb2, pipeline_pb2
 from services.pipeline import expressions
-from services.pipeline.runs import keys, plan, scheduler, states
+from services.pipeline.runs import keys, plan, retention, scheduler, states
 from services.pipeline.runs.coordinator import Coordinator
 from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
 from services.pipeline.runs.store import RunRecord, RunStore, now_us
@@ -28,6 +28,7 @@ MAX_SOURCE = 4096
 MAX_INPUTS_JSON = 64 * 1024
 LOG_PAGE_DEFAULT = 1000
 LOG_PAGE_MAX = 10000
+EVENTS_BLOCK_MS = 500
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,11 @@ class RunDomain:
         while True:
             state = await self.redis.hget(keys.run(run_id), "state")
             ended = state is not None and state.decode() in states.RUN_FINAL
-            found = await self.redis.xread({stream: last}, count=500, block=None if ended else 2000)
+            # Well under the client's timeout (DEVMESH_REDIS_TIMEOUT, 2 s): a block as long as it
+            # failed a quiet stream with UNAVAILABLE after 2 s without an event.
+            found = await self.redis.xread(
+                {stream: last}, count=500, block=None if ended else EVENTS_BLOCK_MS
+            )
             entries = found[0][1] if found else []
             for entry_id, fields in entries:
                 last = entry_id.decode()
@@ -360,7 +365,15 @@ class RunDomain:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(keys.attempts(run.id), field)
             pipe.hget(keys.attempts(run.id), f"{field}/trunc")
-            raw, trunc = await pipe.execute()
+            pipe.hget(keys.run(run.id), retention.LOGS_EXPIRED)
+            raw, trunc, expired = await pipe.execute()
+        if expired == b"1":
+            raise NotFound(
+                f"the log of attempt {number} of job {key[:64]!r} has expired (log retention)",
+                resource_type="log",
+                resource_name=name,
+                reason="LOG_EXPIRED",
+            )
         if raw is None:
             raise NotFound(
                 f"attempt {number} of job {key[:64]!r} not found", resource_type="attempt", resource_name=name

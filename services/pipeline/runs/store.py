@@ -170,6 +170,7 @@ class RunStore:
             pipe.hset(keys.run(record.id), mapping=record.fields())
             pipe.hset(keys.jobs(record.id), mapping={job.key: pending for job in record.plan.jobs})
             pipe.zadd(keys.pipeline_runs(record.project, record.pipeline), {record.id: record.create_time_us})
+            pipe.zadd(keys.RUNS_BY_CREATION, {record.id: record.create_time_us})  # for retention
             if record.group:
                 pipe.rpush(keys.group(record.group), record.id)
             pipe.xadd(

@@ -33,7 +33,7 @@ from services.pipeline.runs.plan import JobPlan, Plan
 from services.pipeline.runs.records import JobRecord
 from services.pipeline.runs.store import RunStore, now_us
 from services.pipeline.validation import duration_seconds
-from services.pipeline.worker import process, secrets_client
+from services.pipeline.worker import artifacts, process, secrets_client, worker_lease
 from services.pipeline.worker.log_sink import MARKER, LogSink
 from services.pipeline.worker.masking import Masker
 from services.pipeline.worker.settings import WorkerSettings
@@ -119,6 +119,7 @@ class Worker:
         self.jobs_done = 0
         self.current: set[_Attempt] = set()
         self._runs: dict[str, KnownRun] = {}
+        self.lease = worker_lease.Lease(redis)  # the coordinators' lease of a running job
 
     async def run_of(self, run_id: str) -> KnownRun:
         """The run's plan, definition and source (read once per run)."""
@@ -193,7 +194,7 @@ class Worker:
     async def reliably(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call` again while Redis is away, for as long as a lease: a report the worker gave up
         on would leave its attempt to be reclaimed as lost."""
-        deadline = time.monotonic() + max(self.settings.worker_lease_seconds, 5.0) * 3
+        deadline = time.monotonic() + max(self.lease.seconds, 5.0) * 3
         while True:
             try:
                 return await call()
@@ -209,7 +210,7 @@ class Worker:
             await pipe.execute()
 
     async def run_attempt(self, taken: Taken) -> None:
-        lease_ms = int(self.settings.worker_lease_seconds * 1000)
+        lease_ms = int(await self.lease.refreshed() * 1000)
         run_keys = [keys.jobs(taken.run), keys.attempts(taken.run), keys.events(taken.run)]
         started, number = await self.reliably(
             lambda: self.store.script(
@@ -266,6 +267,7 @@ class _Attempt:
         process.hand_over(str(self.workspace), worker.run_as)
         self.heartbeat_task: asyncio.Task[None] | None = None
         self.sink: LogSink | None = None
+        self.artifact_bytes = 0
 
     async def _send(self, lines: list[str]) -> str:
         run = self.taken.run
@@ -289,8 +291,8 @@ class _Attempt:
 
     async def _heartbeat(self) -> None:
         run, key = self.taken.run, self.taken.key
-        interval = self.settings.worker_lease_seconds / 3
-        lease_ms = int(self.settings.worker_lease_seconds * 1000)
+        interval = self.worker.lease.seconds / 3
+        lease_ms = int(self.worker.lease.seconds * 1000)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -347,7 +349,10 @@ class _Attempt:
         checkout = self.workspace / "src"
         cwd = self.workspace
         for index, step in enumerate(job.steps):
-            when = step.condition.when
+            kind = step.WhichOneof("action")
+            when = (
+                model_pb2.WHEN_ALWAYS if kind == "artifact" and step.artifact.always else step.condition.when
+            )
             if failed and when not in (model_pb2.WHEN_ON_FAILURE, model_pb2.WHEN_ALWAYS):
                 continue
             if not failed and when == model_pb2.WHEN_ON_FAILURE:
@@ -356,13 +361,21 @@ class _Attempt:
                 break
             name = step.name or step.id or f"step {index + 1}"
             self.sink.line(f"== {name}")
-            kind = step.WhichOneof("action")
             if kind == "checkout":
                 outcome = await self._checkout(source, ref, checkout, deadline)
                 if outcome is not None:
                     failed = failed or outcome
                     continue
                 cwd = checkout
+                continue
+            if kind == "artifact":
+                context = artifacts.StepContext(
+                    self.worker.pipeline, self.worker.redis, self.sink.line, deadline
+                )
+                artifact_name = _substitute(step.artifact.name, job_plan, inputs)
+                outcome = await artifacts.run_step(step.artifact, artifact_name, self, job_plan, cwd, context)
+                if outcome is not None and not step.continue_on_error:
+                    failed = failed or outcome
                 continue
             if kind != "run":
                 self.sink.line(f"({kind} steps are not run by this worker; skipped)")

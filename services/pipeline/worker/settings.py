@@ -1,4 +1,6 @@
-"""Settings of a worker (`DEVMESH_WORKER_*`), beside the runtime's (Redis)."""
+"""Settings of a worker (`DEVMESH_WORKER_*`), beside the runtime's (Redis). The lease of a
+running job and the artifact caps are not among them: the coordinators publish theirs
+(`runs/worker_terms.py`), so that each has one setting."""
 
 from __future__ import annotations
 
@@ -50,11 +52,6 @@ class WorkerSettings:
         shown="",
     )
     worker_dir: str = setting("", "Where job workspaces go; empty: the system's temporary directory.")
-    worker_lease_seconds: float = setting(
-        10.0,
-        "The lease of a running job (the coordinator's DEVMESH_PIPELINE_LEASE_SECONDS).",
-        parse=parse_positive_float,
-    )
     worker_log_cap_bytes: int = setting(
         10 * 1024 * 1024,
         "Log bytes kept per attempt; past it a marker, then nothing.",
@@ -94,14 +91,14 @@ class WorkerSettings:
         if any(tls.values()) and not all(tls.values()):
             missing = ", ".join(name for name, value in tls.items() if not value)
             found.append(f"mTLS needs a certificate, its key and the CA; missing {missing}")
-        if self.worker_pipeline_addr:
-            if not self.worker_api_key_file:
-                found.append(
-                    "DEVMESH_WORKER_PIPELINE_ADDR needs DEVMESH_WORKER_API_KEY_FILE (a `worker` key)"
-                )
-            if not any(tls.values()) and not is_loopback_addr(self.worker_pipeline_addr):
-                found.append(
-                    "DEVMESH_WORKER_PIPELINE_ADDR is not loopback: set DEVMESH_WORKER_TLS_* (plaintext "
-                    "would send the API key in the clear)"
-                )
+        # Without an API key file the worker is its certificate's mesh identity (make run's).
+        if (
+            self.worker_pipeline_addr
+            and not any(tls.values())
+            and not is_loopback_addr(self.worker_pipeline_addr)
+        ):
+            found.append(
+                "DEVMESH_WORKER_PIPELINE_ADDR is not loopback: set DEVMESH_WORKER_TLS_* (plaintext "
+                "would send the API key in the clear)"
+            )
         return found

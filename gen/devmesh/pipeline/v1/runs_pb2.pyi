@@ -149,6 +149,10 @@ class _AttemptReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attempt
     """A step was killed by a resource limit (CPU, memory, processes)."""
     ATTEMPT_REASON_HANDED_BACK: _AttemptReason.ValueType  # 7
     """A shut-down worker handed the job back before finishing it."""
+    ATTEMPT_REASON_ARTIFACT_FAILED: _AttemptReason.ValueType  # 8
+    """An `artifact` step could not store its files (over a size cap, a path
+    outside the workspace, nothing matched, the store refused them).
+    """
 
 class AttemptReason(_AttemptReason, metaclass=_AttemptReasonEnumTypeWrapper):
     """Why an attempt ended the way it did."""
@@ -169,6 +173,10 @@ ATTEMPT_REASON_RESOURCE_LIMIT: AttemptReason.ValueType  # 6
 """A step was killed by a resource limit (CPU, memory, processes)."""
 ATTEMPT_REASON_HANDED_BACK: AttemptReason.ValueType  # 7
 """A shut-down worker handed the job back before finishing it."""
+ATTEMPT_REASON_ARTIFACT_FAILED: AttemptReason.ValueType  # 8
+"""An `artifact` step could not store its files (over a size cap, a path
+outside the workspace, nothing matched, the store refused them).
+"""
 Global___AttemptReason: _TypeAlias = AttemptReason  # noqa: Y015
 
 @_typing.final
@@ -859,22 +867,26 @@ class ListArtifactsRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`projects/{project}/pipelines/{pipeline}/runs/{run}`."""
     page_size: _builtins.int
-    """At most this many artifacts."""
+    """At most this many artifacts (default 50, at most 500)."""
     page_token: _builtins.str
     """From a previous response's `next_page_token`."""
+    job: _builtins.str
+    """Only the artifacts of this job (its key, `test.2`); empty: every job's."""
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -889,22 +901,40 @@ class Artifact(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    FILE_COUNT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`projects/{project}/pipelines/{pipeline}/runs/{run}/artifacts/{artifact}`."""
     size_bytes: _builtins.int
     """Its size in bytes."""
     job: _builtins.str
     """The job that uploaded it."""
+    sha256: _builtins.str
+    """The hex SHA-256 of its content."""
+    attempt: _builtins.int
+    """The attempt of the job that uploaded it."""
+    file_count: _builtins.int
+    """How many files it holds."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was stored."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         job: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        file_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "name", b"name", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "file_count", b"file_count", "job", b"job", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -967,20 +997,78 @@ class ArtifactChunk(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """The bytes, in order."""
+    size_bytes: _builtins.int
+    """The artifact's whole size in bytes (first chunk only)."""
+    sha256: _builtins.str
+    """The hex SHA-256 of the whole content (first chunk only)."""
     def __init__(
         self,
         *,
         data: _builtins.bytes = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ArtifactChunk: _TypeAlias = ArtifactChunk  # noqa: Y015
+
+@_typing.final
+class UploadArtifactRequest(_message.Message):
+    """One message of an UploadArtifact stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    ARTIFACT_ID_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    FENCE_FIELD_NUMBER: _builtins.int
+    FILE_COUNT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}/pipelines/{pipeline}/runs/{run}`; first message only."""
+    artifact_id: _builtins.str
+    """The artifact's id in the run, `[a-z0-9][a-z0-9._-]{0,127}`; first
+    message only.
+    """
+    job: _builtins.str
+    """The key of the job whose step uploads it; first message only."""
+    attempt: _builtins.int
+    """The attempt's number; first message only."""
+    fence: _builtins.str
+    """The attempt's fencing token (from its queue entry): only the worker
+    running the attempt may upload for it. First message only.
+    """
+    file_count: _builtins.int
+    """How many files the archive holds; first message only."""
+    data: _builtins.bytes
+    """The next bytes of the archive (at most 1 MiB per message)."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        artifact_id: _builtins.str = ...,
+        job: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        fence: _builtins.str = ...,
+        file_count: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "attempt", b"attempt", "data", b"data", "fence", b"fence", "file_count", b"file_count", "job", b"job", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadArtifactRequest: _TypeAlias = UploadArtifactRequest  # noqa: Y015
 
 @_typing.final
 class ResolveJobSecretsRequest(_message.Message):

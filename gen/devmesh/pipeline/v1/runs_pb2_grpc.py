@@ -92,6 +92,11 @@ class RunServiceStub:
                 request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.GetArtifactRequest.SerializeToString,
                 response_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.UploadArtifact = channel.stream_unary(
+                '/devmesh.pipeline.v1.RunService/UploadArtifact',
+                request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.UploadArtifactRequest.SerializeToString,
+                response_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.Artifact.FromString,
+                _registered_method=True)
         self.ResolveJobSecrets = channel.unary_unary(
                 '/devmesh.pipeline.v1.RunService/ResolveJobSecrets',
                 request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsRequest.SerializeToString,
@@ -198,16 +203,39 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListArtifacts(self, request, context):
-        """Lists the artifacts a run's jobs uploaded.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+        """Lists the artifacts a run's jobs uploaded, in the order they were
+        uploaded, optionally only one job's.
+        Errors: INVALID_ARGUMENT (malformed name, job key, page size or token),
+        NOT_FOUND (the run, or it expired), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetArtifact(self, request, context):
-        """Streams an artifact's content in chunks.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+        """Streams an artifact's content (a .tar.gz of the files its step
+        collected) in chunks of at most 1 MiB; the first chunk also carries its
+        size and SHA-256. Through the edge it is newline-delimited JSON, `data`
+        base64-encoded.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND (run or artifact,
+        or it expired), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadArtifact(self, request_iterator, context):
+        """Stores an artifact of a running attempt: workers call it for their
+        `artifact` steps. The first message names the run, the artifact, the job,
+        the attempt and its fencing token; every message carries the next bytes.
+        The artifact is kept only once the whole stream arrived (a reader never
+        sees part of one); an upload by a later attempt of the same job replaces
+        the earlier attempt's.
+        Errors: INVALID_ARGUMENT (malformed name, id or job key, no message),
+        NOT_FOUND (run or job), FAILED_PRECONDITION (the attempt is not the
+        job's running one, the name belongs to another job, this service keeps
+        no artifacts), RESOURCE_EXHAUSTED (the artifact or the job's artifacts
+        over their size cap), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -286,6 +314,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.GetArtifact,
                     request_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.GetArtifactRequest.FromString,
                     response_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.UploadArtifactRequest.FromString,
+                    response_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.Artifact.SerializeToString,
             ),
             'ResolveJobSecrets': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveJobSecrets,
@@ -593,6 +626,33 @@ class RunService:
             '/devmesh.pipeline.v1.RunService/GetArtifact',
             devmesh_dot_pipeline_dot_v1_dot_runs__pb2.GetArtifactRequest.SerializeToString,
             devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/devmesh.pipeline.v1.RunService/UploadArtifact',
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.UploadArtifactRequest.SerializeToString,
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.Artifact.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,12 +99,31 @@ class RunServiceStub:
     NOT_FOUND (run, job or attempt), UNAVAILABLE.
     """
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ListArtifactsRequest, _runs_pb2.ListArtifactsResponse]
-    """Lists the artifacts a run's jobs uploaded.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+    """Lists the artifacts a run's jobs uploaded, in the order they were
+    uploaded, optionally only one job's.
+    Errors: INVALID_ARGUMENT (malformed name, job key, page size or token),
+    NOT_FOUND (the run, or it expired), UNAVAILABLE.
     """
     GetArtifact: _grpc.UnaryStreamMultiCallable[_runs_pb2.GetArtifactRequest, _runs_pb2.ArtifactChunk]
-    """Streams an artifact's content in chunks.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+    """Streams an artifact's content (a .tar.gz of the files its step
+    collected) in chunks of at most 1 MiB; the first chunk also carries its
+    size and SHA-256. Through the edge it is newline-delimited JSON, `data`
+    base64-encoded.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND (run or artifact,
+    or it expired), UNAVAILABLE.
+    """
+    UploadArtifact: _grpc.StreamUnaryMultiCallable[_runs_pb2.UploadArtifactRequest, _runs_pb2.Artifact]
+    """Stores an artifact of a running attempt: workers call it for their
+    `artifact` steps. The first message names the run, the artifact, the job,
+    the attempt and its fencing token; every message carries the next bytes.
+    The artifact is kept only once the whole stream arrived (a reader never
+    sees part of one); an upload by a later attempt of the same job replaces
+    the earlier attempt's.
+    Errors: INVALID_ARGUMENT (malformed name, id or job key, no message),
+    NOT_FOUND (run or job), FAILED_PRECONDITION (the attempt is not the
+    job's running one, the name belongs to another job, this service keeps
+    no artifacts), RESOURCE_EXHAUSTED (the artifact or the job's artifacts
+    over their size cap), UNAVAILABLE.
     """
     ResolveJobSecrets: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ResolveJobSecretsRequest, _runs_pb2.ResolveJobSecretsResponse]
     """For workers: the values of the secret references the attempt's job
@@ -184,12 +203,31 @@ class RunServiceAsyncStub(RunServiceStub):
     NOT_FOUND (run, job or attempt), UNAVAILABLE.
     """
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_runs_pb2.ListArtifactsRequest, _runs_pb2.ListArtifactsResponse]  # type: ignore[assignment]
-    """Lists the artifacts a run's jobs uploaded.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+    """Lists the artifacts a run's jobs uploaded, in the order they were
+    uploaded, optionally only one job's.
+    Errors: INVALID_ARGUMENT (malformed name, job key, page size or token),
+    NOT_FOUND (the run, or it expired), UNAVAILABLE.
     """
     GetArtifact: _aio.UnaryStreamMultiCallable[_runs_pb2.GetArtifactRequest, _runs_pb2.ArtifactChunk]  # type: ignore[assignment]
-    """Streams an artifact's content in chunks.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+    """Streams an artifact's content (a .tar.gz of the files its step
+    collected) in chunks of at most 1 MiB; the first chunk also carries its
+    size and SHA-256. Through the edge it is newline-delimited JSON, `data`
+    base64-encoded.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND (run or artifact,
+    or it expired), UNAVAILABLE.
+    """
+    UploadArtifact: _aio.StreamUnaryMultiCallable[_runs_pb2.UploadArtifactRequest, _runs_pb2.Artifact]  # type: ignore[assignment]
+    """Stores an artifact of a running attempt: workers call it for their
+    `artifact` steps. The first message names the run, the artifact, the job,
+    the attempt and its fencing token; every message carries the next bytes.
+    The artifact is kept only once the whole stream arrived (a reader never
+    sees part of one); an upload by a later attempt of the same job replaces
+    the earlier attempt's.
+    Errors: INVALID_ARGUMENT (malformed name, id or job key, no message),
+    NOT_FOUND (run or job), FAILED_PRECONDITION (the attempt is not the
+    job's running one, the name belongs to another job, this service keeps
+    no artifacts), RESOURCE_EXHAUSTED (the artifact or the job's artifacts
+    over their size cap), UNAVAILABLE.
     """
     ResolveJobSecrets: _aio.UnaryUnaryMultiCallable[_runs_pb2.ResolveJobSecretsRequest, _runs_pb2.ResolveJobSecretsResponse]  # type: ignore[assignment]
     """For workers: the values of the secret references the attempt's job
@@ -326,8 +364,10 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runs_pb2.ListArtifactsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runs_pb2.ListArtifactsResponse, _abc.Awaitable[_runs_pb2.ListArtifactsResponse]]:
-        """Lists the artifacts a run's jobs uploaded.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+        """Lists the artifacts a run's jobs uploaded, in the order they were
+        uploaded, optionally only one job's.
+        Errors: INVALID_ARGUMENT (malformed name, job key, page size or token),
+        NOT_FOUND (the run, or it expired), UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
@@ -336,8 +376,31 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runs_pb2.GetArtifactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_runs_pb2.ArtifactChunk], _abc.AsyncIterator[_runs_pb2.ArtifactChunk]]:
-        """Streams an artifact's content in chunks.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+        """Streams an artifact's content (a .tar.gz of the files its step
+        collected) in chunks of at most 1 MiB; the first chunk also carries its
+        size and SHA-256. Through the edge it is newline-delimited JSON, `data`
+        base64-encoded.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND (run or artifact,
+        or it expired), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadArtifact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_runs_pb2.UploadArtifactRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.Artifact, _abc.Awaitable[_runs_pb2.Artifact]]:
+        """Stores an artifact of a running attempt: workers call it for their
+        `artifact` steps. The first message names the run, the artifact, the job,
+        the attempt and its fencing token; every message carries the next bytes.
+        The artifact is kept only once the whole stream arrived (a reader never
+        sees part of one); an upload by a later attempt of the same job replaces
+        the earlier attempt's.
+        Errors: INVALID_ARGUMENT (malformed name, id or job key, no message),
+        NOT_FOUND (run or job), FAILED_PRECONDITION (the attempt is not the
+        job's running one, the name belongs to another job, this service keeps
+        no artifacts), RESOURCE_EXHAUSTED (the artifact or the job's artifacts
+        over their size cap), UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
