@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.pipeline.runs import keys, retries, scheduler, scripts, states
-from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
+from services.pipeline.runs.records import PENDING, AttemptRecord, JobRecord, attempt_field
 from services.pipeline.runs.store import RunRecord, RunStore, now_ms, now_us
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
@@ -229,7 +229,7 @@ class Coordinator:
     async def _classify(self, run: RunRecord, jobs: dict[str, JobRecord]) -> dict[str, bool]:
         verdicts: dict[str, bool] = {}
         for plan in run.plan.jobs:
-            record = jobs.get(plan.key, JobRecord())
+            record = jobs.get(plan.key, PENDING)
             if record.d == 0 and retries.wants_classifier(plan.retry, record):
                 failure = retries.Failure(
                     run=run.id,
