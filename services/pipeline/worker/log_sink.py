@@ -117,6 +117,8 @@ class LogSink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), FLUSH_INTERVAL_S)
             self.wake.clear()
+            if self._closing:
+                break  # the closer sends the rest (`drain`: its last batch with the report)
             await self._flush()
 
     async def close(self) -> None:
