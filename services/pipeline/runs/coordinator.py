@@ -22,7 +22,7 @@ from typing import Any
 
 from services.pipeline.runs import keys, retries, scheduler, scripts, states
 from services.pipeline.runs.records import PENDING, AttemptRecord, JobRecord, attempt_field
-from services.pipeline.runs.store import RunRecord, RunStore, now_ms, now_us
+from services.pipeline.runs.store import RunRecord, RunStore, block_ms, now_ms, now_us
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
 from services.runtime.tasks import cancel_and_wait
@@ -113,7 +113,7 @@ class Coordinator:
 
     async def take_work(self) -> None:
         found = await self.redis.xreadgroup(
-            keys.COORDINATORS, self.consumer, {keys.WORK: ">"}, count=500, block=1000
+            keys.COORDINATORS, self.consumer, {keys.WORK: ">"}, count=500, block=block_ms(self.redis, 1000)
         )
         for _, entries in found or []:
             await self._decide_entries(entries)

@@ -14,7 +14,7 @@ from services.pipeline import expressions
 from services.pipeline.runs import keys, plan, scheduler, states
 from services.pipeline.runs.coordinator import Coordinator
 from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
-from services.pipeline.runs.store import RunRecord, RunStore, now_us
+from services.pipeline.runs.store import RunRecord, RunStore, block_ms, now_us
 from services.pipeline.store import PipelineStore, revisions_key
 from services.runtime import pagination
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -343,7 +343,9 @@ class RunDomain:
         while True:
             state = await self.redis.hget(keys.run(run_id), "state")
             ended = state is not None and state.decode() in states.RUN_FINAL
-            found = await self.redis.xread({stream: last}, count=500, block=None if ended else 2000)
+            found = await self.redis.xread(
+                {stream: last}, count=500, block=None if ended else block_ms(self.redis, 2000)
+            )
             entries = found[0][1] if found else []
             for entry_id, fields in entries:
                 last = entry_id.decode()

@@ -30,7 +30,7 @@ from services.pipeline import expressions
 from services.pipeline.runs import keys, scripts, states
 from services.pipeline.runs.plan import JobPlan, Plan
 from services.pipeline.runs.records import JobRecord
-from services.pipeline.runs.store import RunStore, now_us
+from services.pipeline.runs.store import RunStore, block_ms, now_us
 from services.pipeline.validation import duration_seconds
 from services.pipeline.worker import process
 from services.pipeline.worker.log_sink import MARKER, LogSink
@@ -147,7 +147,7 @@ class Worker:
             await asyncio.sleep(0.2)
             return None
         found = await self.redis.xreadgroup(
-            keys.WORKER_GROUP, self.id, {q: ">" for q in queues}, count=1, block=500
+            keys.WORKER_GROUP, self.id, {q: ">" for q in queues}, count=1, block=block_ms(self.redis, 500)
         )
         return await self._one_of(found)
 
