@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.pipeline.runs import failures, keys, retries, scheduler, scripts, states
-from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
-from services.pipeline.runs.store import RunRecord, RunStore, now_ms, now_us
+from services.pipeline.runs.records import PENDING, AttemptRecord, JobRecord, attempt_field
+from services.pipeline.runs.store import RunRecord, RunStore, block_ms, now_ms, now_us
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
 from services.runtime.tasks import cancel_and_wait
@@ -114,7 +114,7 @@ class Coordinator:
 
     async def take_work(self) -> None:
         found = await self.redis.xreadgroup(
-            keys.COORDINATORS, self.consumer, {keys.WORK: ">"}, count=500, block=1000
+            keys.COORDINATORS, self.consumer, {keys.WORK: ">"}, count=500, block=block_ms(self.redis, 1000)
         )
         for _, entries in found or []:
             await self._decide_entries(entries)
@@ -231,7 +231,7 @@ class Coordinator:
     async def _classify(self, run: RunRecord, jobs: dict[str, JobRecord]) -> dict[str, bool]:
         verdicts: dict[str, bool] = {}
         for plan in run.plan.jobs:
-            record = jobs.get(plan.key, JobRecord())
+            record = jobs.get(plan.key, PENDING)
             if record.d == 0 and retries.wants_classifier(plan.retry, record):
                 failure = retries.Failure(
                     run=failures.run_name(run),

@@ -74,7 +74,12 @@ class Plan:
     cancel_in_progress: bool = False
 
     def by_key(self) -> dict[str, JobPlan]:
-        return {job.key: job for job in self.jobs}
+        """Its jobs by key (built once: the coordinator asks on every decision)."""
+        found: dict[str, JobPlan] | None = self.__dict__.get("_by_key")
+        if found is None:
+            found = {job.key: job for job in self.jobs}
+            object.__setattr__(self, "_by_key", found)
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

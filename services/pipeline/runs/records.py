@@ -72,7 +72,8 @@ class AttemptRecord:
 _TIMES = ("qt", "st", "et")  # us: kept as strings in JSON (cjson keeps 14 digits of a number)
 
 
-_PENDING = JobRecord()
+PENDING = JobRecord()  # a job no attempt was made of: shared, as records are immutable
+_PENDING = PENDING
 _JOB_FIELDS = frozenset(JobRecord.__dataclass_fields__)
 
 

@@ -14,7 +14,7 @@ from services.pipeline import expressions
 from services.pipeline.runs import keys, plan, retention, scheduler, states
 from services.pipeline.runs.coordinator import Coordinator
 from services.pipeline.runs.records import AttemptRecord, JobRecord, attempt_field
-from services.pipeline.runs.store import RunRecord, RunStore, now_us
+from services.pipeline.runs.store import RunRecord, RunStore, block_ms, now_us
 from services.pipeline.store import PipelineStore, revisions_key
 from services.runtime import pagination
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -347,7 +347,7 @@ class RunDomain:
             # Well under the client's timeout (DEVMESH_REDIS_TIMEOUT, 2 s): a block as long as it
             # failed a quiet stream with UNAVAILABLE after 2 s without an event.
             found = await self.redis.xread(
-                {stream: last}, count=500, block=None if ended else EVENTS_BLOCK_MS
+                {stream: last}, count=500, block=None if ended else block_ms(self.redis, EVENTS_BLOCK_MS)
             )
             entries = found[0][1] if found else []
             for entry_id, fields in entries:

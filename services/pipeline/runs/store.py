@@ -18,6 +18,14 @@ from services.runtime.redis_client import Redis
 _SCRIPTS: dict[str, str] = {}
 
 
+def block_ms(redis: Redis, longest_ms: int) -> int:
+    """How long a blocking read (XREAD/XREADGROUP BLOCK) may wait on this client: at most
+    half its socket timeout. A block as long as the timeout fails as a read timeout
+    (UNAVAILABLE) whenever nothing arrives for that long, a quiet run or an idle worker."""
+    timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    return max(1, min(longest_ms, int(float(timeout) * 500))) if timeout else longest_ms
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 

@@ -31,7 +31,7 @@ from services.pipeline.runs import keys, scripts, states
 from services.pipeline.runs.job_secrets import job_envs, reference_of, references
 from services.pipeline.runs.plan import JobPlan, Plan
 from services.pipeline.runs.records import JobRecord
-from services.pipeline.runs.store import RunStore, now_us
+from services.pipeline.runs.store import RunStore, block_ms, now_us
 from services.pipeline.validation import duration_seconds
 from services.pipeline.worker import artifacts, process, secrets_client, worker_lease
 from services.pipeline.worker.log_sink import MARKER, LogSink
@@ -158,8 +158,12 @@ class Worker:
             await asyncio.sleep(0.2)
             return None
         found = await self.redis.xreadgroup(
-            keys.WORKER_GROUP, self.id, {q: ">" for q in queues}, count=1, block=500
+            keys.WORKER_GROUP, self.id, {q: ">" for q in queues}, count=1, block=block_ms(self.redis, 500)
         )
+        return await self._one_of(found)
+
+    async def _one_of(self, found: Any) -> Taken | None:
+        """The first entry an XREADGROUP reply holds; the others go back for another worker."""
         taken: list[Taken] = []
         for stream, entries in found or []:
             for entry_id, fields in entries:
@@ -172,24 +176,32 @@ class Worker:
                         fields[b"fence"].decode(),
                     )
                 )
-        for extra in taken[1:]:  # one job at a time: the others go back for another worker
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(extra.queue, {"run": extra.run, "job": extra.key, "fence": extra.fence})
-                pipe.xack(extra.queue, keys.WORKER_GROUP, extra.entry_id)
-                pipe.xdel(extra.queue, extra.entry_id)
-                await pipe.execute()
+        for extra in taken[1:]:  # one job at a time
+            await self._give_back(extra)
         return taken[0] if taken else None
+
+    async def _give_back(self, taken: Taken) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(taken.queue, {"run": taken.run, "job": taken.key, "fence": taken.fence})
+            pipe.xack(taken.queue, keys.WORKER_GROUP, taken.entry_id)
+            pipe.xdel(taken.queue, taken.entry_id)
+            await pipe.execute()
 
     async def serve(self) -> None:
         """Take and run jobs until SIGTERM (or `shutting_down`)."""
+        taken: Taken | None = None
         while not self.shutting_down.is_set():
-            try:
-                taken = await self.take()
-            except REDIS_AWAY:
-                await asyncio.sleep(REDIS_RETRY_S)  # Redis restarting: its queues come back with it
-                continue
+            if taken is None:
+                try:
+                    taken = await self.take()
+                except REDIS_AWAY:
+                    await asyncio.sleep(REDIS_RETRY_S)  # Redis restarting: its queues come back with it
+                    continue
             if taken is not None:
-                await self.run_attempt(taken)
+                taken = await self.run_attempt(taken)
+        if taken is not None:  # taken with the last report, after the shutdown began
+            held = taken
+            await self.reliably(lambda: self._give_back(held))
 
     async def reliably(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call` again while Redis is away, for as long as a lease: a report the worker gave up
@@ -209,7 +221,9 @@ class Worker:
             pipe.xdel(taken.queue, taken.entry_id)
             await pipe.execute()
 
-    async def run_attempt(self, taken: Taken) -> None:
+    async def run_attempt(self, taken: Taken) -> Taken | None:
+        """Run the attempt and report how it ended; returns the next entry, taken from the
+        queues in the same round trip as the report (None: none, or shutting down)."""
         lease_ms = int(await self.lease.refreshed() * 1000)
         run_keys = [keys.jobs(taken.run), keys.attempts(taken.run), keys.events(taken.run)]
         started, number = await self.reliably(
@@ -221,7 +235,7 @@ class Worker:
         )
         if started != "ok":
             await self.reliably(lambda: self._ack(taken))  # cancelled or superseded before it started
-            return
+            return None
         attempt = _Attempt(self, taken, int(number))
         self.current.add(attempt)
         if self.hand_back.is_set():
@@ -239,17 +253,59 @@ class Worker:
                 f"worker error: {type(exc).__name__}",
             )
         finally:
-            await attempt.finish_logs()
+            tail = await attempt.drain_logs()
             await cancel_and_wait(attempt.heartbeat_task)
-        if not attempt.lost:
-            report = [taken.key, taken.fence, state, reason, code, message[:500], now_us(), taken.run]
-            finish_keys = [*run_keys, keys.WORK, keys.lease(taken.run, taken.key)]
-            await self.reliably(lambda: self.store.script(scripts.FINISH, finish_keys, report))
-            await self.reliably(self.durable.confirm)
-        await self.reliably(lambda: self._ack(taken))
+        report = [taken.key, taken.fence, state, reason, code, message[:500], now_us(), taken.run]
+        following = await self.reliably(lambda: self._report(attempt, tail, report))
         attempt.clean()
         self.current.discard(attempt)
         self.jobs_done += 1
+        return following
+
+    async def _report(self, attempt: _Attempt, tail: list[str], report: list[Any]) -> Taken | None:
+        """One round trip, in this order on one connection: the last log lines, how the
+        attempt ended (unless it was fenced off), the queue entry acknowledged, the AOF
+        confirmation of both, and the next entry taken (not while shutting down). Each script
+        checks the fencing token itself, so a fenced-off report still changes nothing; the
+        entry is acknowledged only after the end is written, so a worker that dies in
+        between leaves it for reclaim. Scripts go as EVAL (the server caches them by SHA):
+        a NOSCRIPT after a Redis restart cannot fail part of the pipeline."""
+        taken = attempt.taken
+        queues = [] if self.shutting_down.is_set() or self.hand_back.is_set() else await self.queues()
+        replies: dict[str, Any] = {}
+        names: list[str] = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if not attempt.lost:
+                if tail:
+                    pipe.eval(scripts.APPEND_LOG, 4, *attempt.log_keys(), *attempt.log_args(tail))
+                    names.append("log")
+                finish_keys = [
+                    keys.jobs(taken.run),
+                    keys.attempts(taken.run),
+                    keys.events(taken.run),
+                    keys.WORK,
+                    keys.lease(taken.run, taken.key),
+                ]
+                pipe.eval(scripts.FINISH, len(finish_keys), *finish_keys, *report)
+                names.append("finish")
+                if self.durable.queue_on(pipe):
+                    names += ["fence", "durable"]
+            pipe.xack(taken.queue, keys.WORKER_GROUP, taken.entry_id)
+            pipe.xdel(taken.queue, taken.entry_id)
+            names += ["ack", "del"]
+            if queues:
+                pipe.xreadgroup(keys.WORKER_GROUP, self.id, {q: ">" for q in queues}, count=1)
+                names.append("take")
+            replies = dict(zip(names, await pipe.execute(), strict=True))
+        if "log" in replies and attempt.sink is not None:
+            attempt.sink.sent(_text(replies["log"][0]))
+        if "durable" in replies:
+            self.durable.check(replies["durable"])
+        return await self._one_of(replies.get("take"))
+
+
+def _text(part: Any) -> str:
+    return part.decode() if isinstance(part, bytes) else str(part)
 
 
 class _Attempt:
@@ -269,20 +325,17 @@ class _Attempt:
         self.sink: LogSink | None = None
         self.artifact_bytes = 0
 
-    async def _send(self, lines: list[str]) -> str:
+    def log_keys(self) -> list[str]:
         run = self.taken.run
+        return [keys.jobs(run), keys.attempts(run), keys.events(run), keys.log(run, "")]
+
+    def log_args(self, lines: list[str]) -> list[Any]:
+        cap = self.settings.worker_log_cap_bytes
+        return [self.taken.key, self.taken.fence, cap, MARKER.format(cap=cap), *lines]
+
+    async def _send(self, lines: list[str]) -> str:
         result, _ = await self.worker.reliably(
-            lambda: self.worker.store.script(
-                scripts.APPEND_LOG,
-                [keys.jobs(run), keys.attempts(run), keys.events(run), keys.log(run, "")],
-                [
-                    self.taken.key,
-                    self.taken.fence,
-                    self.settings.worker_log_cap_bytes,
-                    MARKER.format(cap=self.settings.worker_log_cap_bytes),
-                    *lines,
-                ],
-            )
+            lambda: self.worker.store.script(scripts.APPEND_LOG, self.log_keys(), self.log_args(lines))
         )
         if result == "stale":
             self.lost = True
@@ -519,8 +572,20 @@ class _Attempt:
         if self.sink is not None:
             await self.sink.close()
 
+    async def drain_logs(self) -> list[str]:
+        """The log lines left to send with the report (the others are sent)."""
+        if self.sink is None:
+            return []
+        tail = await self.sink.drain()
+        if self.sink.stale:
+            self.lost = True
+        return tail
+
     def clean(self) -> None:
-        shutil.rmtree(self.workspace, ignore_errors=True)
+        try:
+            self.workspace.rmdir()  # most jobs leave nothing: one syscall, not rmtree's walk
+        except OSError:
+            shutil.rmtree(self.workspace, ignore_errors=True)
 
 
 def _env_text(value: Any) -> str:

@@ -92,37 +92,54 @@ class LogSink:
             self._add(self.partial.decode(errors="replace"))
             self.partial = b""
 
-    async def _flush(self) -> None:
-        while self.pending:
+    async def _flush(self, keep: int = 0) -> None:
+        """Send the pending lines, all but the last `keep` batches' worth."""
+        while len(self.pending) > keep:
             batch = self.pending[:BATCH_LINES]
             del self.pending[:BATCH_LINES]
             self.pending_bytes = max(0, self.pending_bytes - sum(map(len, batch)) - len(batch))
             if self.pending_bytes < MAX_PENDING_BYTES:
                 self.room.set()
-            result = await self.send(batch)
-            if result == "truncated":
-                self.truncated = True
-                self.pending.clear()
-            elif result == "stale":
-                self.stale = True
-                self.pending.clear()
+            self.sent(await self.send(batch))
         self.room.set()
+
+    def sent(self, result: str) -> None:
+        """What the store answered to a batch: past the cap, or the attempt fenced off."""
+        if result == "truncated":
+            self.truncated = True
+            self.pending.clear()
+        elif result == "stale":
+            self.stale = True
+            self.pending.clear()
 
     async def _flush_forever(self) -> None:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), FLUSH_INTERVAL_S)
             self.wake.clear()
+            if self._closing:
+                break  # the closer sends the rest (`drain`: its last batch with the report)
             await self._flush()
 
     async def close(self) -> None:
         """Send what is left; stop."""
+        tail = await self.drain()
+        if tail:
+            self.sent(await self.send(tail))
+
+    async def drain(self) -> list[str]:
+        """Stop; send what is left but the last batch, and return that batch: the worker sends
+        it in the same round trip as the attempt's end (a `true` step's one header line
+        costs no round trip of its own). Its reply goes to `sent`."""
         self._closing = True  # the flusher ends after its current batch: none is lost mid-send
         self.wake.set()
         if self._flusher is not None:
             await self._flusher
         self.end_of_step()
-        await self._flush()
+        await self._flush(keep=BATCH_LINES)
+        tail, self.pending, self.pending_bytes = self.pending, [], 0
+        self.room.set()
+        return tail
 
 
 def _pieces(line: str) -> list[str]:

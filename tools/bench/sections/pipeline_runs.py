@@ -6,7 +6,10 @@ Scheduling: a run of 1,000 independent jobs (four matrix jobs of 250 combination
 pool is the limit of this machine for starting processes). A chain of 200 jobs, each needing
 the one before, measures the path from one job's end to the next one's start when workers are
 idle. Queue-to-start is each attempt's time from queued to started (the attempts' own stamps).
-Goals: ratio >= 0.5; queue-to-start p99 < 50 ms with idle workers.
+Goals: ratio >= 0.5; queue-to-start p99 < 50 ms with idle workers. `cpu_ms_per_job`: the CPU
+each part spent per independent job (the workers' own, their steps' processes, the service
+with the coordinator, Valkey), beside the pool's: on 2 cores the rate is bounded by
+2 / total.
 
 Log streaming: one step prints lines carrying their print time; a StreamRunEvents client
 counts them and takes each line's delay to its arrival: as fast as the step prints (the
@@ -114,6 +117,62 @@ def _chain_parts(run: Any) -> dict[str, Any]:
     return {"attempt_start_to_end": _quantiles_ms(running), "end_to_next_queued": _quantiles_ms(deciding)}
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """A process's CPU seconds: its own, and its waited-for children's (a worker's steps)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system, children_user, children_system = (int(x) for x in fields[11:15])
+    return (user + system) / _TICK, (children_user + children_system) / _TICK
+
+
+class _CpuMeter:
+    """CPU per job of each part of the mesh over the independent rounds: what bounds the rate
+    on a machine whose cores are all busy."""
+
+    def __init__(self, valkey: int, service: int, workers: list[int]) -> None:
+        self.parts = {"valkey": [valkey], "service": [service], "workers": workers}
+        self.spent = {"valkey": 0.0, "service": 0.0, "workers": 0.0, "worker_steps": 0.0, "pool": 0.0}
+        self.jobs = self.pool_jobs = 0
+        self._before: dict[str, tuple[float, float]] = {}
+
+    def _now(self) -> dict[str, tuple[float, float]]:
+        found = {}
+        for part, pids in self.parts.items():
+            samples = [_cpu_s(pid) for pid in pids]
+            found[part] = (sum(s[0] for s in samples), sum(s[1] for s in samples))
+        return found
+
+    def start(self) -> None:
+        self._before = self._now()
+
+    def stop(self, jobs: int) -> None:
+        after = self._now()
+        for part in self.parts:
+            self.spent[part] += after[part][0] - self._before[part][0]
+        self.spent["worker_steps"] += after["workers"][1] - self._before["workers"][1]
+        self.jobs += jobs
+
+    def pool(self, count: int) -> float:
+        before = os.times()
+        seconds = _pool(count)
+        after = os.times()
+        spent = after.user + after.system + after.children_user + after.children_system
+        self.spent["pool"] += spent - (
+            before.user + before.system + before.children_user + before.children_system
+        )
+        self.pool_jobs += count
+        return seconds
+
+    def figures(self) -> dict[str, float]:
+        mesh = {k: v for k, v in self.spent.items() if k != "pool"}
+        per_job = {k: round(v * 1000 / max(1, self.jobs), 2) for k, v in mesh.items()}
+        per_job["total"] = round(sum(mesh.values()) * 1000 / max(1, self.jobs), 2)
+        per_job["pool_total"] = round(self.spent["pool"] * 1000 / max(1, self.pool_jobs), 2)
+        return per_job
+
+
 def _pool(count: int) -> float:
     """Seconds for a pool of WORKERS to run `count` `true` processes."""
     started = time.perf_counter()
@@ -217,11 +276,14 @@ def run(duration: float) -> dict[str, Any]:
             service_s: list[float] = []
             pool_s: list[float] = []
             latencies: list[float] = []
+            meter = _CpuMeter(valkey.process.pid, service.process.pid, [w.pid for w in workers])
             for _ in range(ROUNDS):  # interleaved: both see the same machine
+                meter.start()
                 elapsed, done = mesh.run_to_end(independent)
+                meter.stop(INDEPENDENT)
                 service_s.append(elapsed)
                 latencies.extend(_queue_to_start(done))
-                pool_s.append(_pool(INDEPENDENT))
+                pool_s.append(meter.pool(INDEPENDENT))
             chain_s, chain_run = mesh.run_to_end(chain)
             streaming = _log_lines(mesh, logs)
             at_goal_rate = _log_lines(mesh, paced)
@@ -244,6 +306,7 @@ def run(duration: float) -> dict[str, Any]:
             "queue_to_start": _quantiles_ms(latencies),
             "rounds_s": [round(s, 3) for s in service_s],
             "pool_rounds_s": [round(s, 3) for s in pool_s],
+            "cpu_ms_per_job": meter.figures(),
         },
         "chain": {
             "jobs": CHAIN,
