@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import sys
 import tempfile
@@ -229,12 +230,15 @@ def local_stack(
 
 def _start_worker(stack: Stack, logs: Path, keys_host: str | None) -> ManagedProcess:
     """The local worker, with its certificate and `worker` API key (when a service issues keys)
-    to call the pipeline service, and a workspace directory the user its steps run as (nobody,
-    when the stack runs as root) can reach: the state dir is private."""
+    to call the pipeline service. Its steps run as the user who started the stack: a local
+    stack runs your own code with your own tools (a virtualenv under a private home would be
+    out of `nobody`'s reach); a `devmesh worker` started as root elsewhere runs them as nobody.
+    The workspace directory is outside the private state dir, so any run-as user reaches it."""
     stack.work_dir = Path(tempfile.mkdtemp(prefix="devmesh-work-"))
     stack.work_dir.chmod(0o711)
     env = {"PATH": os.environ.get("PATH", ""), "DEVMESH_REDIS_URL": stack.redis_url,
-           "DEVMESH_WORKER_ID": "local-worker", "DEVMESH_WORKER_DIR": str(stack.work_dir)}  # fmt: skip
+           "DEVMESH_WORKER_ID": "local-worker", "DEVMESH_WORKER_DIR": str(stack.work_dir),
+           "DEVMESH_WORKER_RUN_AS": pwd.getpwuid(os.getuid()).pw_name}  # fmt: skip
     if keys_host is not None:
         key_file = keep_worker_key(
             stack.services[keys_host].addr, stack.operator_tls, stack.state_dir / WORKER_KEY_FILE
