@@ -94,7 +94,9 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
 
 def refused_connect(port: int) -> str:
     """A step connecting to a closed loopback port: refused."""
-    return f"{sys.executable} -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/')\""
+    return (
+        f"{sys.executable} -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/')\""
+    )
 
 
 def flaky_connect(marker: Path, port: int) -> str:
@@ -153,8 +155,13 @@ async def test_a_flaky_network_failure_is_diagnosed_remediated_and_succeeds_with
     assert executed and all(t.actor.startswith("executor") for t in executed)  # nobody called Execute
     after = await chain.mesh.until(run.name, runs_pb2.RUN_STATE_SUCCEEDED)
     assert after.rerun_count == 1
-    assert [a.state for a in after.jobs[0].attempts] == [runs_pb2.JOB_STATE_FAILED, runs_pb2.JOB_STATE_SUCCEEDED]
-    actions = await eventually(lambda: _audited(chain.debugger, done.name), "the audit log to have the success")
+    assert [a.state for a in after.jobs[0].attempts] == [
+        runs_pb2.JOB_STATE_FAILED,
+        runs_pb2.JOB_STATE_SUCCEEDED,
+    ]
+    actions = await eventually(
+        lambda: _audited(chain.debugger, done.name), "the audit log to have the success"
+    )
     assert actions[0] == "debugger.remediations.proposed"
     assert {"debugger.remediations.executing", "debugger.remediations.succeeded"} <= set(actions)
 
