@@ -178,13 +178,6 @@ def check_action(action: Action, field: str, *, target_field: str = "", paramete
         raise InvalidArgument.for_field(f"{field}.reason", f"longer than {MAX_REASON_CHARS} characters")
     TARGETS[action.kind].parse(action.target, target_field or f"{field}.target")
     _check_parameters(action, parameters_field or f"{field}.parameters")
-    if action.kind is ActionKind.SECRET_PROMOTE_VERSION:
-        raise FailedPrecondition(
-            "SECRET_PROMOTE_VERSION needs a secrets call that makes an older version the latest; "
-            "the secrets service has none (it rotates, disables and enables versions)",
-            reason="NO_EXECUTOR",
-            metadata={"action": action.kind.value, "missing": "devmesh.secrets.v1 promote version"},
-        )
 
 
 def check_plan(plan: Sequence[Action], field: str = "plan") -> None:
