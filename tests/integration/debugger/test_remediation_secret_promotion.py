@@ -7,6 +7,7 @@ No value, nor its digest, appears in the remediation, its history, the logs or t
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ from devmesh.debugger.v1 import remediation_pb2_grpc
 from devmesh.secrets.v1 import secrets_pb2 as spb
 from devmesh.secrets.v1 import secrets_pb2_grpc
 from services.debugger import app as debugger_app
-from services.debugger.remediation import Action, ActionKind
+from services.debugger.remediation import Action, ActionKind, Remediation, Risk, State, Step, Transition
+from services.debugger.remediation_execution import Execution
 from services.debugger.remediation_secrets_client import SecretPromotion
+from services.debugger.remediation_store import RemediationStore
 from services.runtime import request_context
 from services.runtime.peers import PeerChannel
+from services.runtime.server import Server
 from tests.conftest import BootstrappedVault, ServerFactory
 from tests.helpers import Metadata, key_metadata, mint_key
 from tests.integration.debugger.test_remediation_execution import AUTOMATIC
@@ -38,6 +42,7 @@ class Stack:
     secrets_addr: str
     remediations: remediation_pb2_grpc.RemediationServiceStub
     admin: Metadata
+    debugger: Server
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ async def stack(
     valkey: Valkey, openbao: BootstrappedVault, start_config_server: ServerFactory
 ) -> AsyncIterator[Stack]:
     secrets_server, secrets_addr = await start_secrets(start_config_server, valkey, openbao)
-    _, debugger_addr = await start_config_server(
+    debugger, debugger_addr = await start_config_server(
         valkey.url,
         env=AUTOMATIC,  # the promotion's risk is under the threshold: no approval to give
         specs=[debugger_app.SPEC],
@@ -59,6 +64,7 @@ async def stack(
             secrets_addr,
             remediation_pb2_grpc.RemediationServiceStub(d),
             admin,
+            debugger,
         )
 
 
@@ -189,3 +195,52 @@ async def test_after_a_crash_inside_the_execute_a_landed_promotion_is_found_and_
     finally:
         request_context.forwardable.reset(token)
         await peer.close()
+
+
+async def _left_inside_the_execute(
+    store: RemediationStore, action: Action, prepared: dict[str, str]
+) -> Remediation:
+    """The remediation as a replica that died inside the promotion's execute leaves it."""
+    now = time.time_ns() // 1000
+    remediation = Remediation(
+        id=f"r{uuid.uuid4().hex[:20]}",
+        diagnosis="",
+        plan=(action,),
+        risk=Risk(0.1, ("low",), "", False, 0.3),
+        automatic=True,
+        required_approvals=0,
+        proposer="tests",
+        create_time_us=now,
+        state=State.EXECUTING,
+        history=(Transition(None, State.EXECUTING, "tests", now, "left by a dead replica"),),
+        steps=(Step(0, "executing", "executing", "k-0", prepared),),
+    )
+    await store.write(remediation, None)
+    return remediation
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["the-add-landed", "the-add-was-lost"])
+async def test_a_promotion_resumed_after_its_replica_died_inside_the_execute_adds_its_version_once(
+    stack: Stack, landed: bool
+) -> None:
+    secret, values = await _secret_with_two_values(stack)
+    peer = PeerChannel("secrets", stack.secrets_addr, None)
+    promotion = SecretPromotion(peer)
+    store = RemediationStore(stack.debugger.runtime.redis, stack.debugger.runtime.durable)
+    action = Action(kind=ActionKind.SECRET_PROMOTE_VERSION, target=secret, parameters={"version": "1"})
+    token = request_context.forwardable.set(tuple(stack.admin))
+    try:
+        left = await _left_inside_the_execute(store, action, await promotion.prepare(action))
+        if landed:
+            await promotion.execute(action, "k-0")  # the dead replica's add reached the secrets service
+        done = await Execution(store, [promotion], replica="executor/b").resume(left.id)
+    finally:
+        request_context.forwardable.reset(token)
+        await peer.close()
+    assert done.state is State.SUCCEEDED, done.history[-1].reason
+    assert ("recovered" in done.steps[-1].detail) is landed
+    versions = await stack.secrets.ListSecretVersions(
+        spb.ListSecretVersionsRequest(parent=secret), metadata=stack.admin
+    )
+    assert len(versions.versions) == 3  # one add, whether it landed before the crash or after
+    assert await _latest(stack, secret) == (3, values[0])
