@@ -30,7 +30,7 @@ from services.debugger.remediation_notifications import RemediationAudit, Remedi
 from services.debugger.remediation_pipeline_client import PipelineActions
 from services.debugger.remediation_policies import RemediationPolicies, RemediationTriggers
 from services.debugger.remediation_policy import Policy
-from services.debugger.remediation_secrets_client import SecretActions
+from services.debugger.remediation_secrets_client import SecretActions, SecretPromotion
 from services.debugger.remediation_servicer import RemediationServicer
 from services.debugger.remediation_signing_client import SigningKeysFromSecrets
 from services.debugger.remediation_store import RemediationStore
@@ -108,8 +108,8 @@ def _now_iso() -> str:
 
 def executors(runtime: Runtime, settings: DebuggerSettings) -> list[Executor]:
     """The executors of remediation actions: Kubernetes in dry run (no cluster here), config
-    rollbacks, secret rotations and pipeline re-runs when those services are peers. Secret
-    promotion has none yet."""
+    rollbacks, secret rotations, promotions and disables, and pipeline re-runs when those
+    services are peers."""
     found: list[Executor] = [DryRunKubernetes(_now_iso)]
     pipeline = runtime.peer_channel("pipeline")
     if pipeline is not None:
@@ -119,7 +119,7 @@ def executors(runtime: Runtime, settings: DebuggerSettings) -> list[Executor]:
         found.append(ConfigRollback(config))
     secrets = runtime.peer_channel("secrets")
     if secrets is not None:
-        found.append(SecretActions(secrets))
+        found.extend((SecretActions(secrets), SecretPromotion(secrets)))
     return found
 
 

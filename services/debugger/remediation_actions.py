@@ -180,6 +180,9 @@ def missing_executor(action: Action) -> FailedPrecondition:
         ActionKind.PIPELINE_RERUN_WITH_BACKOFF: "the pipeline service as a peer (DEVMESH_PEERS pipeline=...)",
         ActionKind.PIPELINE_CANCEL_RUN: "the pipeline service as a peer (DEVMESH_PEERS pipeline=...)",
         ActionKind.CONFIG_ROLLBACK: "the config service as a peer (DEVMESH_PEERS config=...)",
+        ActionKind.SECRET_ROTATE: "the secrets service as a peer (DEVMESH_PEERS secrets=...)",
+        ActionKind.SECRET_PROMOTE_VERSION: "the secrets service as a peer (DEVMESH_PEERS secrets=...)",
+        ActionKind.SECRET_DISABLE_VERSION: "the secrets service as a peer (DEVMESH_PEERS secrets=...)",
     }.get(action.kind, f"an executor for {action.kind.value} (not built yet)")
     return FailedPrecondition(
         f"{action.kind.value} on {action.target} needs {what}",

@@ -173,18 +173,12 @@ def _check_parameters(action: Action, field: str) -> None:
 def check_action(action: Action, field: str, *, target_field: str = "", parameters_field: str = "") -> None:
     """INVALID_ARGUMENT naming the request's field that is wrong (`plan[0].target`; an action
     made from a diagnosis names the request's `target` and `parameters`, where its target and
-    parameters came from); FAILED_PRECONDITION for actions the debugger cannot run."""
+    parameters came from). Whether this deployment can execute it is decided at execution
+    (NO_EXECUTOR names the peer it needs)."""
     if len(action.reason) > MAX_REASON_CHARS:
         raise InvalidArgument.for_field(f"{field}.reason", f"longer than {MAX_REASON_CHARS} characters")
     TARGETS[action.kind].parse(action.target, target_field or f"{field}.target")
     _check_parameters(action, parameters_field or f"{field}.parameters")
-    if action.kind is ActionKind.SECRET_PROMOTE_VERSION:
-        raise FailedPrecondition(
-            "SECRET_PROMOTE_VERSION needs a secrets call that makes an older version the latest; "
-            "the secrets service has none (it rotates, disables and enables versions)",
-            reason="NO_EXECUTOR",
-            metadata={"action": action.kind.value, "missing": "devmesh.secrets.v1 promote version"},
-        )
 
 
 def check_plan(plan: Sequence[Action], field: str = "plan") -> None:

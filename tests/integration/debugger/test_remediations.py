@@ -221,17 +221,25 @@ async def test_a_plan_made_from_a_diagnosis_names_the_request_fields_it_came_fro
     assert violated_fields(error) == [field]
 
 
-async def test_promoting_a_secret_version_is_refused_naming_what_the_secrets_service_lacks(
+async def test_a_secret_promotion_without_the_secrets_service_as_a_peer_is_refused_at_execution(
     mesh: Mesh,
 ) -> None:
     action = pb.Action(
         kind=pb.ACTION_KIND_SECRET_PROMOTE_VERSION, target="secrets/db-password", parameters={"version": "2"}
     )
-    error = await refused(
-        mesh.remediations.ProposeRemediation, pb.ProposeRemediationRequest(plan=[action]), metadata=mesh.alice
+    made = await mesh.remediations.ProposeRemediation(
+        pb.ProposeRemediationRequest(plan=[action]), metadata=mesh.alice
     )
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert error_info(error).reason == "NO_EXECUTOR" and "secrets service has none" in (error.details() or "")
+    assert made.state == pb.REMEDIATION_STATE_AWAITING_APPROVAL  # proposing it is no longer refused
+    approved = await mesh.remediations.ApproveRemediation(
+        pb.ApproveRemediationRequest(name=made.name, etag=made.etag), metadata=mesh.bob
+    )
+    assert approved.state == pb.REMEDIATION_STATE_APPROVED
+    error = await refused(
+        mesh.remediations.ExecuteRemediation, pb.ExecuteRemediationRequest(name=made.name), metadata=mesh.bob
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(error).reason == "NO_EXECUTOR"
+    assert "DEVMESH_PEERS secrets=" in (error.details() or "")
 
 
 async def test_a_pipeline_rerun_without_the_pipeline_as_a_peer_is_refused_saying_what_is_missing(
