@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from services.pipeline.runs import keys, states
-from services.pipeline.store import PREFIX
 from services.pipeline.runs.artifacts_store import ArtifactStore, BlobNotFound, BlobTooLarge
 from services.pipeline.runs.records import JobRecord
 from services.pipeline.runs.store import RunRecord, RunStore, now_us
+from services.pipeline.store import PREFIX
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,

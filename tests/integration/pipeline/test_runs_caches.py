@@ -106,7 +106,9 @@ async def test_an_exact_hit_is_not_saved_again(mesh: Mesh, tmp_path: Path) -> No
     assert after.lu > saved.lu  # the restore counts as a use
 
 
-async def test_a_restore_key_prefix_hit_restores_and_saves_under_the_new_key(mesh: Mesh, tmp_path: Path) -> None:
+async def test_a_restore_key_prefix_hit_restores_and_saves_under_the_new_key(
+    mesh: Mesh, tmp_path: Path
+) -> None:
     pipeline = await cache_pipeline(mesh, USE_OR_MAKE)
     old_repo = git_repository(tmp_path / "old", {"lock.txt": b"v1\n"})
     await run_once(mesh, pipeline, old_repo)
@@ -120,13 +122,18 @@ async def test_a_restore_key_prefix_hit_restores_and_saves_under_the_new_key(mes
     assert old_key in keys and len(keys) == 2
 
 
-async def test_a_cache_over_the_cap_is_not_saved_and_the_job_still_succeeds(mesh: Mesh, tmp_path: Path) -> None:
+async def test_a_cache_over_the_cap_is_not_saved_and_the_job_still_succeeds(
+    mesh: Mesh, tmp_path: Path
+) -> None:
     repo = git_repository(tmp_path / "repo", {"lock.txt": b"big\n"})
-    pipeline = await cache_pipeline(mesh, f"mkdir -p deps && head -c {2 * CACHE_CAP} /dev/urandom > deps/blob")
+    pipeline = await cache_pipeline(
+        mesh, f"mkdir -p deps && head -c {2 * CACHE_CAP} /dev/urandom > deps/blob"
+    )
     run, log = await run_once(mesh, pipeline, repo)
     assert run.state == runs_pb2.RUN_STATE_SUCCEEDED, log
     assert any(
-        line.startswith("cache deps-") and f"not saved: the cache is over the cap of {CACHE_CAP} bytes" in line
+        line.startswith("cache deps-")
+        and f"not saved: the cache is over the cap of {CACHE_CAP} bytes" in line
         for line in log
     ), log
     assert not await entries(mesh)
@@ -186,7 +193,9 @@ async def test_a_setup_step_for_another_version_fails_setup_failed_naming_both(m
     attempt = run.jobs[0].attempts[-1]
     assert run.state == runs_pb2.RUN_STATE_FAILED
     assert attempt.reason == runs_pb2.ATTEMPT_REASON_SETUP_FAILED
-    assert re.fullmatch(rf"setup python: version 2\.7 wanted, {re.escape(found)} found \(/\S+\)", attempt.message)
+    assert re.fullmatch(
+        rf"setup python: version 2\.7 wanted, {re.escape(found)} found \(/\S+\)", attempt.message
+    )
     assert "after setup" not in log
 
 
