@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from grpc import aio
 from redis import asyncio as redis
@@ -19,10 +20,13 @@ from redis import asyncio as redis
 from devmesh.pipeline.v1 import model_pb2, pipeline_pb2, pipeline_pb2_grpc, runs_pb2, runs_pb2_grpc
 from services.pipeline import app as pipeline_app
 from services.pipeline.runs import caches as cache_records
+from services.pipeline.runs import keys
+from services.pipeline.runs.records import JobRecord
 from services.pipeline.worker import caches
 from tests.conftest import ServerFactory
+from tests.helpers import Metadata, error_info, refused
 from tests.integration.pipeline.runs_harness import RUN_ENV, Mesh
-from tests.integration.pipeline.test_runs_artifacts import git_repository
+from tests.integration.pipeline.test_runs_artifacts import git_repository, secured  # noqa: F401 (a fixture)
 from tools.stack.valkey import Valkey
 
 CACHE_CAP = 1024 * 1024
@@ -208,3 +212,84 @@ async def test_a_setup_step_for_a_missing_tool_fails_setup_failed(mesh: Mesh, tm
     assert attempt.message == (
         "setup python 3.12: python3 or python not found on PATH (this worker installs nothing)"
     )
+
+
+def restore_request(parent: str, fence: str = "1") -> runs_pb2.RestoreCacheRequest:
+    return runs_pb2.RestoreCacheRequest(parent=parent, job="build", attempt=1, fence=fence, key="deps-x")
+
+
+async def one_save(parent: str) -> AsyncIterator[runs_pb2.SaveCacheRequest]:
+    yield runs_pb2.SaveCacheRequest(parent=parent, job="build", attempt=1, fence="1", key="deps-x", data=b"x")
+
+
+async def restored(runs: runs_pb2_grpc.RunServiceStub, request: runs_pb2.RestoreCacheRequest,
+                   metadata: Metadata = ()) -> list[runs_pb2.CacheChunk]:  # fmt: skip
+    return [chunk async for chunk in runs.RestoreCache(request, metadata=metadata)]
+
+
+async def test_only_the_running_attempt_restores_or_saves_a_cache(mesh: Mesh) -> None:
+    pipeline = await mesh.pipeline({"jobs": [{"id": "build", "steps": [{"run": {"command": "true"}}]}]})
+    run = await mesh.until((await mesh.run(pipeline)).name)
+    for error in (
+        await refused(restored, mesh.runs, restore_request(run.name)),
+        await refused(mesh.runs.SaveCache, one_save(run.name)),
+    ):
+        assert (error.code(), error_info(error).reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "ATTEMPT_NOT_RUNNING",
+        )
+    bad = await refused(restored, mesh.runs, restore_request(run.name, fence="not-a-fence"))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_caches_take_a_worker_identity(
+    secured: tuple[aio.Channel, dict[str, Metadata]],  # noqa: F811 (the imported fixture)
+) -> None:
+    channel, keys = secured
+    runs = runs_pb2_grpc.RunServiceStub(channel)
+    parent = "projects/nope/pipelines/ci/runs/rnothing"
+    assert (await refused(restored, runs, restore_request(parent))).code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (await refused(runs.SaveCache, one_save(parent))).code() == grpc.StatusCode.UNAUTHENTICATED
+    for role in ("operator", "viewer"):
+        denied = await refused(restored, runs, restore_request(parent), keys[role])
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED, role
+        denied = await refused(runs.SaveCache, one_save(parent), metadata=keys[role])
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED, role
+    worker = await refused(restored, runs, restore_request(parent), keys["worker"])
+    assert worker.code() == grpc.StatusCode.NOT_FOUND  # past access: the run does not exist
+    worker = await refused(runs.SaveCache, one_save(parent), metadata=keys["worker"])
+    assert worker.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_service_refuses_a_save_over_the_cap_and_a_second_save_of_a_key(mesh: Mesh) -> None:
+    pipeline = await mesh.pipeline({"jobs": [{"id": "build", "steps": [{"run": {"command": "sleep 60"}}]}]})
+    run = await mesh.run(pipeline)
+    await mesh.job_in(run.name, "build", runs_pb2.JOB_STATE_RUNNING)
+    client = redis.Redis.from_url(mesh.valkey.url)
+    try:
+        record = JobRecord.load(await client.hget(keys.jobs(run.name.rsplit("/", 1)[1]), "build"))
+    finally:
+        await client.aclose()
+    first = runs_pb2.SaveCacheRequest(
+        parent=run.name, job="build", attempt=record.n, fence=str(record.f), key="deps-k"
+    )
+
+    async def save(size: int) -> AsyncIterator[runs_pb2.SaveCacheRequest]:
+        yield first
+        for _ in range(0, size, 256 * 1024):
+            yield runs_pb2.SaveCacheRequest(data=b"x" * (256 * 1024))
+
+    try:
+        too_large = await refused(mesh.runs.SaveCache, save(CACHE_CAP + 256 * 1024))
+        assert (too_large.code(), error_info(too_large).reason) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "CACHE_TOO_LARGE",
+        )
+        assert not await entries(mesh)
+        saved = await mesh.runs.SaveCache(save(256 * 1024))
+        assert (saved.key, saved.size_bytes) == ("deps-k", 256 * 1024)
+        again = await refused(mesh.runs.SaveCache, save(256 * 1024))
+        assert (again.code(), error_info(again).reason) == (grpc.StatusCode.ALREADY_EXISTS, "CACHE_EXISTS")
+        assert list(await entries(mesh)) == ["deps-k"]
+    finally:
+        await mesh.runs.CancelRun(runs_pb2.CancelRunRequest(name=run.name))
