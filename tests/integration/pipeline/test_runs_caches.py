@@ -30,7 +30,12 @@ from tests.integration.pipeline.test_runs_artifacts import git_repository, secur
 from tools.stack.valkey import Valkey
 
 CACHE_CAP = 1024 * 1024
-ENV = {**RUN_ENV, "DEVMESH_PIPELINE_CACHE_MAX_BYTES": str(CACHE_CAP)}
+PROJECT_CAP = 600 * 1024
+ENV = {
+    **RUN_ENV,
+    "DEVMESH_PIPELINE_CACHE_MAX_BYTES": str(CACHE_CAP),
+    "DEVMESH_PIPELINE_PROJECT_CACHES_MAX_BYTES": str(PROJECT_CAP),
+}
 CACHED_STEP = {"cache": {"paths": ["deps"], "keyFiles": ["lock.txt"], "keyPrefix": "deps"}}
 USE_OR_MAKE = "if test -f deps/made; then echo FOUND $(cat deps/made); else mkdir -p deps; echo $RANDOM > deps/made; echo MADE; fi"
 
@@ -261,23 +266,33 @@ async def test_caches_take_a_worker_identity(
     assert worker.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_the_service_refuses_a_save_over_the_cap_and_a_second_save_of_a_key(mesh: Mesh) -> None:
+async def running_attempt(mesh: Mesh) -> tuple[runs_pb2.Run, JobRecord]:
+    """A run whose one job sleeps, once it runs, and the job's record (its attempt and fence)."""
     pipeline = await mesh.pipeline({"jobs": [{"id": "build", "steps": [{"run": {"command": "sleep 60"}}]}]})
     run = await mesh.run(pipeline)
     await mesh.job_in(run.name, "build", runs_pb2.JOB_STATE_RUNNING)
     client = redis.Redis.from_url(mesh.valkey.url)
     try:
-        record = JobRecord.load(await client.hget(keys.jobs(run.name.rsplit("/", 1)[1]), "build"))
+        return run, JobRecord.load(await client.hget(keys.jobs(run.name.rsplit("/", 1)[1]), "build"))
     finally:
         await client.aclose()
-    first = runs_pb2.SaveCacheRequest(
-        parent=run.name, job="build", attempt=record.n, fence=str(record.f), key="deps-k"
-    )
 
-    async def save(size: int) -> AsyncIterator[runs_pb2.SaveCacheRequest]:
-        yield first
-        for _ in range(0, size, 256 * 1024):
-            yield runs_pb2.SaveCacheRequest(data=b"x" * (256 * 1024))
+
+async def save_of(
+    run: runs_pb2.Run, record: JobRecord, key: str, size: int
+) -> AsyncIterator[runs_pb2.SaveCacheRequest]:
+    yield runs_pb2.SaveCacheRequest(
+        parent=run.name, job="build", attempt=record.n, fence=str(record.f), key=key
+    )
+    for _ in range(0, size, 256 * 1024):
+        yield runs_pb2.SaveCacheRequest(data=b"x" * (256 * 1024))
+
+
+async def test_the_service_refuses_a_save_over_the_cap_and_a_second_save_of_a_key(mesh: Mesh) -> None:
+    run, record = await running_attempt(mesh)
+
+    def save(size: int) -> AsyncIterator[runs_pb2.SaveCacheRequest]:
+        return save_of(run, record, "deps-k", size)
 
     try:
         too_large = await refused(mesh.runs.SaveCache, save(CACHE_CAP + 256 * 1024))
@@ -291,5 +306,24 @@ async def test_the_service_refuses_a_save_over_the_cap_and_a_second_save_of_a_ke
         again = await refused(mesh.runs.SaveCache, save(256 * 1024))
         assert (again.code(), error_info(again).reason) == (grpc.StatusCode.ALREADY_EXISTS, "CACHE_EXISTS")
         assert list(await entries(mesh)) == ["deps-k"]
+    finally:
+        await mesh.runs.CancelRun(runs_pb2.CancelRunRequest(name=run.name))
+
+
+async def test_past_the_projects_total_cap_the_least_recently_used_entries_go(
+    mesh: Mesh, caches_server: tuple[str, Path]
+) -> None:
+    run, record = await running_attempt(mesh)
+    try:
+        for key in ("deps-1", "deps-2"):
+            await mesh.runs.SaveCache(save_of(run, record, key, 256 * 1024))
+        request = runs_pb2.RestoreCacheRequest(
+            parent=run.name, job="build", attempt=record.n, fence=str(record.f), key="deps-1"
+        )
+        restored = [chunk async for chunk in mesh.runs.RestoreCache(request)]
+        assert restored[0].exact_match and sum(len(c.data) for c in restored) == 256 * 1024
+        await mesh.runs.SaveCache(save_of(run, record, "deps-3", 256 * 1024))  # 768 KiB > 600 KiB
+        assert sorted(await entries(mesh)) == ["deps-1", "deps-3"]  # deps-2 was used least recently
+        assert len(list((caches_server[1] / mesh.project).iterdir())) == 2  # its blob went with it
     finally:
         await mesh.runs.CancelRun(runs_pb2.CancelRunRequest(name=run.name))
