@@ -13,6 +13,7 @@ from services.pipeline.run_servicer import RunServicer
 from services.pipeline.runs import retries, worker_terms
 from services.pipeline.runs.artifacts import ArtifactCaps, ArtifactDomain
 from services.pipeline.runs.artifacts_store import DirectoryArtifactStore
+from services.pipeline.runs.caches import CacheDomain, CacheSettings
 from services.pipeline.runs.coordinator import Coordinator, CoordinatorSettings
 from services.pipeline.runs.job_secrets import JobSecrets
 from services.pipeline.runs.retention import RetentionSettings, RetentionSweeper
@@ -72,6 +73,17 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
     artifact_store = DirectoryArtifactStore(Path(data_dir) / "pipeline" / "artifacts") if data_dir else None
     caps = ArtifactCaps(settings.pipeline_artifact_max_bytes, settings.pipeline_job_artifacts_max_bytes)
     artifacts = ArtifactDomain(runtime.redis, artifact_store, caps)
+    # Caches: the projects' own namespace beside the artifacts, over the same kind of store.
+    cache_store = DirectoryArtifactStore(Path(data_dir) / "pipeline" / "caches") if data_dir else None
+    caches = CacheDomain(
+        runtime.redis,
+        cache_store,
+        CacheSettings(
+            entry_bytes=settings.pipeline_cache_max_bytes,
+            project_bytes=settings.pipeline_project_caches_max_bytes,
+            retention_s=settings.pipeline_cache_retention_seconds,
+        ),
+    )
     sweeper = RetentionSweeper(
         runtime.redis,
         artifacts,
@@ -80,6 +92,7 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
             log_s=settings.pipeline_log_retention_seconds,
             sweep_s=settings.pipeline_retention_sweep_seconds,
         ),
+        caches,
     )
     terms = worker_terms.WorkerTerms(
         lease_s=settings.pipeline_lease_seconds,
@@ -89,7 +102,7 @@ def build(runtime: Runtime, settings: PipelineSettings) -> ServiceBinding:
     run_domain = RunDomain(coordinator, pipelines, runtime.durable)
     secrets = runtime.peer_channel("secrets")
     job_secrets = JobSecrets(run_domain, PipelineSecrets(secrets) if secrets is not None else None)
-    runs = RunServicer(run_domain, artifacts, job_secrets)
+    runs = RunServicer(run_domain, artifacts, job_secrets, caches)
 
     publisher = worker_terms.TermsPublisher(runtime.redis, coordinator.consumer, terms)
 
@@ -136,9 +149,14 @@ SPEC = ServiceSpec(
         roles.VIEWER: _READS,
         # The debugger's remediations re-run failed runs and cancel stuck ones.
         roles.SERVICE: (*_READS, "pipeline.runs.rerun", "pipeline.runs.cancel"),
-        # A `devmesh worker`: the secrets of the attempt it runs and its artifacts (an upload
-        # also needs the attempt's fence), nothing else (no reads either).
-        roles.WORKER: ("pipeline.attempts.resolve_secrets", "pipeline.artifacts.upload"),
+        # A `devmesh worker`: the secrets of the attempt it runs, its artifacts and its
+        # project's caches (each also needs the attempt's fence), nothing else (no reads either).
+        roles.WORKER: (
+            "pipeline.attempts.resolve_secrets",
+            "pipeline.artifacts.upload",
+            "pipeline.caches.restore",
+            "pipeline.caches.save",
+        ),
     },
     read_verbs=frozenset({"get", "list", "generate", "export", "validate"}),
     # Job secrets are read from the secrets service as the pipeline's principal; `on: transient`

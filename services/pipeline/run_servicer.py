@@ -11,8 +11,9 @@ from grpc import aio
 
 from devmesh.pipeline.v1 import runs_pb2, runs_pb2_grpc
 from services.pipeline import names
-from services.pipeline.runs import states
+from services.pipeline.runs import caches_servicer, states
 from services.pipeline.runs.artifacts import ArtifactDomain, ArtifactRecord, Upload
+from services.pipeline.runs.caches import CacheDomain
 from services.pipeline.runs.job_secrets import JobSecrets
 from services.pipeline.runs.records import attempt_field
 from services.pipeline.runs.service import RunDomain, RunView
@@ -155,7 +156,10 @@ def _upload(first: runs_pb2.UploadArtifactRequest) -> Upload:
 
 
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
-    def __init__(self, domain: RunDomain, artifacts: ArtifactDomain, job_secrets: JobSecrets) -> None:
+    def __init__(
+        self, domain: RunDomain, artifacts: ArtifactDomain, job_secrets: JobSecrets, caches: CacheDomain
+    ) -> None:
+        self.caches = caches
         self.job_secrets = job_secrets
         self.domain = domain
         self.artifacts = artifacts
@@ -323,6 +327,17 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
 
         record = await self.artifacts.upload(run, upload, chunks())
         return artifact_proto(run, record)
+
+    async def RestoreCache(
+        self, request: runs_pb2.RestoreCacheRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[runs_pb2.CacheChunk]:
+        async for chunk in caches_servicer.restore(self.caches, self._run_named, request):
+            yield chunk
+
+    async def SaveCache(
+        self, request_iterator: AsyncIterator[runs_pb2.SaveCacheRequest], context: aio.ServicerContext
+    ) -> runs_pb2.CacheEntry:
+        return await caches_servicer.save(self.caches, self._run_named, request_iterator)
 
     async def _run_named(self, name: str, field: str) -> RunRecord:
         project, pipeline, run_id = names.parse_run(name, field)

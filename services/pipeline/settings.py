@@ -60,6 +60,22 @@ class PipelineSettings:
         "Largest total of the artifacts one attempt of a job may store.",
         parse=parse_positive_int,
     )
+    pipeline_cache_max_bytes: int = setting(
+        500 * 1024 * 1024,
+        "Largest cache entry (its .tar.gz) a cache step may save; past it the entry is not saved "
+        "and the job goes on (the log says so).",
+        parse=parse_positive_int,
+    )
+    pipeline_project_caches_max_bytes: int = setting(
+        5 * 1024 * 1024 * 1024,
+        "Largest total of a project's cache entries; past it the least recently used go.",
+        parse=parse_positive_int,
+    )
+    pipeline_cache_retention_seconds: float = setting(
+        7 * 86400.0,
+        "How long a cache entry nobody restores is kept (GitHub Actions: 7 days).",
+        parse=parse_positive_float,
+    )
     pipeline_run_retention_seconds: float = setting(
         30 * 86400.0,
         "How long a finished run is kept (its jobs, attempts, events and artifacts); then it is "

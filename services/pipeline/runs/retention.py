@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from services.pipeline.runs import keys, states
 from services.pipeline.runs.artifacts import ArtifactDomain
+from services.pipeline.runs.caches import CacheDomain
 from services.pipeline.runs.store import now_us
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
@@ -47,7 +48,14 @@ class SweepCounts:
 class RetentionSweeper:
     """Deletes finished runs and their logs past their retention; `start` sweeps periodically."""
 
-    def __init__(self, redis: Redis, artifacts: ArtifactDomain, settings: RetentionSettings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        artifacts: ArtifactDomain,
+        settings: RetentionSettings,
+        caches: CacheDomain | None = None,
+    ) -> None:
+        self.caches = caches  # its entries past their retention or the total cap go in each sweep
         self.redis = redis
         self.artifacts = artifacts
         self.settings = settings
@@ -69,6 +77,8 @@ class RetentionSweeper:
                 lease_ms = max(int(self.settings.sweep_s * 1000), 1)
                 if await self.redis.set(keys.RETENTION_LEASE, token, nx=True, px=lease_ms):
                     counts = await self.sweep()
+                    if self.caches is not None:
+                        await self.caches.sweep()
                     if counts.runs_deleted or counts.logs_deleted:
                         log.info(
                             "pipeline.runs.retention_swept",

@@ -33,7 +33,15 @@ from services.pipeline.runs.plan import JobPlan, Plan
 from services.pipeline.runs.records import JobRecord
 from services.pipeline.runs.store import RunStore, block_ms, now_us
 from services.pipeline.validation import duration_seconds
-from services.pipeline.worker import artifacts, process, secrets_client, worker_lease
+from services.pipeline.worker import (
+    artifacts,
+    caches,
+    caches_client,
+    process,
+    secrets_client,
+    setup_steps,
+    worker_lease,
+)
 from services.pipeline.worker.log_sink import MARKER, LogSink
 from services.pipeline.worker.masking import Masker
 from services.pipeline.worker.settings import WorkerSettings
@@ -401,6 +409,20 @@ class _Attempt:
         failed: tuple[str, str, int, str] | None = None
         checkout = self.workspace / "src"
         cwd = self.workspace
+        saves: list[caches.PendingSave] = []
+        cache_context = caches.CacheContext(
+            self.worker.pipeline,
+            caches_client.CacheCall(
+                names.run_name(text["project"].decode(), text["pipeline"].decode(), self.taken.run),
+                self.taken.key,
+                self.number,
+                self.taken.fence,
+            ),
+            self.workspace,
+            self.sink.line,
+            deadline,
+            self.worker.run_as,
+        )
         for index, step in enumerate(job.steps):
             kind = step.WhichOneof("action")
             when = (
@@ -427,6 +449,15 @@ class _Attempt:
                 )
                 artifact_name = _substitute(step.artifact.name, job_plan, inputs)
                 outcome = await artifacts.run_step(step.artifact, artifact_name, self, job_plan, cwd, context)
+                if outcome is not None and not step.continue_on_error:
+                    failed = failed or outcome
+                continue
+            if kind == "cache":  # restored here, saved after the job's steps all succeeded
+                saves.append(await caches.restore_step(step.cache, cwd, cache_context))
+                continue
+            if kind == "setup":
+                version = _substitute(step.setup.version, job_plan, inputs)
+                outcome = await setup_steps.run_step(step.setup, version, env, self.sink.line)
                 if outcome is not None and not step.continue_on_error:
                     failed = failed or outcome
                 continue
@@ -457,6 +488,9 @@ class _Attempt:
             outcome = self._outcome(name, result)
             if outcome is not None and not step.continue_on_error:
                 failed = failed or outcome
+        if failed is None and not self.stop.is_set():
+            for pending in saves:
+                await caches.save_step(pending, cache_context)
         return failed or (states.SUCCEEDED, "", 0, "")
 
     def _outcome(self, name: str, result: process.Outcome) -> tuple[str, str, int, str] | None:

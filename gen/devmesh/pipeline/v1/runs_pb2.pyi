@@ -1227,3 +1227,177 @@ class JobFailure(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobFailure: _TypeAlias = JobFailure  # noqa: Y015
+
+@_typing.final
+class RestoreCacheRequest(_message.Message):
+    """Request for RestoreCache."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    FENCE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    RESTORE_KEYS_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}/pipelines/{pipeline}/runs/{run}`: the run whose
+    attempt restores (its project owns the caches).
+    """
+    job: _builtins.str
+    """The key of the job whose step restores."""
+    attempt: _builtins.int
+    """The attempt's number."""
+    fence: _builtins.str
+    """The attempt's fencing token (from its queue entry)."""
+    key: _builtins.str
+    """The exact key, `[A-Za-z0-9][A-Za-z0-9._-]{0,199}`."""
+    @_builtins.property
+    def restore_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Key prefixes tried in order when `key` has no entry (at most 10)."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        job: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        fence: _builtins.str = ...,
+        key: _builtins.str = ...,
+        restore_keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "fence", b"fence", "job", b"job", "key", b"key", "parent", b"parent", "restore_keys", b"restore_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreCacheRequest: _TypeAlias = RestoreCacheRequest  # noqa: Y015
+
+@_typing.final
+class CacheChunk(_message.Message):
+    """One message of a RestoreCache stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    EXACT_MATCH_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    MAX_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key of the entry that matched; first message only (empty: none)."""
+    exact_match: _builtins.bool
+    """Whether it is the requested key itself (not a prefix match); first
+    message only.
+    """
+    size_bytes: _builtins.int
+    """The entry's size in bytes; first message only."""
+    sha256: _builtins.str
+    """The SHA-256 of the entry's bytes, hex; first message only."""
+    max_size_bytes: _builtins.int
+    """The largest cache entry the service keeps, in bytes; first message only."""
+    data: _builtins.bytes
+    """The next bytes of the entry's .tar.gz."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        exact_match: _builtins.bool = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        max_size_bytes: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "exact_match", b"exact_match", "key", b"key", "max_size_bytes", b"max_size_bytes", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheChunk: _TypeAlias = CacheChunk  # noqa: Y015
+
+@_typing.final
+class SaveCacheRequest(_message.Message):
+    """One message of a SaveCache stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    FENCE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}/pipelines/{pipeline}/runs/{run}`; first message only."""
+    job: _builtins.str
+    """The key of the job whose step saves; first message only."""
+    attempt: _builtins.int
+    """The attempt's number; first message only."""
+    fence: _builtins.str
+    """The attempt's fencing token; first message only."""
+    key: _builtins.str
+    """The entry's key, `[A-Za-z0-9][A-Za-z0-9._-]{0,199}`; first message only."""
+    data: _builtins.bytes
+    """The next bytes of the .tar.gz (at most 1 MiB per message)."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        job: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        fence: _builtins.str = ...,
+        key: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "data", b"data", "fence", b"fence", "job", b"job", "key", b"key", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveCacheRequest: _TypeAlias = SaveCacheRequest  # noqa: Y015
+
+@_typing.final
+class CacheEntry(_message.Message):
+    """A project's cache entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_USED_TIME_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Its key."""
+    size_bytes: _builtins.int
+    """Its size in bytes."""
+    sha256: _builtins.str
+    """The SHA-256 of its bytes, hex."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was saved."""
+
+    @_builtins.property
+    def last_used_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last restored (or saved); retention counts from it."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        last_used_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_used_time", b"last_used_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "key", b"key", "last_used_time", b"last_used_time", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheEntry: _TypeAlias = CacheEntry  # noqa: Y015

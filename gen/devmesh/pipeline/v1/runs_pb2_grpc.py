@@ -102,6 +102,16 @@ class RunServiceStub:
                 request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsRequest.SerializeToString,
                 response_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsResponse.FromString,
                 _registered_method=True)
+        self.RestoreCache = channel.unary_stream(
+                '/devmesh.pipeline.v1.RunService/RestoreCache',
+                request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.RestoreCacheRequest.SerializeToString,
+                response_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.CacheChunk.FromString,
+                _registered_method=True)
+        self.SaveCache = channel.stream_unary(
+                '/devmesh.pipeline.v1.RunService/SaveCache',
+                request_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.SaveCacheRequest.SerializeToString,
+                response_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.CacheEntry.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -257,6 +267,37 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestoreCache(self, request, context):
+        """For workers: the project's cache entry whose key is `key`, or else the
+        newest whose key starts with one of `restore_keys` (tried in order), as
+        GitHub Actions restores caches. Caches belong to the project: every run
+        of its pipelines shares them. Only the worker running the current
+        attempt reads them (`fence`). The first message says which entry matched
+        (an empty `key`: none, and the stream ends there) and the largest cache
+        the service keeps; the next ones carry its .tar.gz.
+        Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+        NOT_FOUND (run or job), FAILED_PRECONDITION (not the job's running
+        attempt), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveCache(self, request_iterator, context):
+        """For workers: store a .tar.gz as the project's cache entry `key`,
+        streamed, whole or not at all. An entry is immutable: a key that exists
+        is not stored again. Only the worker running the current attempt saves
+        (`fence`, checked before and after the bytes are taken).
+        Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+        NOT_FOUND (run or job), ALREADY_EXISTS (the key has an entry),
+        FAILED_PRECONDITION (not the job's running attempt, or this service
+        keeps no caches), RESOURCE_EXHAUSTED (over the cache size cap),
+        UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -324,6 +365,16 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ResolveJobSecrets,
                     request_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsRequest.FromString,
                     response_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsResponse.SerializeToString,
+            ),
+            'RestoreCache': grpc.unary_stream_rpc_method_handler(
+                    servicer.RestoreCache,
+                    request_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.RestoreCacheRequest.FromString,
+                    response_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.CacheChunk.SerializeToString,
+            ),
+            'SaveCache': grpc.stream_unary_rpc_method_handler(
+                    servicer.SaveCache,
+                    request_deserializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.SaveCacheRequest.FromString,
+                    response_serializer=devmesh_dot_pipeline_dot_v1_dot_runs__pb2.CacheEntry.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -680,6 +731,60 @@ class RunService:
             '/devmesh.pipeline.v1.RunService/ResolveJobSecrets',
             devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsRequest.SerializeToString,
             devmesh_dot_pipeline_dot_v1_dot_runs__pb2.ResolveJobSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/devmesh.pipeline.v1.RunService/RestoreCache',
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.RestoreCacheRequest.SerializeToString,
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.CacheChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveCache(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/devmesh.pipeline.v1.RunService/SaveCache',
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.SaveCacheRequest.SerializeToString,
+            devmesh_dot_pipeline_dot_v1_dot_runs__pb2.CacheEntry.FromString,
             options,
             channel_credentials,
             insecure,

@@ -137,6 +137,29 @@ class RunServiceStub:
     job or attempt), FAILED_PRECONDITION (not the running attempt, or a
     stale fence), UNAVAILABLE (the secrets service or Redis).
     """
+    RestoreCache: _grpc.UnaryStreamMultiCallable[_runs_pb2.RestoreCacheRequest, _runs_pb2.CacheChunk]
+    """For workers: the project's cache entry whose key is `key`, or else the
+    newest whose key starts with one of `restore_keys` (tried in order), as
+    GitHub Actions restores caches. Caches belong to the project: every run
+    of its pipelines shares them. Only the worker running the current
+    attempt reads them (`fence`). The first message says which entry matched
+    (an empty `key`: none, and the stream ends there) and the largest cache
+    the service keeps; the next ones carry its .tar.gz.
+    Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+    NOT_FOUND (run or job), FAILED_PRECONDITION (not the job's running
+    attempt), UNAVAILABLE.
+    """
+    SaveCache: _grpc.StreamUnaryMultiCallable[_runs_pb2.SaveCacheRequest, _runs_pb2.CacheEntry]
+    """For workers: store a .tar.gz as the project's cache entry `key`,
+    streamed, whole or not at all. An entry is immutable: a key that exists
+    is not stored again. Only the worker running the current attempt saves
+    (`fence`, checked before and after the bytes are taken).
+    Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+    NOT_FOUND (run or job), ALREADY_EXISTS (the key has an entry),
+    FAILED_PRECONDITION (not the job's running attempt, or this service
+    keeps no caches), RESOURCE_EXHAUSTED (over the cache size cap),
+    UNAVAILABLE.
+    """
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
@@ -240,6 +263,29 @@ class RunServiceAsyncStub(RunServiceStub):
     Errors: INVALID_ARGUMENT (malformed name or fence), NOT_FOUND (run,
     job or attempt), FAILED_PRECONDITION (not the running attempt, or a
     stale fence), UNAVAILABLE (the secrets service or Redis).
+    """
+    RestoreCache: _aio.UnaryStreamMultiCallable[_runs_pb2.RestoreCacheRequest, _runs_pb2.CacheChunk]  # type: ignore[assignment]
+    """For workers: the project's cache entry whose key is `key`, or else the
+    newest whose key starts with one of `restore_keys` (tried in order), as
+    GitHub Actions restores caches. Caches belong to the project: every run
+    of its pipelines shares them. Only the worker running the current
+    attempt reads them (`fence`). The first message says which entry matched
+    (an empty `key`: none, and the stream ends there) and the largest cache
+    the service keeps; the next ones carry its .tar.gz.
+    Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+    NOT_FOUND (run or job), FAILED_PRECONDITION (not the job's running
+    attempt), UNAVAILABLE.
+    """
+    SaveCache: _aio.StreamUnaryMultiCallable[_runs_pb2.SaveCacheRequest, _runs_pb2.CacheEntry]  # type: ignore[assignment]
+    """For workers: store a .tar.gz as the project's cache entry `key`,
+    streamed, whole or not at all. An entry is immutable: a key that exists
+    is not stored again. Only the worker running the current attempt saves
+    (`fence`, checked before and after the bytes are taken).
+    Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+    NOT_FOUND (run or job), ALREADY_EXISTS (the key has an entry),
+    FAILED_PRECONDITION (not the job's running attempt, or this service
+    keeps no caches), RESOURCE_EXHAUSTED (over the cache size cap),
+    UNAVAILABLE.
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -419,6 +465,41 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (malformed name or fence), NOT_FOUND (run,
         job or attempt), FAILED_PRECONDITION (not the running attempt, or a
         stale fence), UNAVAILABLE (the secrets service or Redis).
+        """
+
+    @_abc_1.abstractmethod
+    def RestoreCache(
+        self,
+        request: _runs_pb2.RestoreCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_runs_pb2.CacheChunk], _abc.AsyncIterator[_runs_pb2.CacheChunk]]:
+        """For workers: the project's cache entry whose key is `key`, or else the
+        newest whose key starts with one of `restore_keys` (tried in order), as
+        GitHub Actions restores caches. Caches belong to the project: every run
+        of its pipelines shares them. Only the worker running the current
+        attempt reads them (`fence`). The first message says which entry matched
+        (an empty `key`: none, and the stream ends there) and the largest cache
+        the service keeps; the next ones carry its .tar.gz.
+        Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+        NOT_FOUND (run or job), FAILED_PRECONDITION (not the job's running
+        attempt), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def SaveCache(
+        self,
+        request_iterator: _MaybeAsyncIterator[_runs_pb2.SaveCacheRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.CacheEntry, _abc.Awaitable[_runs_pb2.CacheEntry]]:
+        """For workers: store a .tar.gz as the project's cache entry `key`,
+        streamed, whole or not at all. An entry is immutable: a key that exists
+        is not stored again. Only the worker running the current attempt saves
+        (`fence`, checked before and after the bytes are taken).
+        Errors: INVALID_ARGUMENT (malformed parent, job, fence or key),
+        NOT_FOUND (run or job), ALREADY_EXISTS (the key has an entry),
+        FAILED_PRECONDITION (not the job's running attempt, or this service
+        keeps no caches), RESOURCE_EXHAUSTED (over the cache size cap),
+        UNAVAILABLE.
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
