@@ -73,16 +73,16 @@ class LogReader:
         self._text(text)
 
     def _text(self, text: str) -> None:
-        start = 0
-        while True:
-            newline = text.find("\n", start)
-            if newline < 0:
-                self._keep_partial(text[start:])
-                return
-            self._keep_partial(text[start:newline])
-            self._line(self._partial)
+        pieces = text.split("\n")
+        # Every piece but the last ends a line; the first continues what the last call left.
+        complete: list[str] = []
+        for piece in pieces[:-1]:
+            self._keep_partial(piece)
+            complete.append(self._partial)
             self._partial, self._partial_cut = "", False
-            start = newline + 1
+        self._keep_partial(pieces[-1])
+        if complete:
+            self._lines(complete)
 
     def _keep_partial(self, piece: str) -> None:
         if self._partial_cut or not piece:
@@ -92,9 +92,13 @@ class LogReader:
             piece, self._partial_cut = piece[:room], True
         self._partial += piece
 
-    def _line(self, raw: str) -> None:
+    def _lines(self, raw: list[str]) -> None:
+        # Masked together: one pass over them finds the few that can hold a secret.
+        for text in self._masker.lines([strip_ansi(line) for line in raw]):
+            self._line(text)
+
+    def _line(self, text: str) -> None:
         self.line_count += 1
-        text = self._masker.line(strip_ansi(raw))
         template = self.miner.add(text, now_us=self._now_us, example=text)
         template_id = template.id if template is not None else ""
         if template is not None:
@@ -118,7 +122,7 @@ class LogReader:
         """What was read; the last line counts even without a newline after it."""
         self._text(self._decoder.decode(b"", final=True))
         if self._partial or self._partial_cut:
-            self._line(self._partial)
+            self._lines([self._partial])
             self._partial, self._partial_cut = "", False
         earlier = sorted((entry[2] for entry in self._earlier), key=lambda line: line.number)
         resolved = {tid: self.miner.resolve(tid) for tid in self._templates if tid in self.miner.templates}
