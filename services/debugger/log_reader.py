@@ -1,11 +1,12 @@
 """A log read as it arrives, with bounded memory: lines are masked of secrets, mined, scored,
 and only what a diagnosis needs is kept.
 
-What is kept: the last TAIL_LINES lines (failures are reported late) and the EARLIER_LINES
-best-scoring lines before them, each with its number in the log, and how often each template
-occurred. A 256 MiB log therefore costs what a few thousand lines cost, plus its template
-set. A line longer than MAX_LINE_CHARS is cut there (the rest of it is dropped), and a kept
-line keeps its first KEPT_CHARS.
+What is kept: the last TAIL_LINES lines (failures are reported late), fewer when their text
+passes TAIL_CHARS (a log of long lines), and the EARLIER_LINES best-scoring lines before them,
+each with its number in the log, and how often each template occurred. A 256 MiB log
+therefore costs what a few thousand lines cost, plus its template set. A line longer than
+MAX_LINE_CHARS is cut there (the rest of it is dropped), and a kept line keeps its first
+KEPT_CHARS.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ TAIL_LINES = 5000
 EARLIER_LINES = 200
 MAX_LINE_CHARS = 16384
 KEPT_CHARS = 1024  # of a kept line: what an excerpt shows of it
+# The tail's text: 5,000 lines of KEPT_CHARS would be 5 MiB, more than a streamed chunk.
+TAIL_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ class LogReader:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._partial = ""
         self._partial_cut = False
-        self._tail: deque[KeptLine] = deque(maxlen=TAIL_LINES)
+        self._tail: deque[KeptLine] = deque()
+        self._tail_chars = 0
         self._earlier: list[tuple[float, int, KeptLine]] = []  # a min-heap of the best ones
         self._counts: Counter[str] = Counter()
         self._templates: dict[str, Template] = {}
@@ -105,9 +109,12 @@ class LogReader:
             self._templates[template.id] = template
         self._counts[template_id] += 1
         kept = KeptLine(self.line_count, text[:KEPT_CHARS], template_id, line_score(text))
-        if len(self._tail) == self._tail.maxlen:
-            self._remember(self._tail[0])
         self._tail.append(kept)
+        self._tail_chars += len(kept.text)
+        while len(self._tail) > TAIL_LINES or self._tail_chars > TAIL_CHARS:
+            oldest = self._tail.popleft()
+            self._tail_chars -= len(oldest.text)
+            self._remember(oldest)
 
     def _remember(self, line: KeptLine) -> None:
         if line.score <= 0:
