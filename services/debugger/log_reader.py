@@ -29,7 +29,7 @@ KEPT_CHARS = 1024  # of a kept line: what an excerpt shows of it
 TAIL_CHARS = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands are kept per log: no __dict__ each
 class KeptLine:
     """One line kept for the diagnosis: its number in the log, its masked text, its template."""
 
