@@ -215,8 +215,7 @@ class Debugger:
         masker = SecretMasker()
         now = _now_us()
         found: list[Template | None] = []
-        for line in lines:
-            masked = masker.line(line)
+        for masked in masker.lines(lines):
             found.append(miner.add(masked, now_us=now, example=masked))
         await self.templates.save(template_set, miner)
         resolved = [miner.resolve(t.id) if t is not None else None for t in found]

@@ -1,11 +1,12 @@
 """A log read as it arrives, with bounded memory: lines are masked of secrets, mined, scored,
 and only what a diagnosis needs is kept.
 
-What is kept: the last TAIL_LINES lines (failures are reported late) and the EARLIER_LINES
-best-scoring lines before them, each with its number in the log, and how often each template
-occurred. A 256 MiB log therefore costs what a few thousand lines cost, plus its template
-set. A line longer than MAX_LINE_CHARS is cut there (the rest of it is dropped), and a kept
-line keeps its first KEPT_CHARS.
+What is kept: the last TAIL_LINES lines (failures are reported late), fewer when their text
+passes TAIL_CHARS (a log of long lines), and the EARLIER_LINES best-scoring lines before them,
+each with its number in the log, and how often each template occurred. A 256 MiB log
+therefore costs what a few thousand lines cost, plus its template set. A line longer than
+MAX_LINE_CHARS is cut there (the rest of it is dropped), and a kept line keeps its first
+KEPT_CHARS.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ TAIL_LINES = 5000
 EARLIER_LINES = 200
 MAX_LINE_CHARS = 16384
 KEPT_CHARS = 1024  # of a kept line: what an excerpt shows of it
+# The tail's text: 5,000 lines of KEPT_CHARS would be 5 MiB, more than a streamed chunk.
+TAIL_CHARS = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands are kept per log: no __dict__ each
 class KeptLine:
     """One line kept for the diagnosis: its number in the log, its masked text, its template."""
 
@@ -58,7 +61,8 @@ class LogReader:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._partial = ""
         self._partial_cut = False
-        self._tail: deque[KeptLine] = deque(maxlen=TAIL_LINES)
+        self._tail: deque[KeptLine] = deque()
+        self._tail_chars = 0
         self._earlier: list[tuple[float, int, KeptLine]] = []  # a min-heap of the best ones
         self._counts: Counter[str] = Counter()
         self._templates: dict[str, Template] = {}
@@ -73,16 +77,16 @@ class LogReader:
         self._text(text)
 
     def _text(self, text: str) -> None:
-        start = 0
-        while True:
-            newline = text.find("\n", start)
-            if newline < 0:
-                self._keep_partial(text[start:])
-                return
-            self._keep_partial(text[start:newline])
-            self._line(self._partial)
+        pieces = text.split("\n")
+        # Every piece but the last ends a line; the first continues what the last call left.
+        complete: list[str] = []
+        for piece in pieces[:-1]:
+            self._keep_partial(piece)
+            complete.append(self._partial)
             self._partial, self._partial_cut = "", False
-            start = newline + 1
+        self._keep_partial(pieces[-1])
+        if complete:
+            self._lines(complete)
 
     def _keep_partial(self, piece: str) -> None:
         if self._partial_cut or not piece:
@@ -92,18 +96,25 @@ class LogReader:
             piece, self._partial_cut = piece[:room], True
         self._partial += piece
 
-    def _line(self, raw: str) -> None:
+    def _lines(self, raw: list[str]) -> None:
+        # Masked together: one pass over them finds the few that can hold a secret.
+        for text in self._masker.lines([strip_ansi(line) for line in raw]):
+            self._line(text)
+
+    def _line(self, text: str) -> None:
         self.line_count += 1
-        text = self._masker.line(strip_ansi(raw))
         template = self.miner.add(text, now_us=self._now_us, example=text)
         template_id = template.id if template is not None else ""
         if template is not None:
             self._templates[template.id] = template
         self._counts[template_id] += 1
         kept = KeptLine(self.line_count, text[:KEPT_CHARS], template_id, line_score(text))
-        if len(self._tail) == self._tail.maxlen:
-            self._remember(self._tail[0])
         self._tail.append(kept)
+        self._tail_chars += len(kept.text)
+        while len(self._tail) > TAIL_LINES or self._tail_chars > TAIL_CHARS:
+            oldest = self._tail.popleft()
+            self._tail_chars -= len(oldest.text)
+            self._remember(oldest)
 
     def _remember(self, line: KeptLine) -> None:
         if line.score <= 0:
@@ -118,7 +129,7 @@ class LogReader:
         """What was read; the last line counts even without a newline after it."""
         self._text(self._decoder.decode(b"", final=True))
         if self._partial or self._partial_cut:
-            self._line(self._partial)
+            self._lines([self._partial])
             self._partial, self._partial_cut = "", False
         earlier = sorted((entry[2] for entry in self._earlier), key=lambda line: line.number)
         resolved = {tid: self.miner.resolve(tid) for tid in self._templates if tid in self.miner.templates}

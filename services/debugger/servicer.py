@@ -13,6 +13,7 @@ from services.debugger.domain import DIAGNOSIS, TEMPLATE_SET, Debugger, LogOptio
 from services.debugger.jobs import Credentials, JobAnalyzer, parse_job
 from services.debugger.pod_collector import PodDiagnostics
 from services.debugger.taxonomy import Category
+from services.debugger.template_miner import Template
 from services.runtime import pagination, protos, request_context
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 
@@ -131,6 +132,26 @@ def job_credentials() -> Credentials:
     return ()
 
 
+def parse_log_response(template_set: str, found: list[Template | None]) -> pb.ParseLogResponse:
+    """One ParsedLine per line, in order. A batch holds few templates, so each is encoded once
+    and the response is read back from the encoded lines joined: a repeated field's entries
+    are just concatenated on the wire, and a message per line cost more than mining the line."""
+    encoded: dict[str, bytes] = {}
+    parts = []
+    for template in found:
+        key = template.id if template is not None else ""
+        part = encoded.get(key)
+        if part is None:
+            line = (
+                pb.ParsedLine(template_name=template_name(template_set, template.id), template=template.text)
+                if template is not None
+                else pb.ParsedLine()
+            )
+            part = encoded[key] = pb.ParseLogResponse(lines=[line]).SerializeToString()
+        parts.append(part)
+    return pb.ParseLogResponse.FromString(b"".join(parts))
+
+
 class DebuggerServicer(debugger_pb2_grpc.DebuggerServiceServicer):
     def __init__(self, debugger: Debugger, jobs: JobAnalyzer | None = None) -> None:
         self.debugger = debugger
@@ -220,14 +241,7 @@ class DebuggerServicer(debugger_pb2_grpc.DebuggerServiceServicer):
     ) -> pb.ParseLogResponse:
         template_set = TEMPLATE_SET.parse(request.template_set, "template_set")[0]
         found, _missing = await self.debugger.parse(template_set, list(request.lines))
-        return pb.ParseLogResponse(
-            lines=[
-                pb.ParsedLine(template_name=template_name(template_set, t.id), template=t.text)
-                if t is not None
-                else pb.ParsedLine()
-                for t in found
-            ]
-        )
+        return parse_log_response(template_set, found)
 
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: aio.ServicerContext

@@ -26,6 +26,7 @@ PREFIX = "devmesh:debugger:templates"
 # nothing left to save goes first (its templates stay in Redis and are read back when it is
 # used again). Without a bound, every set name a caller sends would hold a miner for good.
 MAX_CACHED_SETS = 32
+SAVE_BATCH = 256  # templates per save script call
 
 _SAVE = """
 local merged = 0
@@ -149,22 +150,27 @@ class TemplateStore:
 
     async def save(self, template_set: str, miner: TemplateMiner) -> int:
         """Save what `miner` (the set's, as `miner()` gave it: it may have been evicted since)
-        learnt since it last saved; how many templates."""
-        args: list[str] = []
-        for template in miner.templates.values():
-            if template.dirty:
+        learnt since it last saved; how many templates. At most SAVE_BATCH templates go to
+        Redis at a time, so that a log that touched the whole set does not hold all of it
+        encoded at once (the merges commute: splitting a save loses nothing)."""
+        dirty = [template for template in miner.templates.values() if template.dirty]
+        saved = 0
+        in_step = True  # whether nobody else has written since this replica last read
+        for start in range(0, len(dirty), SAVE_BATCH):
+            args: list[str] = []
+            for template in dirty[start : start + SAVE_BATCH]:
                 args.extend([template.id, encode(template, template.pending)])
                 template.dirty = False
                 template.pending = 0
-        if not args:
-            return 0
-        merged, before, after = (int(n) for n in await self._save(keys=_keys(template_set), args=args))
-        cached = self._sets.get(template_set)
-        if cached is not None and cached.miner is miner and before == cached.seen_version:
-            # Nobody wrote since this replica last read: what it would read back is its own
-            # save, which it already holds.
-            cached.seen_version = after
-        return merged
+            merged, before, after = (int(n) for n in await self._save(keys=_keys(template_set), args=args))
+            saved += merged
+            cached = self._sets.get(template_set)
+            if in_step and cached is not None and cached.miner is miner and before == cached.seen_version:
+                # What it would read back is its own save, which it already holds.
+                cached.seen_version = after
+            else:
+                in_step = False
+        return saved
 
     async def listing(self, template_set: str) -> list[Template]:
         """Every template of the set as stored, most frequent first (merged ones left out)."""

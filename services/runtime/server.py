@@ -213,6 +213,11 @@ class Server:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # Without BDP probing the receive window stays at HTTP/2's default: with it,
+                # grpc grew the window until a fast client had ~20 MiB of a streamed log
+                # buffered in this process ahead of the reader (measured on StreamAnalyzeLog),
+                # which undid the bounded memory of reading a log as it arrives.
+                ("grpc.http2.bdp_probe", 0),
                 # Above any request headers the edge lets through (Envoy's default limit is 60 KiB),
                 # so that oversized credentials reach the authenticator and get its answer
                 # (TOKEN_MALFORMED), not grpc's RESOURCE_EXHAUSTED. Between the soft and the

@@ -4,8 +4,8 @@ streamed to StreamAnalyzeLog in 1 MiB chunks with the service's peak memory.
 
 Memory is the service process's peak resident set (VmHWM). The goal is a growth under three
 chunks plus what the template set takes: the set is learnt first (the corpus streamed once;
-its growth reported), then the 50 MiB log's growth on top of it is held against three chunks;
-the total growth and the stored set's size are reported beside.
+its growth reported), then the peak is reset to the resident set and the 50 MiB log's peak
+above it is held against three chunks; the stored set's size is reported beside.
 """
 
 from __future__ import annotations
@@ -35,11 +35,22 @@ PARSE_RATIO_GOAL = 0.5
 _OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
 
-def _peak_rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
+
+
+def _peak_rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmHWM")
+
+
+def _reset_peak(pid: int) -> int:
+    """Reset the process's peak resident set to what it holds now (Linux: clear_refs 5); the
+    resident set now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return _status_kib(pid, "VmRSS")
 
 
 def _lines() -> list[str]:
@@ -135,6 +146,9 @@ async def _measure(addr: str, pid: int, redis_url: str) -> dict[str, Any]:
             # the reading's own cost, which the three-chunk bound is about.
             await _stream(stub, _corpus()[:STREAM_BYTES])
             learnt_kib = _peak_rss_kib(pid)
+            # From what the process holds once the set is learnt: the learning's own peak
+            # (which a 50 MiB log of the same lines need not reach again) hides nothing.
+            resident_kib = _reset_peak(pid)
             start = time.perf_counter()
             diagnosis = await _stream(stub, data)
             elapsed = time.perf_counter() - start
@@ -148,9 +162,9 @@ async def _measure(addr: str, pid: int, redis_url: str) -> dict[str, Any]:
                 "mib_per_s": round(len(data) / elapsed / (1 << 20), 2),
                 "peak_rss_mib_before": round(start_kib / 1024, 1),
                 "peak_rss_mib_after": round(after / 1024, 1),
-                "peak_growth_mib": round((after - start_kib) / 1024, 1),
+                "rss_mib_learnt": round(resident_kib / 1024, 1),
                 "template_set_learning_growth_mib": round((learnt_kib - start_kib) / 1024, 1),
-                "growth_after_learning_mib": round((after - learnt_kib) / 1024, 1),
+                "growth_after_learning_mib": round((after - resident_kib) / 1024, 1),
                 "goal_growth_after_learning_mib": round(3 * CHUNK_BYTES / (1 << 20), 2),
                 "template_set_stored_mib": round(set_bytes / (1 << 20), 2),
                 "category": pb.Category.Name(diagnosis.category),

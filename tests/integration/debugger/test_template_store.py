@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.debugger.template_store import TemplateStore
+from services.debugger.template_store import SAVE_BATCH, TemplateStore
 from services.runtime import redis_client
 from tools.stack.valkey import Valkey
 
@@ -57,5 +57,29 @@ async def test_a_replica_reads_back_what_others_saved_but_not_its_own_save(valke
         await theirs.save(name, other)
         await mine.miner(name)
         assert [miner.templates[i].text for i in merged] == ["worker lost: heartbeat missed"]
+    finally:
+        await redis.aclose()
+
+
+async def test_a_save_larger_than_one_batch_stores_every_template_and_reads_none_back(valkey: Valkey) -> None:
+    redis = redis_client.connect(valkey.url, 5.0)
+    try:
+        name = f"s-{uuid.uuid4().hex[:8]}"
+        mine, theirs = TemplateStore(redis, max_templates=10_000), TemplateStore(redis, max_templates=10_000)
+        miner = await mine.miner(name)
+        words = [
+            f"step{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676)}"
+            for i in range(SAVE_BATCH * 2 + 5)
+        ]
+        for word in words:
+            miner.add(f"{word} finished")
+        merged: list[str] = []
+        original_merge = miner.merge
+        miner.merge = lambda template: (merged.append(template.id), original_merge(template))[1]  # type: ignore[method-assign]
+        assert await mine.save(name, miner) == len(words)
+        await mine.miner(name)
+        assert merged == []  # its own save, in several calls, is not read back
+        other = await theirs.miner(name)
+        assert sorted(t.text for t in other.templates.values()) == sorted(f"{w} finished" for w in words)
     finally:
         await redis.aclose()

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from typing import cast
 
 from services.debugger.domain import SLICE, Debugger, LogAnalysis, LogOptions
-from services.debugger.log_reader import KEPT_CHARS, LogReader
+from services.debugger.log_reader import KEPT_CHARS, TAIL_CHARS, LogReader
 from services.debugger.template_miner import TemplateMiner
 
 
@@ -53,3 +53,14 @@ def test_a_kept_line_keeps_only_what_an_excerpt_shows() -> None:
     reader.feed_text("error: " + "x" * 10_000 + "\n")
     [kept] = reader.finish().lines
     assert kept.text.startswith("error: ") and len(kept.text) == KEPT_CHARS
+
+
+def test_a_log_of_long_lines_keeps_a_tail_bounded_by_its_text_and_the_best_lines_before_it() -> None:
+    reader = LogReader(TemplateMiner())
+    reader.feed_text("error: the build failed at step 1\n")
+    for step in range(2 * TAIL_CHARS // KEPT_CHARS):
+        reader.feed_text(f"step {step} " + "x" * KEPT_CHARS + "\n")
+    read = reader.finish()
+    tail = [line for line in read.lines if line.number > 1]
+    assert sum(len(line.text) for line in tail) <= TAIL_CHARS < 2 * sum(len(line.text) for line in tail)
+    assert read.lines[0].number == 1  # the failure that fell out of the tail is among the best earlier
