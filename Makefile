@@ -56,8 +56,10 @@ fmt: $(STAMP)
 	$(BIN)/ruff format services tools tests
 	$(BIN)/ruff check --fix services tools tests
 
+# Three processes, a test file each at a time: the suite mostly waits on the real processes it
+# starts, and a file's module fixtures (a stack, a Valkey of its own) stay in one process.
 test: lint typecheck buf-lint breaking check-gen
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -x tests/unit tests/contract

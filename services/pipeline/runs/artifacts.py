@@ -16,9 +16,9 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
-from services.pipeline.runs import keys, states
+from services.pipeline.runs import keys
 from services.pipeline.runs.artifacts_store import ArtifactStore, BlobNotFound, BlobTooLarge
-from services.pipeline.runs.records import JobRecord
+from services.pipeline.runs.running_attempt import check_running
 from services.pipeline.runs.store import RunRecord, RunStore, now_us
 from services.runtime import pagination
 from services.runtime.errors import (
@@ -128,27 +128,6 @@ class ArtifactDomain:
         raw = await self.redis.hgetall(keys.artifacts(run_id))
         return {k.decode(): ArtifactRecord.load(v) for k, v in raw.items()}
 
-    async def _check_attempt(self, run: RunRecord, upload: Upload) -> None:
-        if upload.job not in run.plan.by_key():
-            raise NotFound(f"job {upload.job!r} not found", resource_type="job", resource_name=upload.job)
-        raw = (await self.runs.jobs_raw(run.id)).get(upload.job)
-        record = JobRecord.load(raw)
-        if (
-            raw is None
-            or record.s != states.RUNNING
-            or str(record.f) != upload.fence
-            or record.n != upload.attempt
-        ):
-            raise FailedPrecondition(
-                f"attempt {upload.attempt} of job {upload.job} is not the job's running attempt",
-                [
-                    PreconditionViolation(
-                        "ATTEMPT_NOT_RUNNING", upload.job, "only the running attempt uploads"
-                    )
-                ],
-                reason="ATTEMPT_NOT_RUNNING",
-            )
-
     def _too_large(self, what: str, cap: int) -> ResourceExhausted:
         return ResourceExhausted(
             f"{what} is over its cap of {cap} bytes",
@@ -160,7 +139,7 @@ class ArtifactDomain:
         """Store an attempt's artifact whole, or nothing (a cap, a fenced-off attempt)."""
         if self.store is None:
             raise ArtifactsOff()
-        await self._check_attempt(run, upload)
+        await check_running(self.runs, run, upload.job, upload.attempt, upload.fence, only="uploads")
         existing = await self._records(run.id)
         owner = existing.get(upload.artifact_id)
         if owner is not None and owner.job != upload.job:

@@ -21,17 +21,15 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
-from services.pipeline.runs import keys, states
+from services.pipeline.runs import keys
 from services.pipeline.runs.artifacts_store import ArtifactStore, BlobNotFound, BlobTooLarge
-from services.pipeline.runs.records import JobRecord
+from services.pipeline.runs.running_attempt import check_running
 from services.pipeline.runs.store import RunRecord, RunStore, now_us
 from services.pipeline.store import PREFIX
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
-    PreconditionViolation,
     QuotaViolation,
     ResourceExhausted,
 )
@@ -158,33 +156,12 @@ class CacheDomain:
         raw = await self.redis.hgetall(project_caches(project))
         return {k.decode(): CacheRecord.load(v) for k, v in raw.items()}
 
-    async def _check_attempt(self, run: RunRecord, attempt: CacheAttempt) -> None:
-        if attempt.job not in run.plan.by_key():
-            raise NotFound(f"job {attempt.job!r} not found", resource_type="job", resource_name=attempt.job)
-        raw = (await self.runs.jobs_raw(run.id)).get(attempt.job)
-        record = JobRecord.load(raw)
-        if (
-            raw is None
-            or record.s != states.RUNNING
-            or str(record.f) != attempt.fence
-            or record.n != attempt.attempt
-        ):
-            raise FailedPrecondition(
-                f"attempt {attempt.attempt} of job {attempt.job} is not the job's running attempt",
-                [
-                    PreconditionViolation(
-                        "ATTEMPT_NOT_RUNNING", attempt.job, "only the running attempt uses caches"
-                    )
-                ],
-                reason="ATTEMPT_NOT_RUNNING",
-            )
-
     async def restore(
         self, run: RunRecord, attempt: CacheAttempt, key: str, prefixes: list[str]
     ) -> tuple[CacheRecord | None, bool, AsyncIterator[bytes]]:
         """(the entry that matched, whether exactly, its bytes); (None, False, nothing) for a
         miss. Restoring counts as a use (retention)."""
-        await self._check_attempt(run, attempt)
+        await check_running(self.runs, run, attempt.job, attempt.attempt, attempt.fence, only="uses caches")
         if self.store is None:
             return None, False, _nothing()
         for _ in range(3):  # an entry evicted between the read and the open: look again
@@ -217,7 +194,7 @@ class CacheDomain:
         """Store the entry whole, or nothing (the cap, an existing key, a fenced-off attempt)."""
         if self.store is None:
             raise CachesOff()
-        await self._check_attempt(run, attempt)
+        await check_running(self.runs, run, attempt.job, attempt.attempt, attempt.fence, only="uses caches")
         caches = project_caches(run.project)
         if await self.redis.hexists(caches, key):
             raise self._exists(key)

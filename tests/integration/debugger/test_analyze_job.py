@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,18 @@ from services.runtime import redis_client
 from tests.helpers import eventually, refused
 from tests.integration.debugger.job_mesh import JobMesh, free_port, job_mesh
 from tests.integration.pipeline.runs_harness import job
-from tools.stack.valkey import Valkey
+from tools.stack.valkey import Valkey, start_valkey
+
+
+@pytest.fixture(scope="module")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Valkey]:
+    """A Valkey of this module's own: on the shared one, a pipeline replica another module left
+    running (with no debugger to ask) could take these runs' decisions, and `on: transient`
+    would never be asked."""
+    server = start_valkey(tmp_path_factory.mktemp("own-valkey"))
+    yield server
+    server.process.stop()
+
 
 FAILING_TEST = """\
 def add(a, b):

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from devmesh.debugger.v1 import debugger_pb2 as pb
 from devmesh.pipeline.v1 import runs_pb2
@@ -16,7 +19,18 @@ from services.runtime.redis_client import Redis
 from tests.helpers import eventually
 from tests.integration.debugger.job_mesh import JobMesh, free_port, job_mesh
 from tests.integration.pipeline.runs_harness import job
-from tools.stack.valkey import Valkey
+from tools.stack.valkey import Valkey, start_valkey
+
+
+@pytest.fixture(scope="module")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Valkey]:
+    """A Valkey of this module's own: on the shared one, a pipeline replica another module left
+    running (with no debugger to ask) could take these runs' decisions, and `on: transient`
+    would never be asked."""
+    server = start_valkey(tmp_path_factory.mktemp("own-valkey"))
+    yield server
+    server.process.stop()
+
 
 REFUSED = (
     f"{sys.executable} -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{port}}/')\""
