@@ -13,6 +13,7 @@ run is gone) is dropped.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -25,7 +26,7 @@ from services.runtime import protos
 from services.runtime.errors import ServiceError, Unavailable
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
-from services.runtime.tasks import cancel_and_wait
+from services.runtime.tasks import cancel_and_wait, repeat
 
 log = get_logger(__name__)
 
@@ -76,25 +77,12 @@ class FailureFollower:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _forever(self, step: Any, pause: float) -> None:
-        while True:
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if "NOGROUP" in str(exc):
-                    await self.ensure_group()
-                log.warning(
-                    "debugger.failures.loop_failed",
-                    loop=step.__name__,
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                )
-                await asyncio.sleep(0.5)
-                continue
-            if pause:
-                await asyncio.sleep(pause)
+    async def _forever(self, step: Callable[[], Awaitable[None]], pause: float) -> None:
+        await repeat(step, pause, event="debugger.failures.loop_failed", recover=self._regroup)
+
+    async def _regroup(self, error: Exception) -> None:
+        if "NOGROUP" in str(error):
+            await self.ensure_group()
 
     async def take_new(self) -> None:
         found = await self.redis.xreadgroup(

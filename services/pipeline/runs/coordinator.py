@@ -17,6 +17,7 @@ import json
 import random
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from services.pipeline.runs.records import PENDING, AttemptRecord, JobRecord, at
 from services.pipeline.runs.store import RunRecord, RunStore, block_ms, now_ms, now_us
 from services.runtime.logging import get_logger
 from services.runtime.redis_client import Redis
-from services.runtime.tasks import cancel_and_wait
+from services.runtime.tasks import cancel_and_wait, repeat
 
 log = get_logger(__name__)
 
@@ -92,25 +93,12 @@ class Coordinator:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _forever(self, step: Any, pause: float) -> None:
-        while True:
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if "NOGROUP" in str(exc):
-                    await self.ensure_group()  # Redis lost its data (a restart without AOF)
-                log.warning(
-                    "pipeline.runs.loop_failed",
-                    loop=step.__name__,
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                )
-                await asyncio.sleep(0.5)
-                continue
-            if pause:
-                await asyncio.sleep(pause)
+    async def _forever(self, step: Callable[[], Awaitable[None]], pause: float) -> None:
+        await repeat(step, pause, event="pipeline.runs.loop_failed", recover=self._regroup)
+
+    async def _regroup(self, error: Exception) -> None:
+        if "NOGROUP" in str(error):
+            await self.ensure_group()  # Redis lost its data (a restart without AOF)
 
     async def take_work(self) -> None:
         found = await self.redis.xreadgroup(
