@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+
+from services.runtime.errors import reason_of
 
 DEFAULT_STACK_FILE = Path(__file__).resolve().parent.parent / ".devmesh" / "stack.json"
 
@@ -98,13 +99,8 @@ def address(args: argparse.Namespace) -> MeshAddress:
 def explain(error: grpc.RpcError) -> str:
     """A one-line account of a failed call for a terminal: the status, its reason, its message."""
     code = error.code()
-    reason = ""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for packed in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if packed.Unpack(info):
-                    reason = f" {info.reason}"
+    found = reason_of(error.trailing_metadata())
+    reason = f" {found}" if found else ""
     if code == grpc.StatusCode.UNAVAILABLE and not reason:
         return "the mesh is not answering (is `make run` still running?): " + str(error.details())
     return f"{code.name}{reason}: {error.details()}"

@@ -15,27 +15,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from services.config import secret_refs
+from services.runtime.errors import reason_of
 from services.runtime.peers import PeerChannel
 
 TIMEOUT_S = 5.0
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
-    for key, raw in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(raw, bytes):
-            for packed in status_pb2.Status.FromString(raw).details:
-                info = error_details_pb2.ErrorInfo()
-                if packed.Unpack(info):
-                    return str(info.reason)
     code = error.code()
-    return (
-        "SECRETS_UNAVAILABLE"
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        else code.name
+    unavailable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return reason_of(error.trailing_metadata()) or (
+        "SECRETS_UNAVAILABLE" if code in unavailable else code.name
     )
 
 

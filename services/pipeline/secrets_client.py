@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from devmesh.secrets.v1 import secrets_pb2, secrets_pb2_grpc
+from services.runtime.errors import reason_of
 from services.runtime.identity import on_behalf
 from services.runtime.peers import PeerChannel
 
@@ -21,15 +21,11 @@ TIMEOUT_S = 5.0
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
-    for key, raw in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(raw, bytes):
-            for packed in status_pb2.Status.FromString(raw).details:
-                info = error_details_pb2.ErrorInfo()
-                if packed.Unpack(info):
-                    return str(info.reason)
     code = error.code()
     unavailable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return "SECRETS_UNAVAILABLE" if code in unavailable else code.name
+    return reason_of(error.trailing_metadata()) or (
+        "SECRETS_UNAVAILABLE" if code in unavailable else code.name
+    )
 
 
 class PipelineSecrets:

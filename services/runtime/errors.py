@@ -316,6 +316,18 @@ def fit_message(message: str) -> str:
     return message
 
 
+def reason_of(trailing_metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The ErrorInfo reason a failed call's trailers carry (the side that reads what
+    `ServiceError` sends); "" when they carry none."""
+    for key, raw in trailing_metadata or ():
+        if key == "grpc-status-details-bin" and isinstance(raw, bytes):
+            for packed in status_pb2.Status.FromString(raw).details:
+                info = error_details_pb2.ErrorInfo()
+                if packed.Unpack(info):
+                    return str(info.reason)
+    return ""
+
+
 def _unpack(packed: any_pb2.Any) -> Message | None:
     try:
         descriptor = descriptor_pool.Default().FindMessageTypeByName(packed.TypeName())

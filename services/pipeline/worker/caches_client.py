@@ -9,7 +9,7 @@ from pathlib import Path
 from grpc import aio
 
 from devmesh.pipeline.v1 import runs_pb2, runs_pb2_grpc
-from services.pipeline.worker.pipeline_client import UPLOAD_CHUNK_BYTES, UploadRefused, _reason
+from services.pipeline.worker.pipeline_client import UPLOAD_CHUNK_BYTES, UploadRefused
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ async def restore(
                     first = False
                 handle.write(chunk.data)
     except aio.AioRpcError as error:
-        raise UploadRefused(error.code().name, _reason(error), error.details() or "") from None
+        raise UploadRefused.of(error) from None
     return header
 
 
@@ -74,4 +74,4 @@ async def save(
         entry: runs_pb2.CacheEntry = await stub.SaveCache(messages(), timeout=max(timeout_s, 1.0))
         return entry
     except aio.AioRpcError as error:
-        raise UploadRefused(error.code().name, _reason(error), error.details() or "") from None
+        raise UploadRefused.of(error) from None

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 from devmesh.pipeline.v1 import runs_pb2, runs_pb2_grpc
 from services.pipeline.worker.settings import WorkerSettings
+from services.runtime.errors import reason_of
 from services.runtime.settings import SettingsError
 
 API_KEY_HEADER = "x-api-key"
@@ -108,6 +108,11 @@ class UploadRefused(Exception):
         self.code = code
         self.reason = reason
 
+    @classmethod
+    def of(cls, error: aio.AioRpcError) -> UploadRefused:
+        """What the service's refusal says: its code, ErrorInfo reason and message."""
+        return cls(error.code().name, reason_of(error.trailing_metadata()), error.details() or "")
+
 
 @dataclass(frozen=True)
 class ArtifactUpload:
@@ -142,14 +147,4 @@ async def upload_artifact(
         stored: runs_pb2.Artifact = await stub.UploadArtifact(messages(), timeout=max(timeout_s, 1.0))
         return stored
     except aio.AioRpcError as error:
-        raise UploadRefused(error.code().name, _reason(error), error.details() or "") from None
-
-
-def _reason(error: aio.AioRpcError) -> str:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            for packed in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if packed.Unpack(info):
-                    return str(info.reason)
-    return ""
+        raise UploadRefused.of(error) from None
