@@ -73,6 +73,7 @@ def build(runtime: Runtime, settings: CostSettings) -> ServiceBinding:
             max_line_bytes=settings.cost_max_line_bytes,
             lease_ttl=settings.cost_lease_ttl,
             retire_grace=settings.cost_retire_grace,
+            segment_bytes=settings.cost_import_segment_bytes,
         ),
     )
     engine = DuckDBEngine(duck)

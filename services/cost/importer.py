@@ -9,6 +9,7 @@ the commit, the files of the imports it replaced are removed once the grace peri
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import time
@@ -23,9 +24,10 @@ import duckdb
 from services.cost import dimensions
 from services.cost.catalog import Catalog, ImportRecord, lease_key
 from services.cost.duck import DuckSettings, connect, literal
-from services.cost.ingest import Ingest, IngestResult, check_periods
+from services.cost.focus_schema import Header
+from services.cost.ingest import Ingest, IngestResult, StagedSegment, check_periods
 from services.cost.layout import Layout
-from services.cost.spool import Spool
+from services.cost.spool import Segment, Spool
 from services.runtime.errors import Aborted, InvalidArgument
 from services.runtime.leases import Lease
 from services.runtime.logging import get_logger
@@ -49,6 +51,7 @@ class ImportLimits:
     max_line_bytes: int
     lease_ttl: float
     retire_grace: float
+    segment_bytes: int = 0  # a CSV is staged in segments of this size as it arrives (0: whole)
 
 
 def money(value: Decimal) -> str:
@@ -94,18 +97,34 @@ class Importer:
             max_bytes=self.limits.max_bytes,
             max_line_bytes=self.limits.max_line_bytes,
             declared=request.format,
+            segment_bytes=self.limits.segment_bytes,
         )
         staging = self.layout.staging_dir(import_id)
+        rows = staging / "rows"
+        header: Header | None = None
+        stager: _Stager | None = None
         try:
             # With declared periods the leases are taken first: a concurrent import of the same
             # period is refused before either uploads anything.
             await self._lease(request.source, request.billing_periods, leases)
             async for chunk in chunks:
                 await asyncio.to_thread(spool.write, chunk)
+                if header is None and spool.header:  # a CSV that is not FOCUS stops here
+                    header = self.ingest.header_of(spool.path, spool.format, spool.header)
+                    stager = _Stager(self.ingest, spool.format, header, request.billing_periods, rows)
+                if stager is not None:
+                    stager.add(spool.take_segments())
             await asyncio.to_thread(spool.finish)
-            header = await asyncio.to_thread(self.ingest.header_of, spool.path, spool.format, spool.header)
+            if header is None:  # Parquet (its columns are in its footer), or a header only
+                header = await asyncio.to_thread(
+                    self.ingest.header_of, spool.path, spool.format, spool.header
+                )
+                stager = _Stager(self.ingest, spool.format, header, request.billing_periods, rows)
+            assert stager is not None
+            stager.add(spool.take_segments())
+            staged = await stager.finish()
             result = await asyncio.to_thread(
-                self.ingest.stage, spool.path, spool.format, header, request.billing_periods, staging / "rows"
+                self.ingest.finish, staged, spool.format, header, request.billing_periods, rows
             )
             if result.rows_stored == 0 and result.rows_rejected > 0:
                 raise InvalidArgument.for_field(
@@ -124,11 +143,12 @@ class Importer:
             record = _record(import_id, request, spool, result, periods, creator, started)
             version, replaced = await self.catalog.commit(record, periods, [leases[p] for p in periods])
         except BaseException:
+            if stager is not None:
+                await stager.abandon()  # its segment in progress ends before its files go
             await asyncio.to_thread(self._discard, import_id, request.source, list(leases))
             raise
         finally:
-            spool.close()
-            spool.path.unlink(missing_ok=True)
+            spool.remove()
             shutil.rmtree(staging, ignore_errors=True)
             for lease in leases.values():
                 await lease.release()
@@ -224,6 +244,51 @@ class Importer:
     async def stop(self) -> None:
         for task in list(self._retiring):
             task.cancel()
+
+
+class _Stager:
+    """Stages an upload's segments one after another, while the rest of it still arrives: the
+    upload's receiving and DuckDB's staging overlap instead of taking turns."""
+
+    def __init__(
+        self, ingest: Ingest, fmt: str, header: Header, periods: Sequence[str], out_dir: Path
+    ) -> None:
+        self._stage = functools.partial(
+            ingest.stage_segment, fmt=fmt, header=header, periods=periods, out_dir=out_dir
+        )
+        self._queue: asyncio.Queue[Segment | None] = asyncio.Queue()
+        self._abandoned = False
+        self.staged: list[StagedSegment] = []
+        self._task = asyncio.create_task(self._run(), name="cost-import-stager")
+
+    def add(self, segments: Sequence[Segment]) -> None:
+        """Stage these segments after the ones before; a segment that failed to stage fails
+        the import here, before more of it is received."""
+        if self._task.done() and not self._task.cancelled() and self._task.exception() is not None:
+            self._task.result()  # raises it
+        for segment in segments:
+            self._queue.put_nowait(segment)
+
+    async def finish(self) -> list[StagedSegment]:
+        """Every segment, staged, in order."""
+        self._queue.put_nowait(None)
+        # Shielded: a cancelled import must not cancel the staging under a running COPY (its
+        # thread would go on writing while the import removes its files); abandon waits for it.
+        await asyncio.shield(self._task)
+        return self.staged
+
+    async def abandon(self) -> None:
+        """Stage nothing more; returns once the segment being staged (if any) is done."""
+        self._abandoned = True
+        self._queue.put_nowait(None)
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        records = 0
+        while (segment := await self._queue.get()) is not None and not self._abandoned:
+            staged = await asyncio.to_thread(self._stage, segment, records)
+            records += staged.records
+            self.staged.append(staged)
 
 
 def _summary(result: IngestResult) -> str:

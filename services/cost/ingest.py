@@ -3,10 +3,12 @@
 Every column is read as text and converted by SQL (vectorised, in parallel), never row by
 row in Python: money and quantities become DECIMAL, times TIMESTAMPTZ in UTC, Tags a map. Each
 row gets its rejection (the first check it fails, with the column and the value) or its list
-of warnings. One COPY writes every row to one staged Parquet file; the counts, totals and
-samples are read back from it (one or two columns each); a file of one billing period without
-rejected rows is then moved into place as it is, any other is copied out period by period
-(the rejected rows stay behind). The daily rollups are written from the stored rows.
+of warnings. One COPY per segment of the upload (see spool.py; staged while the next segment
+still arrives) writes its rows to one staged Parquet file; the counts, totals and samples are
+read back from them (one or two columns each); a staged file of one billing period without
+rejected rows is then moved into place as it is (the common case: exports run in time order),
+any other is copied out period by period (the rejected rows stay behind). The daily rollups
+are written from the stored rows.
 
 Rows that the CSV reader itself cannot split (a field too many, an unclosed quote) are kept
 by DuckDB's reject tables and counted with the others: rows_read = rows_stored + rows_rejected.
@@ -20,17 +22,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from services.cost import focus_schema
 from services.cost.duck import DuckSettings, connect, identifier, literal
 from services.cost.focus_schema import DECIMAL_SCALE, Header, Kind
-from services.cost.spool import Format
+from services.cost.spool import Format, Segment
 from services.runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 REJECTION_COLUMN = "x_rejection"  # why a row was rejected (NULL in every stored row)
-STAGED_FILE = "staged.parquet"  # every row of the export, typed, before it is split by period
 ROW_GROUP_ROWS = 50_000  # the Parquet writer buffers a row group per thread: bounded memory
 MAX_SAMPLES = 20
 MAX_SAMPLE_VALUE = 200
@@ -46,6 +48,19 @@ class Issue:
     column: str
     value: str
     reason: str
+
+
+@dataclass
+class StagedSegment:
+    """A segment of the upload, typed and checked into one Parquet file. Lines are numbered
+    as DuckDB numbers them in a whole file, by record (the header is line 1): record `n` of
+    this segment is line `n + 1 + records_before` of the upload."""
+
+    segment: Segment
+    file: Path
+    records_before: int
+    records: int = 0  # rows staged and lines the CSV reader could not split
+    csv_rejects: list[Issue] = field(default_factory=list)  # those lines
 
 
 @dataclass
@@ -301,32 +316,56 @@ class Ingest:
         )
         return f"read_csv({literal(str(path))}, {options}) AS src"
 
-    def stage(
-        self, path: Path, fmt: str, header: Header, periods: Sequence[str], out_dir: Path
-    ) -> IngestResult:
-        """Write the export's rows under `out_dir/billing_period=<p>/` and count them."""
+    def stage_segment(
+        self,
+        segment: Segment,
+        records_before: int,
+        fmt: str,
+        header: Header,
+        periods: Sequence[str],
+        out_dir: Path,
+    ) -> StagedSegment:
+        """Type and check one segment's rows into one staged Parquet file under `out_dir`
+        (`records_before`: the records of the segments before it)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = IngestResult(focus_version=header.version, unknown_columns=list(header.unknown))
-        staged = out_dir / STAGED_FILE
+        staged = StagedSegment(segment, out_dir / f"staged_{segment.index}.parquet", records_before)
         with connect(self._duck) as db:
-            source, typed = _stages(header, self._source(db, path, fmt, header))
-            rejection = _rejection(header, typed, periods)
+            source, typed = _stages(header, self._source(db, segment.path, fmt, header))
             columns = [f"{typed[name]} AS {identifier(name)}" for name, _, _ in focus_schema.COLUMNS]
             columns += [
                 f"{_extensions(header, typed)} AS {focus_schema.EXTENSIONS_COLUMN}",
                 f"{_warnings(header, typed)} AS {focus_schema.WARNINGS_COLUMN}",
-                f"{rejection} AS {REJECTION_COLUMN}",
+                f"{_rejection(header, typed, periods)} AS {REJECTION_COLUMN}",
             ]
             # One file, not a partitioned COPY: DuckDB's partitioned writer buffers every
             # partition's rows and, under the memory limit, spilled them; it took some 60% of
             # the import. The file is split by period afterwards only when it has to be.
-            self._write(db, f"SELECT {', '.join(columns)} FROM {source}", staged)
-            self._count(db, staged, result)
-            self._split(db, staged, out_dir, result)
+            self._write(db, f"SELECT {', '.join(columns)} FROM {source}", staged.file)
             if fmt != Format.PARQUET:
-                self._csv_rejects(db, result)
+                staged.csv_rejects = self._csv_rejects(db, records_before)
+            (rows,) = db.execute(
+                f"SELECT count(*) FROM read_parquet({literal(str(staged.file))})"
+            ).fetchone() or (0,)
+            staged.records = int(rows) + len(staged.csv_rejects)
+        return staged
+
+    def finish(
+        self,
+        staged: Sequence[StagedSegment],
+        fmt: str,
+        header: Header,
+        periods: Sequence[str],
+        out_dir: Path,
+    ) -> IngestResult:
+        """Count the staged segments' rows, and place them under `out_dir/billing_period=<p>/`."""
+        result = IngestResult(focus_version=header.version, unknown_columns=list(header.unknown))
+        with connect(self._duck) as db:
+            per_file = self._count(db, [s.file for s in staged], result)
+            for segment in staged:
+                self._split(db, segment, per_file.get(str(segment.file), set()), out_dir)
+            self._add_csv_rejects([r for s in staged for r in s.csv_rejects], result)
             if result.rejected_samples or result.warning_samples:
-                self._number_samples(db, source, header, typed, rejection, result)
+                self._number_samples(db, staged, fmt, header, periods, result)
         return result
 
     def _write(self, db: duckdb.DuckDBPyConnection, query: str, out: Path) -> None:
@@ -353,16 +392,20 @@ class Ingest:
                 "body", f"the file cannot be read: {_first_line(exc)}", reason="UNREADABLE_FILE"
             ) from None
 
-    def _count(self, db: duckdb.DuckDBPyConnection, staged: Path, result: IngestResult) -> None:
+    def _count(
+        self, db: duckdb.DuckDBPyConnection, files: Sequence[Path], result: IngestResult
+    ) -> dict[str, set[str | None]]:
         """Rows per period and per rejection, totals, warnings and samples: a few columns of
-        the staged file, read back."""
-        rows = f"read_parquet({literal(str(staged))})"
+        the staged files, read back. Returns each file's periods (None: rejected rows)."""
+        rows = f"read_parquet([{', '.join(literal(str(f)) for f in files)}], filename = true)"
         rejection = REJECTION_COLUMN
-        for period, reason, currency, count, total in db.execute(
-            f"SELECT CASE WHEN {rejection} IS NULL THEN strftime(BillingPeriodStart, '%Y-%m') END, "
+        per_file: dict[str, set[str | None]] = {}
+        for file, period, reason, currency, count, total in db.execute(
+            f"SELECT filename, CASE WHEN {rejection} IS NULL THEN strftime(BillingPeriodStart, '%Y-%m') END, "
             f"{rejection}.reason, CASE WHEN {rejection} IS NULL THEN BillingCurrency END, count(*), "
             f"sum(EffectiveCost) FILTER (WHERE {rejection} IS NULL) FROM {rows} GROUP BY ALL ORDER BY ALL"
         ).fetchall():
+            per_file.setdefault(file, set()).add(period)
             if reason is not None:
                 result.rejections[reason] = result.rejections.get(reason, 0) + int(count)
                 result.rows_rejected += int(count)
@@ -390,22 +433,24 @@ class Ingest:
             ).fetchall()
             result.warning_samples += [Issue(0, c or "", v or "", r) for c, v, r in samples]
         result.rows_read = result.rows_stored + result.rows_rejected
+        return per_file
 
     def _split(
-        self, db: duckdb.DuckDBPyConnection, staged: Path, out_dir: Path, result: IngestResult
+        self, db: duckdb.DuckDBPyConnection, staged: StagedSegment, periods: set[str | None], out_dir: Path
     ) -> None:
-        """The staged file as one directory per billing period: moved as it is when it holds
-        one period and no rejected row (the common export), else each period copied out."""
-        if len(result.periods) == 1 and not result.rows_rejected:
-            (period,) = result.periods
+        """A staged file into the directories of its billing periods: moved as it is when it
+        holds one period and no rejected row (the common segment), else each period copied out."""
+        name = f"data_{staged.segment.index}.parquet"
+        if len(periods) == 1 and None not in periods:
+            (period,) = periods
             directory = out_dir / f"billing_period={period}"
-            directory.mkdir()
-            os.rename(staged, directory / "data_0.parquet")
+            directory.mkdir(parents=True, exist_ok=True)
+            os.rename(staged.file, directory / name)
             return
-        rows = f"read_parquet({literal(str(staged))})"
-        for period in result.periods:
+        rows = f"read_parquet({literal(str(staged.file))})"
+        for period in sorted(p for p in periods if p is not None):
             directory = out_dir / f"billing_period={period}"
-            directory.mkdir()
+            directory.mkdir(parents=True, exist_ok=True)
             # A range of BillingPeriodStart (not its strftime), so that row groups of other
             # periods are skipped by their statistics.
             start = f"TIMESTAMPTZ {literal(period + '-01 00:00:00+00')}"
@@ -413,53 +458,74 @@ class Ingest:
                 db,
                 f"SELECT * FROM {rows} WHERE {REJECTION_COLUMN} IS NULL AND BillingPeriodStart >= {start} "
                 f"AND BillingPeriodStart < {start} + INTERVAL 1 MONTH",
-                directory / "data_0.parquet",
+                directory / name,
             )
-        staged.unlink()
+        staged.file.unlink()
 
-    def _csv_rejects(self, db: duckdb.DuckDBPyConnection, result: IngestResult) -> None:
-        """Lines the CSV reader could not split into the header's columns."""
+    def _csv_rejects(self, db: duckdb.DuckDBPyConnection, records_before: int) -> list[Issue]:
+        """Lines the CSV reader could not split into the header's columns, numbered in the
+        upload (`records_before` came before this segment)."""
         try:
             rows = db.execute(
                 "SELECT line, any_value(error_type), any_value(column_name), any_value(csv_line) "
                 "FROM reject_errors GROUP BY line ORDER BY line"
             ).fetchall()
         except duckdb.CatalogException:
-            return  # no reject table: nothing was rejected
-        for line, error_type, column, text in rows:
-            reason = "CSV_" + re.sub(r"[^A-Z0-9]+", "_", str(error_type).upper()).strip("_")
-            result.rejections[reason] = result.rejections.get(reason, 0) + 1
+            return []  # no reject table: nothing was rejected
+        return [
+            Issue(
+                int(line) + records_before,
+                column or "",
+                (text or "")[:MAX_SAMPLE_VALUE],
+                "CSV_" + re.sub(r"[^A-Z0-9]+", "_", str(error_type).upper()).strip("_"),
+            )
+            for line, error_type, column, text in rows
+        ]
+
+    def _add_csv_rejects(self, rejects: list[Issue], result: IngestResult) -> None:
+        for issue in rejects:
+            result.rejections[issue.reason] = result.rejections.get(issue.reason, 0) + 1
             result.rows_rejected += 1
             result.rows_read += 1
             if len(result.rejected_samples) < MAX_SAMPLES:
-                result.rejected_samples.append(
-                    Issue(int(line), column or "", (text or "")[:MAX_SAMPLE_VALUE], reason)
-                )
+                result.rejected_samples.append(issue)
 
     def _number_samples(
         self,
         db: duckdb.DuckDBPyConnection,
-        source: str,
+        staged: Sequence[StagedSegment],
+        fmt: str,
         header: Header,
-        typed: dict[str, str],
-        rejection: str,
+        periods: Sequence[str],
         result: IngestResult,
     ) -> None:
         """Find the lines of the sampled rows: one more pass, only for files with problems, in
-        file order (row_number over the scan; the header is line 1)."""
+        file order (row_number over each segment's scan; the header is line 1), segment after
+        segment until enough are found. Rejected and warned rows are looked for apart: a file
+        whose every row has a warning still gets the lines of its rejected rows."""
         db.execute("SET preserve_insertion_order = true")
-        warnings = _warnings(header, typed)
-        numbered = db.execute(
-            f"SELECT n, r, w FROM (SELECT row_number() OVER () + 1 AS n, {rejection} AS r, {warnings} AS w FROM {source}) "
-            f"WHERE r IS NOT NULL OR w IS NOT NULL LIMIT {4 * MAX_SAMPLES}"
-        ).fetchall()
-        rejected = [(n, r) for n, r, _ in numbered if r is not None]
-        warned = [(n, item) for n, r, w in numbered if r is None for item in (w or [])]
         csv_level = [s for s in result.rejected_samples if s.line]
-        value_level = [
-            Issue(int(n), r["column"] or "", r["value"] or "", r["reason"]) for n, r in rejected[:MAX_SAMPLES]
-        ]
+        wanted = {
+            "r": MAX_SAMPLES if len(csv_level) < len(result.rejected_samples) else 0,
+            "w": MAX_SAMPLES if result.warning_samples else 0,
+        }
+        found: dict[str, list[tuple[int, Any]]] = {"r": [], "w": []}
+        for segment in staged:
+            if all(len(found[kind]) >= wanted[kind] for kind in found):
+                break
+            source, typed = _stages(header, self._source(db, segment.segment.path, fmt, header))
+            rows = (
+                f"(SELECT row_number() OVER () + 1 + {segment.records_before} AS n, "
+                f"{_rejection(header, typed, periods)} AS r, {_warnings(header, typed)} AS w FROM {source})"
+            )
+            for kind, condition in (("r", "r IS NOT NULL"), ("w", "r IS NULL AND w IS NOT NULL")):
+                if len(found[kind]) < wanted[kind]:
+                    found[kind] += db.execute(
+                        f"SELECT n, {kind} FROM {rows} WHERE {condition} LIMIT {wanted[kind] - len(found[kind])}"
+                    ).fetchall()
+        value_level = [Issue(int(n), r["column"] or "", r["value"] or "", r["reason"]) for n, r in found["r"]]
         result.rejected_samples = sorted(csv_level + value_level, key=lambda s: s.line)[:MAX_SAMPLES]
+        warned = [(n, item) for n, w in found["w"] for item in w]
         result.warning_samples = [
             Issue(int(n), w["column"] or "", w["value"] or "", w["reason"]) for n, w in warned[:MAX_SAMPLES]
         ]

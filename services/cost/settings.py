@@ -33,6 +33,12 @@ class CostSettings:
         "its tags is a few KB).",
         parse=parse_positive_int,
     )
+    cost_import_segment_bytes: int = setting(
+        64 * 1024 * 1024,
+        "A CSV import is staged in segments of about this many bytes while the rest of it still "
+        "arrives (smaller segments overlap more but each costs a DuckDB pass of its own).",
+        parse=parse_positive_int,
+    )
     cost_duckdb_memory_mb: int = setting(
         512,
         "Memory DuckDB may use per import or query engine before it spills to "

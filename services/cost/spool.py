@@ -5,11 +5,17 @@ The format is known from the first bytes (gzip's magic, Parquet's `PAR1`, else C
 checked as it arrives for a physical line over the limit, so that a file of one 2 GB line is
 refused after the limit, not after 2 GB; a gzip stream that ends early (a truncated download)
 or does not inflate is refused when it is found out. Nothing else has happened by then.
+
+A CSV is spooled in segments of about `segment_bytes`, each a file of whole records that starts
+with the header line, so that DuckDB can stage one segment while the next still arrives. A
+segment ends at the first newline past its size that is outside a quoted field (an even number
+of quotes since the segment began: a field's own quotes come in pairs), never inside a record.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,15 +42,34 @@ def detect(first_bytes: bytes) -> str:
     return Format.CSV
 
 
-class Spool:
-    """One upload's file. `write` each chunk as it arrives, then `finish`; then `path` holds
-    the CSV (decompressed) or the Parquet file, and `header` the CSV's first line."""
+@dataclass(frozen=True)
+class Segment:
+    """One file of the upload that is read on its own: the Parquet file, or whole records of a
+    CSV after its header line."""
 
-    def __init__(self, path: Path, *, max_bytes: int, max_line_bytes: int, declared: str = "") -> None:
+    index: int
+    path: Path
+
+
+class Spool:
+    """One upload's files. `write` each chunk as it arrives, then `finish`; `take_segments`
+    hands over the segments completed so far (the last one once `finish` has run). `path` is
+    the first segment's file, `header` the CSV's first line."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_line_bytes: int,
+        declared: str = "",
+        segment_bytes: int = 0,
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.max_line_bytes = max_line_bytes
         self.declared = declared  # the format the caller named, if any
+        self.segment_bytes = segment_bytes  # 0: the whole upload is one segment
         self.format = ""
         self.bytes_received = 0
         self.bytes_stored = 0
@@ -55,6 +80,10 @@ class Spool:
         self._head = b""  # the first line, while it arrives
         self._header_done = False
         self._pending = b""  # the first bytes, until the format is known
+        self._paths = [path]  # every segment's file, the open one last
+        self._done: list[Segment] = []  # completed, not yet taken
+        self._segment_bytes = 0  # bytes of records in the open segment
+        self._quotes_odd = False  # whether the open segment is inside a quoted field
 
     def write(self, chunk: bytes) -> None:
         """Add the next bytes of the upload."""
@@ -110,9 +139,64 @@ class Spool:
                 "it by billing period",
                 reason="IMPORT_TOO_LARGE",
             )
-        if self.format != Format.PARQUET:
-            self._check_lines(data)
+        if self.format == Format.PARQUET:
+            self._file.write(data)
+            return
+        self._check_lines(data)
+        while self.segment_bytes and self._header_done:
+            cut = self._record_end(data, self.segment_bytes - self._segment_bytes)
+            if cut is None:
+                break
+            self._append(data[:cut])
+            self._next_segment()
+            data = data[cut:]
+        self._append(data)
+
+    def _append(self, data: bytes) -> None:
+        assert self._file is not None
         self._file.write(data)
+        self._segment_bytes += len(data)
+        self._quotes_odd ^= bool(data.count(b'"') & 1)
+
+    def _record_end(self, data: bytes, start: int) -> int | None:
+        """Where in `data` the open segment can end: just past the first newline at or after
+        `start` that is outside a quoted field; None when there is none."""
+        odd, counted = self._quotes_odd, 0
+        newline = data.find(b"\n", max(0, start - 1))
+        while newline >= 0:
+            odd ^= bool(data.count(b'"', counted, newline) & 1)
+            counted = newline
+            if not odd:
+                return newline + 1
+            newline = data.find(b"\n", newline + 1)
+        return None
+
+    def _next_segment(self) -> None:
+        self._complete()
+        path = self.path.with_name(f"{self.path.name}.{len(self._paths)}")
+        self._paths.append(path)
+        self._file = path.open("wb")
+        self._file.write(self.header + b"\n")
+        self._segment_bytes = 0
+        self._quotes_odd = False
+
+    def _complete(self) -> None:
+        """The open segment is whole: close its file and hand it over."""
+        assert self._file is not None
+        self._file.close()
+        self._file = None
+        index = len(self._paths) - 1
+        self._done.append(Segment(index, self._paths[index]))
+
+    def take_segments(self) -> list[Segment]:
+        """The segments completed since the last call, in order."""
+        taken, self._done = self._done, []
+        return taken
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file the spool has written (to remove them all)."""
+        return list(self._paths)
 
     def _check_lines(self, data: bytes) -> None:
         if not self._header_done:
@@ -149,9 +233,6 @@ class Spool:
             self._start(self._pending)
             self._store(self._pending)
             self._pending = b""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
         if self.bytes_received == 0:
             raise InvalidArgument.for_field("body", "no file was sent", reason="EMPTY_FILE")
         if self._inflater is not None and not self._inflater.eof:
@@ -165,12 +246,23 @@ class Spool:
             if not self._head.strip():
                 raise InvalidArgument.for_field("body", "the file is empty", reason="EMPTY_FILE")
             self.header = self._head.rstrip(b"\r")  # a header and no rows
+        if self._file is not None:
+            if len(self._paths) > 1 and not self._segment_bytes:
+                # A segment of nothing after the header: the last cut fell at the very end.
+                self._file.close()
+                self._file = None
+                self._paths[-1].unlink()
+                self._paths.pop()
+            else:
+                self._complete()
 
-    def close(self) -> None:
-        """Release the file handle (after a failure); the file itself is the caller's."""
+    def remove(self) -> None:
+        """Close and delete every file of the upload."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        for path in self._paths:
+            path.unlink(missing_ok=True)
 
 
 def _longest_line(data: bytes, first: int, last: int) -> int:

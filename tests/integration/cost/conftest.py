@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ class CostServer:
     addr: str
 
 
-@pytest.fixture(scope="module")
-async def cost(
-    valkey: Valkey, start_config_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+@contextlib.asynccontextmanager
+async def serve_cost(
+    valkey: Valkey,
+    start_config_server: ServerFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[CostServer]:
+    """A cost server of its own: a data directory and a Redis database no other one uses
+    (catalogs of other modules stay apart)."""
     data_dir = tmp_path_factory.mktemp("cost-data")
-    # Each module has a Redis database of its own: catalogs of other modules stay apart.
     db = next(_DATABASES)
     server, addr = await start_config_server(
         f"{valkey.url.rsplit('/', 1)[0]}/{db}",
@@ -45,12 +50,21 @@ async def cost(
             "DEVMESH_COST_RETIRE_GRACE": "0.5",
             "DEVMESH_COST_WEBHOOK_FIRST_BACKOFF": "0.1",
             "DEVMESH_COST_WATCH_PROGRESS_INTERVAL": "0.3",
+            **(env or {}),
         },
     )
     await server.runtime.redis.flushdb()
     options = [("grpc.max_send_message_length", 16 << 20)]
     async with aio.insecure_channel(addr, options=options) as channel:
         yield CostServer(server, cost_pb2_grpc.CostServiceStub(channel), data_dir, addr)
+
+
+@pytest.fixture(scope="module")
+async def cost(
+    valkey: Valkey, start_config_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[CostServer]:
+    async with serve_cost(valkey, start_config_server, tmp_path_factory) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

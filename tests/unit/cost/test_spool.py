@@ -77,3 +77,52 @@ def test_a_declared_format_that_the_bytes_contradict_is_refused(tmp_path: Path) 
 def test_nothing_sent_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="no file"):
         _spool(tmp_path).finish()
+
+
+def _segmented(tmp_path: Path, data: bytes, segment_bytes: int, chunk: int) -> Spool:
+    spool = Spool(tmp_path / "upload", max_bytes=1 << 20, max_line_bytes=1000, segment_bytes=segment_bytes)
+    _feed(spool, data, chunk)
+    return spool
+
+
+@pytest.mark.parametrize("chunk", [7, 100, 4096])
+def test_segments_are_whole_records_after_the_header_and_together_the_upload(
+    tmp_path: Path, chunk: int
+) -> None:
+    header = b'"id","note"'
+    # Every record starts with @; every third has a quoted note over two lines.
+    rows = [
+        b'@%d,"a ""quoted"" note\nover two lines"' % i if i % 3 == 0 else b"@%d,plain" % i for i in range(200)
+    ]
+    data = b"\n".join([header, *rows]) + b"\n"
+    spool = _segmented(tmp_path, data, 300, chunk)
+    segments = spool.take_segments()
+    assert len(segments) > 5 and [s.index for s in segments] == list(range(len(segments)))
+    bodies = []
+    for segment in segments:
+        text = segment.path.read_bytes()
+        assert text.startswith(header + b"\n") and text.endswith(b"\n")
+        body = text[len(header) + 1 :]
+        assert body.count(b'"') % 2 == 0 and body.startswith(b"@")  # never cut inside a record
+        bodies.append(body)
+    assert header + b"\n" + b"".join(bodies) == data
+
+
+def test_a_gzip_upload_is_segmented_after_inflating(tmp_path: Path) -> None:
+    data = b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(500))
+    spool = _segmented(tmp_path, gzip.compress(data), 512, 64)
+    segments = spool.take_segments()
+    assert len(segments) > 3 and spool.format == Format.CSV_GZIP
+    assert b"a,b\n" + b"".join(s.path.read_bytes()[4:] for s in segments) == data
+
+
+def test_an_upload_that_ends_on_a_cut_has_no_empty_last_segment_and_remove_deletes_every_file(
+    tmp_path: Path,
+) -> None:
+    data = b"a,b\n" + b"1,2\n" * 8  # the header and 8 rows: 36 bytes, cut at 12 and 24 and 36
+    spool = _segmented(tmp_path, data, 12, 36)
+    segments = spool.take_segments()
+    assert all(s.path.read_bytes().count(b"\n") > 1 for s in segments)
+    assert sum(s.path.read_bytes().count(b"\n") - 1 for s in segments) == 8
+    spool.remove()
+    assert not list(tmp_path.iterdir())
