@@ -67,7 +67,11 @@ def safe_url(url: str) -> str:
 
 def check_url(url: str) -> str | None:
     """Why `url` cannot be a webhook (None when it can)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError on a port out of range or not a number
+    except ValueError as exc:  # `http://[::1` (an unclosed IPv6 address), `http://h:99999`
+        return f"is not a URL ({exc})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL with a host"
     if len(url) > 2048:

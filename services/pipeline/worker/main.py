@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 from services.pipeline.worker import pipeline_client, process
 from services.pipeline.worker.agent import Worker
@@ -21,6 +22,7 @@ log = get_logger(__name__)
 
 async def run_worker(environ: Mapping[str, str]) -> int:
     settings = load(WorkerSettings, environ)
+    _check_worker_dir(settings)
     run_as = _run_as(settings)
     channel = pipeline_client.channel(settings)
     client = redis_client.connect(settings.redis_url, settings.redis_timeout)
@@ -56,6 +58,21 @@ async def run_worker(environ: Mapping[str, str]) -> int:
             await channel.close()
     log.info("pipeline.worker.stopped", worker=worker.id, jobs=worker.jobs_done)
     return 0
+
+
+def _check_worker_dir(settings: WorkerSettings) -> None:
+    """SettingsError, once at start, when DEVMESH_WORKER_DIR cannot hold workspaces (not one
+    failed job after another, each with a traceback)."""
+    if not settings.worker_dir:
+        return
+    directory = Path(settings.worker_dir)
+    if not directory.is_dir():
+        problem = "does not exist" if not directory.exists() else "is not a directory"
+        raise SettingsError(f"DEVMESH_WORKER_DIR: {settings.worker_dir} {problem}; create it or name another")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"DEVMESH_WORKER_DIR: this worker may not create workspaces in {settings.worker_dir}"
+        )
 
 
 def _run_as(settings: WorkerSettings) -> process.RunAs | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.pipeline.worker import process
+from services.pipeline.worker.main import _check_worker_dir
 from services.pipeline.worker.settings import WorkerSettings
 from services.runtime.settings import SettingsError, load
 
@@ -49,3 +50,15 @@ def test_a_pipeline_address_off_loopback_needs_tls() -> None:
         load(WorkerSettings, {"DEVMESH_WORKER_PIPELINE_ADDR": "10.0.0.1:443"})
     assert "DEVMESH_WORKER_TLS_" in str(found.value)
     assert load(WorkerSettings, {"DEVMESH_WORKER_PIPELINE_ADDR": "127.0.0.1:443"}).worker_pipeline_addr
+
+
+def test_a_worker_dir_that_cannot_hold_workspaces_is_refused_at_start(tmp_path: Path) -> None:
+    def check(directory: Path) -> str:
+        with pytest.raises(SettingsError) as refused:
+            _check_worker_dir(load(WorkerSettings, {"DEVMESH_WORKER_DIR": str(directory)}))
+        return str(refused.value)
+
+    assert "does not exist" in check(tmp_path / "missing")
+    (tmp_path / "file").write_text("")
+    assert "is not a directory" in check(tmp_path / "file")
+    _check_worker_dir(load(WorkerSettings, {"DEVMESH_WORKER_DIR": str(tmp_path)}))  # fine
