@@ -17,7 +17,7 @@ from tests.integration.cost.conftest import CostServer, serve_cost, upload
 from tests.integration.cost.test_import_rules import _csv, _row, _time
 from tools.stack.valkey import Valkey
 
-SEGMENT_BYTES = 16384  # the real sample (~600 KB) is some 45 segments of this size, the others 4 to 6
+SEGMENT_BYTES = 16384  # the real sample (755 KB) is some 46 segments of this size, the others 4 to 6
 
 
 @pytest.fixture(scope="module")

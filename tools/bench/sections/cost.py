@@ -21,8 +21,9 @@
 Every file is generated in a temporary directory and removed afterwards. The sizes are the
 issue's by default; DEVMESH_BENCH_COST_IMPORT_ROWS and DEVMESH_BENCH_COST_QUERY_ROWS make them
 smaller for a quick look (the figures say the rows they were taken on). At the default sizes
-the section takes 8-9 minutes on 2 cores (522 s and 502 s in two runs, most of it generating
-and importing the 10,000,000 rows and the hour x service calls that read them).
+the section takes 2.5-3 minutes on a quiet 2-core machine (148 s and 172 s in two runs; 8-9
+minutes on a loaded one), most of it generating and importing the 10,000,000 rows and the hour
+x service calls that read them.
 """
 
 from __future__ import annotations
