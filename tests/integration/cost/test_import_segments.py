@@ -21,11 +21,9 @@ SEGMENT_BYTES = 16384  # the real sample (755 KB) is some 46 segments of this si
 
 
 @pytest.fixture(scope="module")
-async def whole(
-    valkey: Valkey, start_config_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[CostServer]:
-    async with serve_cost(valkey, start_config_server, tmp_path_factory) as server:
-        yield server
+def whole(cost: CostServer) -> CostServer:
+    """The module's cost server with the default segment size: these files stage whole."""
+    return cost
 
 
 @pytest.fixture(scope="module")
