@@ -84,6 +84,7 @@ class Spool:
         self._done: list[Segment] = []  # completed, not yet taken
         self._segment_bytes = 0  # bytes of records in the open segment
         self._quotes_odd = False  # whether the open segment is inside a quoted field
+        self._newline = b"\n"  # how the header line ends
 
     def write(self, chunk: bytes) -> None:
         """Add the next bytes of the upload."""
@@ -176,7 +177,7 @@ class Spool:
         path = self.path.with_name(f"{self.path.name}.{len(self._paths)}")
         self._paths.append(path)
         self._file = path.open("wb")
-        self._file.write(self.header + b"\n")
+        self._file.write(self.header + self._newline)
         self._segment_bytes = 0
         self._quotes_odd = False
 
@@ -193,16 +194,14 @@ class Spool:
         taken, self._done = self._done, []
         return taken
 
-    @property
-    def paths(self) -> list[Path]:
-        """Every file the spool has written (to remove them all)."""
-        return list(self._paths)
-
     def _check_lines(self, data: bytes) -> None:
         if not self._header_done:
             end = data.find(b"\n")
             self._head += data if end < 0 else data[:end]
             if end >= 0:
+                # A later segment's header ends as this one does: DuckDB reads a file with
+                # one line ending, and a header's \n before records' \r\n splits them wrong.
+                self._newline = b"\r\n" if self._head.endswith(b"\r") else b"\n"
                 self.header, self._head, self._header_done = self._head.rstrip(b"\r"), b"", True
         last = data.rfind(b"\n")
         longest = 0
