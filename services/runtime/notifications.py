@@ -99,14 +99,19 @@ def verify(
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
+# How long an event's "sent" marker is kept: past the longest period an event is keyed by (a
+# yearly budget's thresholds, once a year), so that the markers of the last year and some are
+# all that Redis holds, not every event ever sent.
+DEDUP_TTL_S = 400 * 86400
+
 # KEYS: dedup marker, stream, due (zset), deliveries (hash)
-# ARGV: payload, stream max length, now (ms), then per delivery: id, JSON
+# ARGV: payload, stream max length, now (ms), marker TTL (ms), then per delivery: id, JSON
 _EMIT = """
-if redis.call('SET', KEYS[1], '1', 'NX') == false then
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) == false then
   return false
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'payload', ARGV[1])
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local delivery = cjson.decode(ARGV[i + 1])
   delivery['event_id'] = id
   redis.call('HSET', KEYS[4], ARGV[i], cjson.encode(delivery))
@@ -138,6 +143,7 @@ class Notifier:
         timeout: float = 5.0,
         poll_interval: float = 0.5,
         first_backoff: float = 1.0,
+        dedup_ttl: float = DEDUP_TTL_S,
     ) -> None:
         self.redis = redis
         self.durable = durable
@@ -146,6 +152,7 @@ class Notifier:
         self.deliveries = prefix + "deliveries"
         self.dead = prefix + "dead"
         self.dedup_prefix = prefix + "sent:"
+        self.dedup_ttl = dedup_ttl  # seconds an event key stays "sent"
         self.retention = retention
         self.max_attempts = max_attempts
         self.timeout = timeout
@@ -159,7 +166,7 @@ class Notifier:
     ) -> str | None:
         """Record the event `key` names, once: its stream id, or None when it was emitted before."""
         body = json.dumps({"type": event_type, **payload}, separators=(",", ":"), sort_keys=True)
-        args: list[Any] = [body, self.retention, int(time.time() * 1000)]
+        args: list[Any] = [body, self.retention, int(time.time() * 1000), int(self.dedup_ttl * 1000)]
         for hook in webhooks:
             delivery = {
                 "url": hook.url,
