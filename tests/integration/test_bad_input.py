@@ -1,6 +1,6 @@
 """The config service's document limits against a real `devmesh serve config` process: a
 document too large or too deep is refused with a reason that says which. (Hostile input to
-every RPC of every service is tests/e2e/test_hostile_input.py.)"""
+every RPC of every service is tests/e2e/hostile/.)"""
 
 from __future__ import annotations
 

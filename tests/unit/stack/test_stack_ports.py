@@ -10,7 +10,7 @@ import pytest
 
 from tools.stack.local import local_stack
 from tools.stack.ports import PortPlan
-from tools.stack.processes import LOOPBACK, StackError, free_port
+from tools.stack.processes import LOOPBACK, LOWEST_CHOSEN_PORT, StackError, free_port
 
 
 def test_every_part_of_a_planned_stack_gets_its_own_port() -> None:
@@ -60,3 +60,16 @@ def test_a_metrics_port_already_in_use_is_refused_naming_who_wanted_it(tmp_path:
         f"config metrics cannot listen on {LOOPBACK}:{taken}: Address already in use; is another stack"
     )
     assert not (tmp_path / "logs").exists()
+
+
+def test_chosen_ports_are_below_the_ephemeral_range_distinct_and_skip_a_taken_one() -> None:
+    # Below the range no outgoing connection or bind to port 0 can take a port between its
+    # choice and its bind; a port something listens on is passed over.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = free_port()
+    with socket.socket() as holder:
+        holder.bind((LOOPBACK, first + 1))
+        holder.listen()
+        chosen = [free_port() for _ in range(20)]
+    assert all(LOWEST_CHOSEN_PORT <= p < low for p in [first, *chosen])
+    assert len(set(chosen)) == 20 and first + 1 not in chosen
