@@ -32,8 +32,9 @@ class StackError(RuntimeError):
 # (seconds later, for the edge of a mesh that starts every service first) by any outgoing
 # connection or bind to port 0 on the machine; it was, once, in a full test run. Below the
 # range only another chooser like this one can take it, and each process starts at a place of
-# its own (from its PID) and moves on from there.
-LOWEST_CHOSEN_PORT = 10000
+# its own (from its PID) and moves on from there. The lowest is above `make run`'s own ports
+# (DEVMESH_BASE_PORT, 20000 by default, plus offsets up to 901).
+LOWEST_CHOSEN_PORT = 21000
 _next_port: list[int] = []  # this process's next candidate
 
 
