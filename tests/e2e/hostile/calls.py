@@ -241,11 +241,8 @@ def fuzz_test(shard: int) -> Callable[..., None]:
     """The fuzzing test of one shard: random and adversarial values for every field (names of
     the wrong shape, path traversal and NUL in ids, huge and negative page sizes, forged page
     tokens, times out of range, NaN, deep nesting), 30 requests per method."""
-    methods = METHODS[shard::FUZZ_SHARDS]
 
-    @pytest.mark.parametrize(
-        "method", methods, ids=[f"{m.containing_service.name}.{m.name}" for m in methods]
-    )
+    @pytest.mark.parametrize("method", METHODS[shard::FUZZ_SHARDS], ids=IDS[shard::FUZZ_SHARDS])
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def test(channel: grpc.Channel, method: descriptor.MethodDescriptor, data: st.DataObject) -> None:
