@@ -44,7 +44,7 @@ class PortPlan:
             if base:
                 return base + offset
             found = free_port()
-            while found in taken:  # the kernel may hand out a port twice before anything binds it
+            while found in taken:  # unbound, a port can be named twice (the kernel's choice does)
                 found = free_port()
             taken.add(found)
             return found

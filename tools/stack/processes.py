@@ -6,6 +6,7 @@ Every process started here is stopped here: SIGTERM, then SIGKILL after a grace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -38,7 +39,9 @@ LOWEST_CHOSEN_PORT = 21000
 _next_port: list[int] = []  # this process's next candidate
 
 
+@functools.cache
 def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (read once: it is the machine's)."""
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
